@@ -1,0 +1,17 @@
+// Benchmarks print ratios against baselines measured in the same run; they are not tests.
+//   dotnet run -c Release --project bench/KvCache.Bench -- decode [--contexts 1024,4096,8192] [--steps N]
+//   dotnet run -c Release --project bench/KvCache.Bench -- spill  [--mib 256]
+using KvCache.Bench;
+
+return args.FirstOrDefault() switch
+{
+    "decode" => await DecodeBench.RunAsync(args[1..]),
+    "spill" => await SpillBench.RunAsync(args[1..]),
+    _ => Usage(),
+};
+
+static int Usage()
+{
+    Console.Error.WriteLine("usage: KvCache.Bench (decode | spill) [options]");
+    return 2;
+}

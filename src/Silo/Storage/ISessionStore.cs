@@ -1,0 +1,85 @@
+namespace KvCache.Silo.Storage;
+
+/// <summary>A session's address: tenants never share a namespace.</summary>
+public readonly record struct SessionKey(string Tenant, string SessionId)
+{
+    public override string ToString() => $"{Tenant}/{SessionId}";
+}
+
+/// <summary>What is persisted about a session besides its tokens and snapshot.</summary>
+public sealed record SessionRecord(SessionKey Key, string Model, string Codec, DateTimeOffset CreatedAt);
+
+/// <summary>One page of a tenant's sessions, ordered by id.</summary>
+public sealed record SessionPage(IReadOnlyList<SessionRecord> Sessions, string? NextPageToken);
+
+/// <summary>
+/// The durable home of sessions (the spill store): metadata, the token log, snapshots and decode requests.
+/// Implemented in memory (embedded mode) and on Redis; one contract suite runs against both.
+/// </summary>
+/// <remarks>
+/// The token log is the source of truth for a session's context: a token is durable once
+/// <see cref="AppendTokensAsync"/> completes. A snapshot is the serialized cache at some position; it
+/// becomes visible only when committed, atomically replacing the previous one.
+/// Operations on a session that does not exist throw <see cref="SessionNotFoundException"/>.
+/// </remarks>
+public interface ISessionStore
+{
+    /// <summary>Creates the session; false if one with that key exists.</summary>
+    ValueTask<bool> TryCreateAsync(SessionRecord record, CancellationToken cancellationToken = default);
+
+    ValueTask<SessionRecord?> GetAsync(SessionKey key, CancellationToken cancellationToken = default);
+
+    /// <summary>Removes the session and everything stored for it; false if it did not exist.</summary>
+    ValueTask<bool> DeleteAsync(SessionKey key, CancellationToken cancellationToken = default);
+
+    /// <summary>A tenant's sessions ordered by id, starting after <paramref name="pageToken"/>.</summary>
+    ValueTask<SessionPage> ListAsync(string tenant, string? pageToken, int pageSize, CancellationToken cancellationToken = default);
+
+    /// <summary>Number of tokens in the session's token log.</summary>
+    ValueTask<long> GetTokenCountAsync(SessionKey key, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Appends tokens if the log holds exactly <paramref name="expectedCount"/> tokens (compare-and-append).
+    /// </summary>
+    /// <exception cref="TokenLogConflictException">The log's length differs from <paramref name="expectedCount"/>.</exception>
+    ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, CancellationToken cancellationToken = default);
+
+    /// <summary>Reads tokens from <paramref name="start"/>; returns how many were read (fewer at the log's end).</summary>
+    ValueTask<int> ReadTokensAsync(SessionKey key, long start, Memory<int> destination, CancellationToken cancellationToken = default);
+
+    /// <summary>Stores one chunk (≤ 1 MiB) of a snapshot that is not yet committed.</summary>
+    ValueTask WriteSnapshotChunkAsync(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Makes snapshot <paramref name="snapshotId"/> (its chunks already written) the session's current one, with
+    /// <paramref name="header"/> describing it, and deletes the chunks of the snapshot it replaces.
+    /// </summary>
+    ValueTask CommitSnapshotAsync(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, CancellationToken cancellationToken = default);
+
+    /// <summary>The current snapshot's id and header, or null if the session has none.</summary>
+    ValueTask<StoredSnapshot?> GetSnapshotAsync(SessionKey key, CancellationToken cancellationToken = default);
+
+    /// <summary>Reads chunk <paramref name="index"/> of a snapshot into destination; returns its length.</summary>
+    ValueTask<int> ReadSnapshotChunkAsync(SessionKey key, long snapshotId, int index, Memory<byte> destination, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Records that decode request <paramref name="requestId"/> started at <paramref name="startPosition"/>,
+    /// unless it was recorded before; returns the recorded start position.
+    /// </summary>
+    ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, CancellationToken cancellationToken = default);
+}
+
+/// <summary>A committed snapshot: its id (names its chunks) and its encoded header.</summary>
+public sealed record StoredSnapshot(long SnapshotId, ReadOnlyMemory<byte> Header);
+
+public sealed class SessionNotFoundException(SessionKey key) : Exception($"Session '{key.SessionId}' does not exist.")
+{
+    public SessionKey Key { get; } = key;
+}
+
+public sealed class TokenLogConflictException(SessionKey key, long expected, long actual)
+    : Exception($"Token log of session '{key.SessionId}' holds {actual} tokens, expected {expected}.")
+{
+    public long Expected { get; } = expected;
+    public long Actual { get; } = actual;
+}
