@@ -1,0 +1,221 @@
+using System.Diagnostics;
+using System.Globalization;
+using KvCache.Bench.Spill;
+using KvCache.Contracts.Snapshots;
+using KvCache.Silo.Snapshots;
+using KvCache.Silo.Storage;
+using KvCache.Silo.Storage.Redis;
+using KvCache.Testing.Redis;
+using Microsoft.Extensions.Options;
+
+namespace KvCache.Bench;
+
+/// <summary>
+/// Spill and restore of a session's cache through Redis, against raw pipelined SET/GET of the same bytes in
+/// the same chunks on the same server in the same run:
+///   spill [--mib 256] [--chunk-kib 1024] [--in-flight 8] [--runs 3]
+/// </summary>
+public static class SpillBench
+{
+    // The benchmark model's full f32 cache (DESIGN.md) and vocabulary.
+    private const long BytesPerToken = 73_728;
+    private const int Vocab = 32_000;
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        int mib = IntOption(args, "--mib", 256);
+        int chunkKib = IntOption(args, "--chunk-kib", 1024);
+        int inFlight = IntOption(args, "--in-flight", 8);
+        int runs = IntOption(args, "--runs", 3);
+        int chunkSize = chunkKib * 1024;
+        if (mib <= 0 || chunkSize <= 0 || chunkSize > SnapshotHeader.MaxChunkSize || inFlight <= 0 || runs <= 0)
+        {
+            Console.Error.WriteLine($"spill: need --mib > 0, 0 < --chunk-kib <= {SnapshotHeader.MaxChunkSize / 1024}, --in-flight > 0, --runs > 0");
+            return 2;
+        }
+
+        int position = (int)((long)mib * (1 << 20) / BytesPerToken);
+        using var cache = new NativeKvCache("full", BytesPerToken, position);
+        cache.Fill(position, seed: 1);
+        using var restored = new NativeKvCache("full", BytesPerToken, position);
+        float[] logits = [.. Enumerable.Range(0, Vocab).Select(i => MathF.Sin(i))];
+        long payload = cache.StateLength + Vocab * sizeof(float);
+
+        await using var redis = await RedisServer.StartAsync(new RedisServerOptions { FirstPort = 46000, LastPort = 46999 });
+        Console.WriteLine($"redis-server {redis.Endpoint}; cache {position} tokens x {BytesPerToken} B = {cache.StateLength / (double)(1 << 20):F1} MiB " +
+                          $"+ {Vocab} logits; chunks {chunkKib} KiB, {inFlight} in flight, best of {runs}");
+
+        var clientOptions = new RedisClientOptions { Endpoint = redis.Endpoint };
+        await using var client = new RedisClient(clientOptions);
+        double rawSetNew = double.MaxValue, rawSetOverwrite = double.MaxValue, rawGet = double.MaxValue, spill = double.MaxValue, restore = double.MaxValue;
+        for (int run = 0; run < runs; run++)
+        {
+            // Fresh keys every run, the previous run's deleted (untimed): Redis allocates memory as it does for
+            // a new snapshot, whose chunks are new keys too.
+            rawSetNew = Math.Min(rawSetNew, await TimeAsync(() => RawSetAsync(client, cache, $"raw:{run}:", chunkSize, inFlight)));
+            if (run > 0)
+            {
+                await DeleteAsync(client, $"raw:{run - 1}:", cache.StateLength, chunkSize);
+            }
+        }
+
+        string last = $"raw:{runs - 1}:";
+        for (int run = 0; run < runs; run++)
+        {
+            rawSetOverwrite = Math.Min(rawSetOverwrite, await TimeAsync(() => RawSetAsync(client, cache, last, chunkSize, inFlight)));
+            rawGet = Math.Min(rawGet, await TimeAsync(() => RawGetAsync(client, restored, last, cache.StateLength, chunkSize, inFlight)));
+        }
+
+        Verify(cache, restored, "raw GET");
+        await client.ExecuteAsync(["FLUSHALL"]);
+
+        var snapshots = new SnapshotOptions { ChunkSize = chunkSize, MaxInFlight = inFlight };
+        await using var store = new RedisSessionStore(Options.Create(new RedisStoreOptions { Endpoint = redis.Endpoint }));
+        var key = new SessionKey("bench", "spill");
+        await store.TryCreateAsync(new SessionRecord(key, "bench-model", "full", DateTimeOffset.UtcNow));
+        var restoredLogits = new float[Vocab];
+        for (int run = 0; run < runs; run++)
+        {
+            spill = Math.Min(spill, await TimeAsync(() => SnapshotWriter.WriteAsync(store, key, cache, "bench-model", "fp", logits, snapshots, CancellationToken.None).AsTask()));
+            restore = Math.Min(restore, await TimeAsync(() => SnapshotReader.RestoreAsync(store, key, restored, "bench-model", "fp", restoredLogits, snapshots, CancellationToken.None).AsTask()));
+        }
+
+        Verify(cache, restored, "restore");
+        if (!logits.AsSpan().SequenceEqual(restoredLogits))
+        {
+            throw new InvalidOperationException("Restored logits differ.");
+        }
+
+        double checksum = await TimeAsync(() => Task.FromResult(Checksum(cache)));
+        double rawBytes = cache.StateLength;
+        Console.WriteLine();
+        Console.WriteLine($"{"path",-34} {"GB/s",8} {"ratio",8}");
+        Print("raw SET, new keys (baseline)", rawBytes / rawSetNew, null);
+        Print("raw SET, overwriting keys", rawBytes / rawSetOverwrite, null);
+        Print("raw GET into memory (baseline)", rawBytes / rawGet, null);
+        Print("spill: SnapshotWriter", payload / spill, payload / spill / (rawBytes / rawSetNew));
+        Print("restore: SnapshotReader", payload / restore, payload / restore / (rawBytes / rawGet));
+        Print("XXH64 alone (one core)", rawBytes / checksum, null);
+        Console.WriteLine("ratio = snapshot path / raw baseline of the same direction (a spill writes new keys)");
+        return 0;
+    }
+
+    private static async Task DeleteAsync(RedisClient client, string prefix, long length, int chunkSize)
+    {
+        int chunks = SnapshotHeader.ChunksFor(length, chunkSize);
+        await Task.WhenAll(Enumerable.Range(0, chunks).Select(i => client.ExecuteAsync(["DEL", prefix + i.ToString(CultureInfo.InvariantCulture)]).AsTask()));
+    }
+
+    private static async Task RawSetAsync(RedisClient client, NativeKvCache source, string prefix, int chunkSize, int inFlight)
+    {
+        var buffers = new Queue<(ValueTask<RedisReply> Reply, RedisRequest Request, byte[] Buffer)>();
+        int chunks = SnapshotHeader.ChunksFor(source.StateLength, chunkSize);
+        for (int i = 0; i < chunks; i++)
+        {
+            if (buffers.Count == inFlight)
+            {
+                await Complete(buffers.Dequeue());
+            }
+
+            // Copied out of the cache as the snapshot writer does, so both paths move the same bytes the same way.
+            long offset = (long)i * chunkSize;
+            int length = (int)Math.Min(chunkSize, source.StateLength - offset);
+            byte[] buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(length);
+            source.ReadState(offset, buffer.AsSpan(0, length));
+            var request = RedisRequest.Create("SET", prefix + i.ToString(CultureInfo.InvariantCulture), (ReadOnlyMemory<byte>)buffer.AsMemory(0, length));
+            buffers.Enqueue((client.ExecuteAsync(request), request, buffer));
+        }
+
+        while (buffers.Count > 0)
+        {
+            await Complete(buffers.Dequeue());
+        }
+
+        static async Task Complete((ValueTask<RedisReply> Reply, RedisRequest Request, byte[] Buffer) item)
+        {
+            await item.Reply;
+            item.Request.Dispose();
+            System.Buffers.ArrayPool<byte>.Shared.Return(item.Buffer);
+        }
+    }
+
+    private static async Task RawGetAsync(RedisClient client, NativeKvCache destination, string prefix, long length, int chunkSize, int inFlight)
+    {
+        destination.BeginRestore((int)(length / BytesPerToken));
+        var reads = new Queue<(ValueTask<int> Read, RedisRequest Request, byte[] Buffer, long Offset)>();
+        int chunks = SnapshotHeader.ChunksFor(length, chunkSize);
+        for (int i = 0; i < chunks; i++)
+        {
+            if (reads.Count == inFlight)
+            {
+                await Complete(reads.Dequeue(), destination);
+            }
+
+            long offset = (long)i * chunkSize;
+            byte[] buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(chunkSize);
+            var request = RedisRequest.Create("GET", prefix + i.ToString(CultureInfo.InvariantCulture));
+            reads.Enqueue((client.ExecuteIntoAsync(request, buffer), request, buffer, offset));
+        }
+
+        while (reads.Count > 0)
+        {
+            await Complete(reads.Dequeue(), destination);
+        }
+
+        static async Task Complete((ValueTask<int> Read, RedisRequest Request, byte[] Buffer, long Offset) item, NativeKvCache destination)
+        {
+            int n = await item.Read;
+            item.Request.Dispose();
+
+            // Into the cache as the snapshot reader does.
+            destination.WriteState(item.Offset, item.Buffer.AsSpan(0, n));
+            System.Buffers.ArrayPool<byte>.Shared.Return(item.Buffer);
+        }
+    }
+
+    private static ulong Checksum(NativeKvCache cache)
+    {
+        var hash = new XxHash64();
+        for (long offset = 0; offset < cache.StateLength; offset += 1 << 20)
+        {
+            hash.Append(cache.Span(offset, (int)Math.Min(1 << 20, cache.StateLength - offset)));
+        }
+
+        return hash.GetCurrentHash();
+    }
+
+    private static async Task<double> TimeAsync<T>(Func<Task<T>> action)
+    {
+        var watch = Stopwatch.StartNew();
+        await action();
+        return watch.Elapsed.TotalSeconds;
+    }
+
+    private static async Task<double> TimeAsync(Func<Task> action)
+    {
+        var watch = Stopwatch.StartNew();
+        await action();
+        return watch.Elapsed.TotalSeconds;
+    }
+
+    private static void Verify(NativeKvCache expected, NativeKvCache actual, string what)
+    {
+        for (long offset = 0; offset < expected.StateLength; offset += 1 << 20)
+        {
+            int n = (int)Math.Min(1 << 20, expected.StateLength - offset);
+            if (!expected.Span(offset, n).SequenceEqual(actual.Span(offset, n)))
+            {
+                throw new InvalidOperationException($"{what}: bytes differ near offset {offset}.");
+            }
+        }
+    }
+
+    private static void Print(string path, double bytesPerSecond, double? ratio) =>
+        Console.WriteLine($"{path,-34} {bytesPerSecond / 1e9,8:F2} {(ratio is { } r ? r.ToString("F2", CultureInfo.InvariantCulture) : "-"),8}");
+
+    private static int IntOption(string[] args, string name, int fallback)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length && int.TryParse(args[i + 1], CultureInfo.InvariantCulture, out int value) ? value : fallback;
+    }
+}

@@ -1,0 +1,86 @@
+using System.Security.Cryptography;
+using System.Text;
+using KvCache.Transport;
+using Microsoft.Extensions.Options;
+
+namespace KvCache.Gateway.Auth;
+
+/// <summary>Maps the <c>authorization: Bearer &lt;key&gt;</c> metadata entry to a tenant.</summary>
+public sealed class TenantAuthenticator
+{
+    private readonly (byte[] Hash, string Tenant)[] _keys;
+    private readonly string? _devTenant;
+
+    public TenantAuthenticator(IOptions<AuthOptions> options)
+    {
+        var o = options.Value;
+        _keys = o.ApiKeys.Select(Parse).ToArray();
+        _devTenant = _keys.Length == 0 ? o.DevTenant : null;
+    }
+
+    /// <summary>True when no keys are configured and every caller is the dev tenant.</summary>
+    public bool IsDevMode => _devTenant is not null;
+
+    /// <summary>The caller's tenant.</summary>
+    /// <exception cref="RpcException">UNAUTHENTICATED: no key, or an unknown one.</exception>
+    public string Authenticate(Metadata headers)
+    {
+        if (_devTenant is not null)
+        {
+            return _devTenant;
+        }
+
+        var header = headers.GetValue("authorization");
+        const string scheme = "Bearer ";
+        if (header is null || !header.StartsWith(scheme, StringComparison.OrdinalIgnoreCase) || header.Length == scheme.Length)
+        {
+            throw new RpcException(new Status(StatusCode.Unauthenticated, "Missing 'authorization: Bearer <api key>' metadata."));
+        }
+
+        Span<byte> hash = stackalloc byte[SHA256.HashSizeInBytes];
+        SHA256.HashData(Encoding.UTF8.GetBytes(header[scheme.Length..].Trim()), hash);
+        string? tenant = null;
+        foreach (var (keyHash, keyTenant) in _keys)
+        {
+            // Compare every key in constant time so timing tells nothing about which one nearly matched.
+            if (CryptographicOperations.FixedTimeEquals(hash, keyHash))
+            {
+                tenant = keyTenant;
+            }
+        }
+
+        return tenant ?? throw new RpcException(new Status(StatusCode.Unauthenticated, "Unknown API key."));
+    }
+
+    private static (byte[], string) Parse(ApiKeyOptions key, int index)
+    {
+        if (string.IsNullOrWhiteSpace(key.Tenant))
+        {
+            throw new OptionsValidationException(AuthOptions.SectionName, typeof(AuthOptions), [$"Auth:ApiKeys:{index}:Tenant is empty."]);
+        }
+
+        if (key.KeySha256 is { Length: > 0 } hex)
+        {
+            try
+            {
+                var hash = Convert.FromHexString(hex);
+                if (hash.Length == SHA256.HashSizeInBytes)
+                {
+                    return (hash, key.Tenant);
+                }
+            }
+            catch (FormatException)
+            {
+            }
+
+            throw new OptionsValidationException(AuthOptions.SectionName, typeof(AuthOptions), [$"Auth:ApiKeys:{index}:KeySha256 is not 64 hex digits."]);
+        }
+
+        if (key.Key is { Length: > 0 } plain)
+        {
+            return (SHA256.HashData(Encoding.UTF8.GetBytes(plain)), key.Tenant);
+        }
+
+        throw new OptionsValidationException(AuthOptions.SectionName, typeof(AuthOptions), [$"Auth:ApiKeys:{index} has neither Key nor KeySha256."]);
+    }
+}

@@ -1,0 +1,200 @@
+using KvCache.Contracts.V1;
+using KvCache.Gateway.Auth;
+using KvCache.GpuWorker.Sampling;
+using KvCache.Silo.Sessions;
+using KvCache.Silo.Storage;
+using KvCache.Transport;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
+using V1 = KvCache.Contracts.V1;
+
+namespace KvCache.Gateway.Services;
+
+/// <summary>
+/// The public <c>kvcache.v1.KvCache</c> service: authenticates the tenant, checks the request's shape, and
+/// forwards it to the silo that owns the session.
+/// </summary>
+public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator auth, ILogger<KvCacheService> logger)
+{
+    private const int DefaultTopLogprobs = 5;
+    private const int MaxTopLogprobs = 20;
+
+    public void Map(IEndpointRouteBuilder endpoints)
+    {
+        endpoints.MapGrpcUnary(KvCacheGrpc.CreateSessionMethod, CreateSession);
+        endpoints.MapGrpcUnary(KvCacheGrpc.AppendMethod, Append);
+        endpoints.MapGrpcServerStreaming(KvCacheGrpc.DecodeMethod, Decode);
+        endpoints.MapGrpcUnary(KvCacheGrpc.GetSessionMethod, GetSession);
+        endpoints.MapGrpcUnary(KvCacheGrpc.SpillSessionMethod, SpillSession);
+        endpoints.MapGrpcUnary(KvCacheGrpc.DeleteSessionMethod, DeleteSession);
+        endpoints.MapGrpcUnary(KvCacheGrpc.ListSessionsMethod, ListSessions);
+        endpoints.MapGrpcUnary(KvCacheGrpc.ListModelsMethod, ListModels);
+    }
+
+    public Task<V1.Session> CreateSession(CreateSessionRequest request, ServerCallContext context) =>
+        Call(context, async tenant => ToProto(await sessions.CreateAsync(
+            tenant,
+            request.Model,
+            request.Codec,
+            request.SessionId,
+            context.CancellationToken)));
+
+    public Task<AppendResponse> Append(AppendRequest request, ServerCallContext context) =>
+        Call(context, async tenant =>
+        {
+            if (request.TopLogprobs is < 0 or > MaxTopLogprobs)
+            {
+                throw InvalidArgument($"top_logprobs must be in [0, {MaxTopLogprobs}].");
+            }
+
+            var tokens = request.TokenIds.ToArray();
+            var result = await sessions.AppendAsync(
+                Key(tenant, request.SessionId),
+                tokens,
+                request.TopLogprobs == 0 ? DefaultTopLogprobs : request.TopLogprobs,
+                context.CancellationToken);
+            var response = new AppendResponse { Position = result.Position };
+            foreach (var top in result.TopLogprobs)
+            {
+                response.TopLogprobs.Add(new V1.TokenLogprob { TokenId = top.TokenId, Logprob = top.Logprob });
+            }
+
+            return response;
+        });
+
+    public async Task Decode(DecodeRequest request, IServerStreamWriter<DecodeEvent> responseStream, ServerCallContext context)
+    {
+        await Call(context, async tenant =>
+        {
+            var sampling = request.Sampling ?? new SamplingParams();
+            var options = new DecodeRequestOptions(
+                request.MaxTokens,
+                new SamplingOptions(sampling.Temperature, sampling.TopK, sampling.TopP, sampling.Seed),
+                request.StopTokenIds.ToHashSet(),
+                string.IsNullOrEmpty(request.RequestId) ? null : request.RequestId);
+            var events = sessions.DecodeAsync(Key(tenant, request.SessionId), options, context.CancellationToken);
+            await foreach (var token in events.WithCancellation(context.CancellationToken))
+            {
+                await responseStream.WriteAsync(
+                    new DecodeEvent
+                    {
+                        TokenId = token.TokenId,
+                        Position = token.Position,
+                        Logprob = token.Logprob,
+                        FinishReason = ToProto(token.Finish),
+                        Replayed = token.Replayed,
+                    },
+                    context.CancellationToken);
+            }
+
+            return true;
+        });
+    }
+
+    public Task<V1.Session> GetSession(GetSessionRequest request, ServerCallContext context) =>
+        Call(context, async tenant => ToProto(await sessions.GetAsync(Key(tenant, request.SessionId), context.CancellationToken)));
+
+    public Task<V1.Session> SpillSession(SpillSessionRequest request, ServerCallContext context) =>
+        Call(context, async tenant => ToProto(await sessions.SpillAsync(Key(tenant, request.SessionId), context.CancellationToken)));
+
+    public Task<DeleteSessionResponse> DeleteSession(DeleteSessionRequest request, ServerCallContext context) =>
+        Call(context, async tenant =>
+        {
+            await sessions.DeleteAsync(Key(tenant, request.SessionId), context.CancellationToken);
+            return new DeleteSessionResponse();
+        });
+
+    public Task<ListSessionsResponse> ListSessions(ListSessionsRequest request, ServerCallContext context) =>
+        Call(context, async tenant =>
+        {
+            var page = await sessions.ListAsync(tenant, request.PageSize, request.PageToken, context.CancellationToken);
+            var response = new ListSessionsResponse { NextPageToken = page.NextPageToken ?? "" };
+            response.Sessions.AddRange(page.Sessions.Select(ToProto));
+            return response;
+        });
+
+    public Task<ListModelsResponse> ListModels(ListModelsRequest request, ServerCallContext context) =>
+        Call(context, tenant =>
+        {
+            var response = new ListModelsResponse();
+            foreach (var model in sessions.ListModels())
+            {
+                var proto = new V1.Model
+                {
+                    Id = model.Id,
+                    VocabSize = model.VocabSize,
+                    MaxPosition = model.MaxPosition,
+                    NumLayers = model.NumLayers,
+                    HiddenSize = model.HiddenSize,
+                    Parameters = model.Parameters,
+                };
+                proto.Codecs.AddRange(model.Codecs);
+                response.Models.Add(proto);
+            }
+
+            return Task.FromResult(response);
+        });
+
+    /// <summary>Authenticates, runs the call, and turns session errors into gRPC status codes.</summary>
+    private async Task<T> Call<T>(ServerCallContext context, Func<string, Task<T>> call)
+    {
+        var tenant = auth.Authenticate(context.RequestHeaders);
+        try
+        {
+            return await call(tenant);
+        }
+        catch (SessionException ex)
+        {
+            var code = ex.Code switch
+            {
+                SessionErrorCode.NotFound => StatusCode.NotFound,
+                SessionErrorCode.AlreadyExists => StatusCode.AlreadyExists,
+                SessionErrorCode.InvalidArgument => StatusCode.InvalidArgument,
+                SessionErrorCode.FailedPrecondition => StatusCode.FailedPrecondition,
+                SessionErrorCode.ResourceExhausted => StatusCode.ResourceExhausted,
+                _ => StatusCode.Unavailable,
+            };
+            if (code == StatusCode.Unavailable)
+            {
+                GatewayLog.SessionUnavailable(logger, ex, tenant, ex.Message);
+            }
+
+            throw new RpcException(new Status(code, ex.Message));
+        }
+    }
+
+    private static SessionKey Key(string tenant, string sessionId) =>
+        string.IsNullOrEmpty(sessionId) ? throw InvalidArgument("session_id is required.") : new SessionKey(tenant, sessionId);
+
+    private static RpcException InvalidArgument(string message) => new(new Status(StatusCode.InvalidArgument, message));
+
+    private static V1.Session ToProto(SessionInfo info) => new()
+    {
+        Id = info.Id,
+        Model = info.Model,
+        Codec = info.Codec,
+        Position = info.Position,
+        State = info.Residency == SessionResidency.Active ? SessionState.Active : SessionState.Spilled,
+        OwnerSilo = info.OwnerSilo ?? "",
+        CacheBytes = info.CacheBytes,
+        BytesPerToken = info.BytesPerToken,
+        MaxPosition = info.MaxPosition,
+    };
+
+    private static V1.FinishReason ToProto(Silo.Sessions.FinishReason finish) => finish switch
+    {
+        Silo.Sessions.FinishReason.StopToken => V1.FinishReason.StopToken,
+        Silo.Sessions.FinishReason.MaxTokens => V1.FinishReason.MaxTokens,
+        Silo.Sessions.FinishReason.MaxPosition => V1.FinishReason.MaxPosition,
+        _ => V1.FinishReason.Unspecified,
+    };
+}
+
+internal static partial class GatewayLog
+{
+    [LoggerMessage(400, LogLevel.Warning, "A call of tenant {Tenant} failed as UNAVAILABLE: {Reason}")]
+    public static partial void SessionUnavailable(ILogger logger, Exception exception, string tenant, string reason);
+
+    [LoggerMessage(401, LogLevel.Warning, "No API keys are configured: every caller is tenant '{Tenant}'. Configure Auth:ApiKeys for production.")]
+    public static partial void DevMode(ILogger logger, string tenant);
+}

@@ -1,0 +1,251 @@
+using System.Runtime.CompilerServices;
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+
+namespace KvCache.GpuWorker.Internal.Backends;
+
+/// <summary>
+/// CPU backend: Vector512 kernels, matmuls split over output rows and attention over (row, head) pairs across
+/// the compute threads. Partitioning never changes a result: each output element is one fixed-order reduction.
+/// Parallel ops from concurrent callers are serialized by a lock (each one already uses every thread).
+/// </summary>
+internal sealed unsafe class CpuBackend : IComputeBackend
+{
+    // Below this many multiply-adds a job runs inline: handing it to the pool costs more than it saves.
+    private const long ParallelThreshold = 1 << 14;
+    private const int MatMulTile = 16;
+
+    private readonly ComputePool _pool;
+    private readonly Lock _gate = new();
+    private readonly MatMulJob _matMul = new();
+    private readonly AttentionJob _attention;
+    private readonly float* _scores;
+
+    public CpuBackend(int threads, int maxPositions)
+    {
+        _pool = new ComputePool(threads);
+
+        // Every thread's score row starts 64-byte aligned, so the vectorized exp sees identical layouts on any thread.
+        int stride = (maxPositions + 15) & ~15;
+        long floats = (long)threads * stride;
+        _scores = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
+        NativeMemory.Clear(_scores, (nuint)(floats * sizeof(float)));
+        _attention = new AttentionJob(_scores, stride);
+    }
+
+    public string Name => "cpu";
+
+    public void Embed(float* table, ReadOnlySpan<int> tokens, int dim, float* x)
+    {
+        for (int r = 0; r < tokens.Length; r++)
+        {
+            new ReadOnlySpan<float>(table + (long)tokens[r] * dim, dim).CopyTo(new Span<float>(x + (long)r * dim, dim));
+        }
+    }
+
+    public void MatMul(float* x, int rows, int inDim, float* weight, int outDim, float* y)
+    {
+        int tiles = (outDim + MatMulTile - 1) / MatMulTile;
+        bool parallel = (long)rows * inDim * outDim >= ParallelThreshold;
+        lock (_gate)
+        {
+            _matMul.Set(x, rows, inDim, weight, outDim, y);
+            if (parallel)
+            {
+                _pool.Run(_matMul, tiles);
+            }
+            else
+            {
+                for (int t = 0; t < tiles; t++)
+                {
+                    _matMul.Execute(t, 0);
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void RmsNorm(float* x, float* weight, float* y, int rows, int dim, float eps)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            float* xr = x + (long)r * dim;
+            float* yr = y + (long)r * dim;
+            float inv = 1f / MathF.Sqrt(Kernels.Dot(xr, xr, dim) / dim + eps);
+            var ys = new Span<float>(yr, dim);
+            TensorPrimitives.Multiply(new ReadOnlySpan<float>(xr, dim), inv, ys);
+            TensorPrimitives.Multiply(ys, new ReadOnlySpan<float>(weight, dim), ys);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Rope(float* x, int rows, int heads, int headDim, int startPosition, float* cos, float* sin)
+    {
+        int half = headDim / 2;
+        for (int r = 0; r < rows; r++)
+        {
+            float* c = cos + (long)(startPosition + r) * half;
+            float* s = sin + (long)(startPosition + r) * half;
+            for (int h = 0; h < heads; h++)
+            {
+                float* v = x + ((long)r * heads + h) * headDim;
+                for (int i = 0; i < half; i++)
+                {
+                    float a = v[i], b = v[i + half];
+                    v[i] = a * c[i] - b * s[i];
+                    v[i + half] = b * c[i] + a * s[i];
+                }
+            }
+        }
+    }
+
+    public void StoreKv(in KvView cache, int layer, float* k, float* v, int rows, int startPosition)
+    {
+        int hd = cache.HeadDim;
+        for (int r = 0; r < rows; r++)
+        {
+            int pos = startPosition + r;
+            int block = pos / cache.BlockTokens;
+            long inBlock = (long)(pos % cache.BlockTokens) * hd;
+            for (int g = 0; g < cache.KvHeads; g++)
+            {
+                long src = ((long)r * cache.KvHeads + g) * hd;
+                new ReadOnlySpan<float>(k + src, hd).CopyTo(new Span<float>(cache.Slab(block, layer, 0, g) + inBlock, hd));
+                new ReadOnlySpan<float>(v + src, hd).CopyTo(new Span<float>(cache.Slab(block, layer, 1, g) + inBlock, hd));
+            }
+        }
+    }
+
+    public void Attention(in KvView cache, int layer, float* q, int rows, int heads, int startPosition, float* output)
+    {
+        int count = rows * heads;
+        bool parallel = count > 1 && (long)count * (startPosition + rows) * cache.HeadDim >= ParallelThreshold;
+        lock (_gate)
+        {
+            _attention.Set(cache, layer, q, heads, startPosition, output);
+            if (parallel)
+            {
+                _pool.Run(_attention, count);
+            }
+            else
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    _attention.Execute(i, 0);
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void SiluMul(float* gate, float* up, float* y, long count)
+    {
+        for (long i = 0; i < count; i++)
+        {
+            float g = gate[i];
+            y[i] = g / (1f + MathF.Exp(-g)) * up[i];
+        }
+    }
+
+    public void Add(float* x, float* y, long count)
+    {
+        var xs = new Span<float>(x, checked((int)count));
+        TensorPrimitives.Add(xs, new ReadOnlySpan<float>(y, (int)count), xs);
+    }
+
+    public void Dispose()
+    {
+        _pool.Dispose();
+        NativeMemory.AlignedFree(_scores);
+    }
+
+    private sealed class MatMulJob : ParallelJob
+    {
+        private float* _x, _w, _y;
+        private int _rows, _in, _out;
+
+        public void Set(float* x, int rows, int inDim, float* weight, int outDim, float* y)
+        {
+            _x = x;
+            _rows = rows;
+            _in = inDim;
+            _w = weight;
+            _out = outDim;
+            _y = y;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public override void Execute(int index, int thread)
+        {
+            int end = Math.Min(_out, (index + 1) * MatMulTile);
+            for (int o = index * MatMulTile; o < end; o++)
+            {
+                // Weight row outer, token rows inner: the row is read from memory once per chunk.
+                float* w = _w + (long)o * _in;
+                for (int r = 0; r < _rows; r++)
+                {
+                    _y[(long)r * _out + o] = Kernels.Dot(_x + (long)r * _in, w, _in);
+                }
+            }
+        }
+    }
+
+    private sealed class AttentionJob(float* scores, int scoreStride) : ParallelJob
+    {
+        private KvView _cache;
+        private float* _q, _out;
+        private int _layer, _heads, _start;
+
+        public void Set(in KvView cache, int layer, float* q, int heads, int startPosition, float* output)
+        {
+            _cache = cache;
+            _layer = layer;
+            _q = q;
+            _heads = heads;
+            _start = startPosition;
+            _out = output;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public override void Execute(int index, int thread)
+        {
+            int r = index / _heads, h = index % _heads;
+            int hd = _cache.HeadDim, bt = _cache.BlockTokens;
+            int g = h / (_heads / _cache.KvHeads);
+            int n = _start + r + 1;
+            float* q = _q + ((long)r * _heads + h) * hd;
+            float* o = _out + ((long)r * _heads + h) * hd;
+            float* s = scores + (long)thread * scoreStride;
+            float scale = 1f / MathF.Sqrt(hd);
+
+            for (int j0 = 0, b = 0; j0 < n; j0 += bt, b++)
+            {
+                float* k = _cache.Slab(b, _layer, 0, g);
+                int m = Math.Min(bt, n - j0);
+                for (int t = 0; t < m; t++)
+                {
+                    s[j0 + t] = Kernels.Dot(q, k + (long)t * hd, hd) * scale;
+                }
+            }
+
+            var span = new Span<float>(s, n);
+            float max = TensorPrimitives.Max(span);
+            TensorPrimitives.Subtract(span, max, span);
+            TensorPrimitives.Exp(span, span);
+            float sum = Kernels.Sum(s, n);
+
+            new Span<float>(o, hd).Clear();
+            for (int j0 = 0, b = 0; j0 < n; j0 += bt, b++)
+            {
+                float* v = _cache.Slab(b, _layer, 1, g);
+                int m = Math.Min(bt, n - j0);
+                for (int t = 0; t < m; t++)
+                {
+                    Kernels.Axpy(s[j0 + t], v + (long)t * hd, o, hd);
+                }
+            }
+
+            TensorPrimitives.Multiply(new ReadOnlySpan<float>(o, hd), 1f / sum, new Span<float>(o, hd));
+        }
+    }
+}

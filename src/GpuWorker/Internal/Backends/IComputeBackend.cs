@@ -1,0 +1,57 @@
+namespace KvCache.GpuWorker.Internal.Backends;
+
+/// <summary>
+/// Where a block of one layer's K and V for one KV head lives: block-pool memory is
+/// [block][layer][K|V][kvHead][BlockTokens][HeadDim], so one head's keys within a block are contiguous.
+/// </summary>
+internal readonly unsafe struct KvView(float* poolBase, int* blockTable, int blockTokens, long blockFloats, int kvHeads, int headDim)
+{
+    public readonly float* PoolBase = poolBase;
+    public readonly int* BlockTable = blockTable;
+    public readonly int BlockTokens = blockTokens;
+    public readonly long BlockFloats = blockFloats;
+    public readonly int KvHeads = kvHeads;
+    public readonly int HeadDim = headDim;
+
+    /// <summary>Start of the [BlockTokens, HeadDim] slab for (block, layer, kind 0 = K / 1 = V, kvHead).</summary>
+    public float* Slab(int blockIndex, int layer, int kind, int kvHead) =>
+        PoolBase + BlockTable[blockIndex] * BlockFloats + (((long)layer * 2 + kind) * KvHeads + kvHead) * BlockTokens * HeadDim;
+}
+
+/// <summary>
+/// The operations a decoder forward pass needs, on buffers the backend can address (host memory for the CPU
+/// backend; a CUDA backend would take device pointers). Every op computes each output element with a
+/// reduction order that depends only on the row's own data, so results are batch-invariant.
+/// Buffers are row-major; rows are tokens.
+/// </summary>
+internal unsafe interface IComputeBackend : IDisposable
+{
+    string Name { get; }
+
+    /// <summary>x[i] = table row tokens[i] (table [vocab, dim]).</summary>
+    void Embed(float* table, ReadOnlySpan<int> tokens, int dim, float* x);
+
+    /// <summary>y[rows, outDim] = x[rows, inDim] · weightᵀ, weight [outDim, inDim] row-major.</summary>
+    void MatMul(float* x, int rows, int inDim, float* weight, int outDim, float* y);
+
+    /// <summary>y = x / sqrt(mean(x²) + eps) * weight per row.</summary>
+    void RmsNorm(float* x, float* weight, float* y, int rows, int dim, float eps);
+
+    /// <summary>Rotate-half rotary embedding in place; tables are [position, headDim / 2].</summary>
+    void Rope(float* x, int rows, int heads, int headDim, int startPosition, float* cos, float* sin);
+
+    /// <summary>Stores rows of K and V ([rows, kvHeads * headDim]) at positions startPosition.. of one layer.</summary>
+    void StoreKv(in KvView cache, int layer, float* k, float* v, int rows, int startPosition);
+
+    /// <summary>
+    /// Causal grouped-query attention of query rows at startPosition.. over the cache (which already holds them):
+    /// output[rows, heads * headDim].
+    /// </summary>
+    void Attention(in KvView cache, int layer, float* q, int rows, int heads, int startPosition, float* output);
+
+    /// <summary>y = silu(gate) * up.</summary>
+    void SiluMul(float* gate, float* up, float* y, long count);
+
+    /// <summary>x += y.</summary>
+    void Add(float* x, float* y, long count);
+}

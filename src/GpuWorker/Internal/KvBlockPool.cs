@@ -1,0 +1,101 @@
+using System.Runtime.InteropServices;
+
+namespace KvCache.GpuWorker.Internal;
+
+/// <summary>
+/// A model's cache memory: one native allocation cut into fixed-size blocks, cleared at construction so the
+/// first-touch page cost is paid at load, not during decode. Caches take and return whole blocks.
+/// </summary>
+internal sealed unsafe class KvBlockPool : IDisposable
+{
+    private readonly Lock _gate = new();
+    private readonly int[] _free;
+    private int _freeCount;
+    private bool _disposed;
+
+    public KvBlockPool(long blockFloats, long budgetBytes)
+    {
+        BlockFloats = blockFloats;
+        BlockCount = (int)Math.Min(int.MaxValue, budgetBytes / (blockFloats * sizeof(float)));
+        nuint bytes = (nuint)(BlockCount * blockFloats * sizeof(float));
+        Base = (float*)NativeMemory.AlignedAlloc(Math.Max(bytes, 64), 64);
+        NativeMemory.Clear(Base, bytes);
+        _free = new int[BlockCount];
+        for (int i = 0; i < BlockCount; i++)
+        {
+            // Hand out low blocks first (stack top = block 0).
+            _free[i] = BlockCount - 1 - i;
+        }
+
+        _freeCount = BlockCount;
+    }
+
+    public float* Base { get; }
+
+    public long BlockFloats { get; }
+
+    public int BlockCount { get; }
+
+    public long BlockBytes => BlockFloats * sizeof(float);
+
+    public int FreeBlocks
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _freeCount;
+            }
+        }
+    }
+
+    /// <summary>Takes <paramref name="count"/> blocks into destination, or none when fewer are free.</summary>
+    public bool TryTake(Span<int> destination)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (destination.Length > _freeCount)
+            {
+                return false;
+            }
+
+            for (int i = 0; i < destination.Length; i++)
+            {
+                destination[i] = _free[--_freeCount];
+            }
+
+            return true;
+        }
+    }
+
+    public void Return(ReadOnlySpan<int> blocks)
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            foreach (int b in blocks)
+            {
+                _free[_freeCount++] = b;
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            NativeMemory.AlignedFree(Base);
+        }
+    }
+}

@@ -1,0 +1,50 @@
+namespace KvCache.GpuWorker.Internal;
+
+internal enum TensorRole
+{
+    Embedding,
+    Norm,
+    Linear,
+    LmHead,
+}
+
+/// <summary>One weight of a Llama checkpoint under its Hugging Face name, shape [out, in] for linears.</summary>
+internal sealed record LlamaTensor(string Name, int[] Shape, TensorRole Role, int Layer)
+{
+    public long ElementCount => Shape.Aggregate(1L, (n, d) => n * d);
+}
+
+internal static class LlamaTensors
+{
+    public const string Embedding = "model.embed_tokens.weight";
+    public const string FinalNorm = "model.norm.weight";
+    public const string LmHead = "lm_head.weight";
+
+    /// <summary>The weights of <paramref name="c"/> in canonical order (lm_head omitted when tied).</summary>
+    public static IReadOnlyList<LlamaTensor> List(ModelConfig c)
+    {
+        int h = c.HiddenSize;
+        var list = new List<LlamaTensor> { new(Embedding, [c.VocabSize, h], TensorRole.Embedding, -1) };
+        for (int i = 0; i < c.NumHiddenLayers; i++)
+        {
+            string p = $"model.layers.{i}.";
+            list.Add(new(p + "input_layernorm.weight", [h], TensorRole.Norm, i));
+            list.Add(new(p + "self_attn.q_proj.weight", [c.QueryDim, h], TensorRole.Linear, i));
+            list.Add(new(p + "self_attn.k_proj.weight", [c.KeyValueDim, h], TensorRole.Linear, i));
+            list.Add(new(p + "self_attn.v_proj.weight", [c.KeyValueDim, h], TensorRole.Linear, i));
+            list.Add(new(p + "self_attn.o_proj.weight", [h, c.QueryDim], TensorRole.Linear, i));
+            list.Add(new(p + "post_attention_layernorm.weight", [h], TensorRole.Norm, i));
+            list.Add(new(p + "mlp.gate_proj.weight", [c.IntermediateSize, h], TensorRole.Linear, i));
+            list.Add(new(p + "mlp.up_proj.weight", [c.IntermediateSize, h], TensorRole.Linear, i));
+            list.Add(new(p + "mlp.down_proj.weight", [h, c.IntermediateSize], TensorRole.Linear, i));
+        }
+
+        list.Add(new(FinalNorm, [h], TensorRole.Norm, -1));
+        if (!c.TieWordEmbeddings)
+        {
+            list.Add(new(LmHead, [c.VocabSize, h], TensorRole.LmHead, -1));
+        }
+
+        return list;
+    }
+}

@@ -1,0 +1,17 @@
+namespace KvCache.GpuWorker;
+
+/// <summary>How <see cref="LlamaModel.Load(string, ModelLoadOptions)"/> sets up a model.</summary>
+public sealed record ModelLoadOptions
+{
+    /// <summary>Model id; the directory's name when null.</summary>
+    public string? Id { get; init; }
+
+    /// <summary>Bytes of KV-cache memory preallocated at load for all of this model's sessions.</summary>
+    public long CacheBudgetBytes { get; init; } = 256L << 20;
+
+    /// <summary>Tokens per cache block (the pool's allocation unit).</summary>
+    public int BlockTokens { get; init; } = 256;
+
+    /// <summary>Threads that share each matmul and attention op.</summary>
+    public int ComputeThreads { get; init; } = Environment.ProcessorCount;
+}

@@ -1,0 +1,94 @@
+using KvCache.GpuWorker;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace KvCache.Silo.Models;
+
+/// <summary>The models this silo has loaded, by id.</summary>
+public sealed class ModelCatalog : IDisposable
+{
+    /// <summary>Id of the built-in demo model (the generated directory's name).</summary>
+    public const string DemoModelId = "demo-llama";
+
+    private const ulong DemoModelSeed = 20241122;
+
+    private readonly Dictionary<string, ILanguageModel> _models = new(StringComparer.Ordinal);
+    private readonly List<ILanguageModel> _ordered = [];
+
+    public ModelCatalog(IOptions<ModelCatalogOptions> options, ILogger<ModelCatalog> logger)
+    {
+        var o = options.Value;
+        var directories = o.Directories.Count > 0 ? o.Directories : [EnsureDemoModel(o.DemoModelDirectory, logger)];
+        foreach (var directory in directories)
+        {
+            var model = LlamaModel.Load(directory, new ModelLoadOptions
+            {
+                CacheBudgetBytes = (long)o.CacheBudgetMiB << 20,
+                ComputeThreads = o.ComputeThreads == 0 ? Environment.ProcessorCount : o.ComputeThreads,
+            });
+            if (!_models.TryAdd(model.Id, model))
+            {
+                model.Dispose();
+                throw new InvalidOperationException($"Two model directories have the id '{model.Id}'.");
+            }
+
+            _ordered.Add(model);
+            ModelCatalogLog.ModelLoaded(logger, model.Id, directory, model.ParameterCount, model.CacheBytesTotal >> 20);
+        }
+
+        Default = o.DefaultModel is null ? _ordered[0] : Get(o.DefaultModel)
+            ?? throw new InvalidOperationException($"Models:DefaultModel '{o.DefaultModel}' is not among the loaded models.");
+    }
+
+    public ILanguageModel Default { get; }
+
+    public IReadOnlyList<ILanguageModel> All => _ordered;
+
+    public ILanguageModel? Get(string id) => _models.GetValueOrDefault(id);
+
+    public void Dispose()
+    {
+        foreach (var model in _ordered)
+        {
+            model.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Generates the demo model once. Several processes may start at the same time, so each writes a private
+    /// folder and renames it into place; the generator is deterministic, so whichever rename wins is the same model.
+    /// </summary>
+    private static string EnsureDemoModel(string? parent, ILogger logger)
+    {
+        parent ??= Path.Combine(Path.GetTempPath(), "kvcache-models");
+        var directory = Path.Combine(parent, DemoModelId);
+        if (File.Exists(Path.Combine(directory, "model.safetensors")))
+        {
+            return directory;
+        }
+
+        Directory.CreateDirectory(parent);
+        var staging = Path.Combine(parent, $".{DemoModelId}.{Environment.ProcessId}.{Guid.NewGuid():N}");
+        ModelGenerator.Write(staging, ModelConfig.Demo, DemoModelSeed);
+        try
+        {
+            Directory.Move(staging, directory);
+            ModelCatalogLog.DemoModelGenerated(logger, directory);
+        }
+        catch (IOException) when (File.Exists(Path.Combine(directory, "model.safetensors")))
+        {
+            Directory.Delete(staging, recursive: true);
+        }
+
+        return directory;
+    }
+}
+
+internal static partial class ModelCatalogLog
+{
+    [LoggerMessage(1, LogLevel.Information, "Loaded model {ModelId} from {Directory}: {Parameters} parameters, {CacheMiB} MiB of KV-cache memory")]
+    public static partial void ModelLoaded(ILogger logger, string modelId, string directory, long parameters, long cacheMiB);
+
+    [LoggerMessage(2, LogLevel.Information, "Generated the built-in demo model in {Directory}")]
+    public static partial void DemoModelGenerated(ILogger logger, string directory);
+}

@@ -1,0 +1,29 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace KvCache.Silo.Models;
+
+/// <summary>Which models a silo serves (section <c>Models</c>).</summary>
+public sealed class ModelCatalogOptions
+{
+    public const string SectionName = "Models";
+
+    /// <summary>
+    /// Directories holding a Hugging Face <c>config.json</c> + <c>model.safetensors</c>; the directory name is the
+    /// model id. When empty, the silo generates and serves the built-in demo model.
+    /// </summary>
+    public List<string> Directories { get; set; } = [];
+
+    /// <summary>Where the built-in demo model is generated (default: a folder under the system temp directory).</summary>
+    public string? DemoModelDirectory { get; set; }
+
+    /// <summary>Model used when CreateSession names none (default: the first one).</summary>
+    public string? DefaultModel { get; set; }
+
+    /// <summary>KV-cache memory reserved per model, in MiB.</summary>
+    [Range(1, 1 << 20)]
+    public int CacheBudgetMiB { get; set; } = 512;
+
+    /// <summary>Threads one forward pass may use (0 = all cores).</summary>
+    [Range(0, 1024)]
+    public int ComputeThreads { get; set; }
+}

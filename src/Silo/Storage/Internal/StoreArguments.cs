@@ -1,0 +1,72 @@
+using KvCache.Contracts.Snapshots;
+
+namespace KvCache.Silo.Storage.Internal;
+
+/// <summary>Argument checks shared by every <see cref="ISessionStore"/> so both behave alike.</summary>
+internal static class StoreArguments
+{
+    public const int MaxIdLength = 128;
+    public const int MaxRequestIdLength = 256;
+
+    /// <summary>
+    /// Tenant and session ids become parts of Redis keys: only [A-Za-z0-9._-] are allowed, so no id can
+    /// forge a separator (':' '/') or a hash tag ('{' '}').
+    /// </summary>
+    public static void ValidateId(string? id, string paramName)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(id, paramName);
+        if (id.Length > MaxIdLength)
+        {
+            throw new ArgumentException($"Id is longer than {MaxIdLength} characters.", paramName);
+        }
+
+        foreach (char c in id)
+        {
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
+            {
+                throw new ArgumentException($"Id '{id}' has character '{c}'; only letters, digits, '-', '_' and '.' are allowed.", paramName);
+            }
+        }
+    }
+
+    public static void ValidateKey(SessionKey key)
+    {
+        ValidateId(key.Tenant, "key.Tenant");
+        ValidateId(key.SessionId, "key.SessionId");
+    }
+
+    public static void ValidateRecord(SessionRecord record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        ValidateKey(record.Key);
+        ArgumentException.ThrowIfNullOrEmpty(record.Model, "record.Model");
+        ArgumentException.ThrowIfNullOrEmpty(record.Codec, "record.Codec");
+    }
+
+    public static void ValidateRequestId(string? requestId)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(requestId, nameof(requestId));
+        if (requestId.Length > MaxRequestIdLength)
+        {
+            throw new ArgumentException($"Request id is longer than {MaxRequestIdLength} characters.", nameof(requestId));
+        }
+    }
+
+    public static void ValidatePage(string tenant, string? pageToken, int pageSize)
+    {
+        ValidateId(tenant, nameof(tenant));
+        if (pageToken is not null)
+        {
+            ValidateId(pageToken, nameof(pageToken));
+        }
+
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(pageSize);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(pageSize, 1000);
+    }
+
+    public static void ValidateChunk(int index, int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, SnapshotHeader.MaxChunkSize, "chunk.Length");
+    }
+}

@@ -1,0 +1,141 @@
+#!/usr/bin/python3
+"""Independent PyTorch reference for the engine's Llama decoder (LlamaForCausalLM semantics).
+
+Reads a model directory (config.json + model.safetensors, F32/F16/BF16) with its own safetensors
+parser, runs the forward pass in float64 (RMSNorm, rotate-half RoPE, SwiGLU, grouped-query attention,
+optional tied embeddings) on a prompt, then greedy-decodes. Each step recomputes the whole sequence
+with a causal mask (no KV cache), so nothing here shares structure with the engine's cached path.
+
+Output JSON: prompt ids, logits after the prompt and after each decode step (steps + 1 rows), and
+greedy[i] = argmax(logits[i]) (lowest id on ties); the engine feeds greedy[0 .. steps-1].
+
+Usage: /usr/bin/python3 llama_reference.py MODEL_DIR OUT.json [--prompt-len 72] [--steps 32] [--prompt-seed 1]
+"""
+import argparse
+import json
+import math
+import random
+import struct
+
+import numpy as np
+import torch
+
+
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (header_len,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + header_len])
+    base = 8 + header_len
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        raw = data[base + begin:base + end]
+        dtype = info["dtype"]
+        if dtype == "F32":
+            values = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+        elif dtype == "F16":
+            values = np.frombuffer(raw, dtype="<f2").astype(np.float64)
+        elif dtype == "BF16":
+            values = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        else:
+            raise ValueError(f"unsupported dtype {dtype} for {name}")
+        tensors[name] = torch.from_numpy(values.reshape(info["shape"]).copy())
+    return tensors
+
+
+def rms_norm(x, weight, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class Llama:
+    def __init__(self, model_dir):
+        with open(f"{model_dir}/config.json") as f:
+            self.cfg = json.load(f)
+        self.w = load_safetensors(f"{model_dir}/model.safetensors")
+        c = self.cfg
+        self.heads = c["num_attention_heads"]
+        self.kv_heads = c.get("num_key_value_heads") or self.heads
+        self.head_dim = c.get("head_dim") or c["hidden_size"] // self.heads
+        self.eps = c["rms_norm_eps"]
+        self.theta = c.get("rope_theta", 10000.0)
+        self.lm_head = self.w["model.embed_tokens.weight"] if c.get("tie_word_embeddings") else self.w["lm_head.weight"]
+
+    def logits(self, ids):
+        """Logits (float64) of every position of the token sequence `ids`."""
+        w, t, hd = self.w, len(ids), self.head_dim
+        x = w["model.embed_tokens.weight"][torch.tensor(ids)]
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+        freqs = torch.outer(torch.arange(t, dtype=torch.float64), inv_freq)
+        angles = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = angles.cos(), angles.sin()
+        mask = torch.triu(torch.full((t, t), float("-inf"), dtype=torch.float64), diagonal=1)
+        for i in range(self.cfg["num_hidden_layers"]):
+            p = f"model.layers.{i}."
+            h = rms_norm(x, w[p + "input_layernorm.weight"], self.eps)
+            q = (h @ w[p + "self_attn.q_proj.weight"].T).view(t, self.heads, hd).transpose(0, 1)
+            k = (h @ w[p + "self_attn.k_proj.weight"].T).view(t, self.kv_heads, hd).transpose(0, 1)
+            v = (h @ w[p + "self_attn.v_proj.weight"].T).view(t, self.kv_heads, hd).transpose(0, 1)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+            groups = self.heads // self.kv_heads
+            k = k.repeat_interleave(groups, dim=0)
+            v = v.repeat_interleave(groups, dim=0)
+            scores = q @ k.transpose(-1, -2) / math.sqrt(hd) + mask
+            att = torch.softmax(scores, dim=-1) @ v
+            x = x + att.transpose(0, 1).reshape(t, self.heads * hd) @ w[p + "self_attn.o_proj.weight"].T
+            h = rms_norm(x, w[p + "post_attention_layernorm.weight"], self.eps)
+            gate = h @ w[p + "mlp.gate_proj.weight"].T
+            up = h @ w[p + "mlp.up_proj.weight"].T
+            x = x + (torch.nn.functional.silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T
+        return rms_norm(x, w["model.norm.weight"], self.eps) @ self.lm_head.T
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("out")
+    parser.add_argument("--prompt-len", type=int, default=72)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--prompt-seed", type=int, default=1)
+    args = parser.parse_args()
+
+    model = Llama(args.model_dir)
+    vocab = model.cfg["vocab_size"]
+    rng = random.Random(args.prompt_seed)
+    prompt = [rng.randrange(vocab) for _ in range(args.prompt_len)]
+
+    ids, rows, greedy, margins = list(prompt), [], [], []
+    for step in range(args.steps + 1):
+        last = model.logits(ids)[-1]
+        top = torch.topk(last, 2).values
+        margins.append(float(top[0] - top[1]))
+        token = int(torch.argmax(last))
+        rows.append([float("%.9g" % v) for v in last.tolist()])
+        greedy.append(token)
+        ids.append(token)
+
+    with open(args.out, "w") as f:
+        json.dump({
+            "model": args.model_dir.rstrip("/").split("/")[-1],
+            "torch_version": torch.__version__,
+            "precision": "float64",
+            "prompt": prompt,
+            "steps": args.steps,
+            "greedy": greedy,
+            "min_top2_margin": min(margins),
+            "logits": rows,
+        }, f, separators=(",", ":"))
+        f.write("\n")
+    print(f"{args.out}: prompt {len(prompt)} tokens, {args.steps} steps, min top-2 margin {min(margins):.4g}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+namespace KvCache.GpuWorker.Tests;
+
+/// <summary>Generated models in temporary directories, and the committed reference fixtures.</summary>
+internal static class TestModels
+{
+    /// <summary>The two committed fixture models (see Fixtures/README.md).</summary>
+    public static readonly (string Name, ModelConfig Config, ulong Seed, TensorDtype Dtype)[] Fixtures =
+    [
+        ("tiny-f32", new ModelConfig
+        {
+            VocabSize = 256,
+            HiddenSize = 64,
+            IntermediateSize = 128,
+            NumHiddenLayers = 2,
+            NumAttentionHeads = 4,
+            NumKeyValueHeads = 2,
+            HeadDim = 16,
+            MaxPositionEmbeddings = 256,
+        }, 1, TensorDtype.F32),
+        ("tiny-bf16-tied", new ModelConfig
+        {
+            VocabSize = 256,
+            HiddenSize = 64,
+            IntermediateSize = 96,
+            NumHiddenLayers = 3,
+            NumAttentionHeads = 4,
+            NumKeyValueHeads = 1,
+            HeadDim = 32,
+            MaxPositionEmbeddings = 256,
+            RmsNormEps = 1e-6,
+            RopeTheta = 500000,
+            TieWordEmbeddings = true,
+        }, 2, TensorDtype.BF16),
+    ];
+
+    public static string FixturesDirectory => Path.Combine(AppContext.BaseDirectory, "Fixtures");
+
+    public static ModelLoadOptions SmallOptions(int threads = 2, long budget = 4 << 20, int blockTokens = 16) =>
+        new() { CacheBudgetBytes = budget, BlockTokens = blockTokens, ComputeThreads = threads };
+
+    /// <summary>Generates <paramref name="config"/> into a fresh temporary directory, deleted on dispose.</summary>
+    public static TempModel Generate(ModelConfig config, ulong seed = 7, TensorDtype dtype = TensorDtype.F32)
+    {
+        var dir = Directory.CreateTempSubdirectory("kvcache-model-");
+        ModelGenerator.Write(dir.FullName, config, seed, dtype);
+        return new TempModel(dir.FullName);
+    }
+
+    public static int[] Tokens(int count, int vocab, ulong seed)
+    {
+        var random = new Random((int)seed);
+        return Enumerable.Range(0, count).Select(_ => random.Next(vocab)).ToArray();
+    }
+}
+
+internal sealed class TempModel(string directory) : IDisposable
+{
+    public string Directory { get; } = directory;
+
+    public void Dispose()
+    {
+        try
+        {
+            System.IO.Directory.Delete(Directory, recursive: true);
+        }
+        catch (IOException)
+        {
+            // Best effort: a leftover temp directory is harmless.
+        }
+    }
+}

@@ -1,0 +1,238 @@
+using KvCache.GpuWorker.Sampling;
+using KvCache.Silo.Models;
+using KvCache.Silo.Runtime;
+using KvCache.Silo.Sessions;
+using KvCache.Silo.Storage;
+using KvCache.Testing.Time;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Xunit;
+
+namespace KvCache.Silo.Tests.Sessions;
+
+/// <summary>The session grain and its catalog, in process, on the in-memory store and the generated demo model.</summary>
+public sealed class SessionServiceUnitTests : IAsyncLifetime
+{
+    private const string Tenant = "acme";
+    private static readonly int[] Prompt = Enumerable.Range(0, 70).Select(i => (i * 37 + 11) % 500).ToArray();
+
+    private readonly ManualTimeProvider _time = new();
+    private ServiceProvider _services = null!;
+    private ISessionService _sessions = null!;
+    private ISessionStore _store = null!;
+
+    public Task InitializeAsync()
+    {
+        _services = BuildServices(cacheBudgetMiB: 64);
+        _sessions = _services.GetRequiredService<ISessionService>();
+        _store = _services.GetRequiredService<ISessionStore>();
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync() => await _services.DisposeAsync();
+
+    [Fact]
+    public async Task Greedy_decode_is_deterministic_and_positions_follow_the_prompt()
+    {
+        var a = await CreateWithPromptAsync("a");
+        var b = await CreateWithPromptAsync("b");
+
+        var first = await DecodeAsync(a, 12);
+        var second = await DecodeAsync(b, 12);
+
+        Assert.Equal(first.Select(t => t.TokenId), second.Select(t => t.TokenId));
+        Assert.Equal(Enumerable.Range(Prompt.Length, 12).Select(p => (long)p), first.Select(t => t.Position));
+        Assert.All(first, t => Assert.True(t.Logprob <= 0));
+        Assert.Equal(FinishReason.MaxTokens, first[^1].Finish);
+        Assert.Equal(Prompt.Length + 12, (await _sessions.GetAsync(a, default)).Position);
+    }
+
+    [Fact]
+    public async Task Spilled_session_resumes_from_its_snapshot_like_an_undisturbed_twin()
+    {
+        var twin = await CreateWithPromptAsync("twin");
+        var expected = await DecodeAsync(twin, 20);
+
+        var key = await CreateWithPromptAsync("spilled");
+        var head = await DecodeAsync(key, 8);
+        var spilled = await _sessions.SpillAsync(key, default);
+        Assert.Equal(SessionResidency.Spilled, spilled.Residency);
+        Assert.NotNull(await _store.GetSnapshotAsync(key));
+        var tail = await DecodeAsync(key, 12);
+
+        Assert.Equal(expected.Select(t => t.TokenId), head.Concat(tail).Select(t => t.TokenId));
+    }
+
+    [Fact]
+    public async Task Corrupted_snapshot_is_refused_and_the_token_log_rebuilds_the_session_exactly()
+    {
+        var twin = await CreateWithPromptAsync("twin");
+        var expected = await DecodeAsync(twin, 10);
+
+        var key = await CreateWithPromptAsync("corrupt");
+        var head = await DecodeAsync(key, 4);
+        await _sessions.SpillAsync(key, default);
+        var snapshot = await _store.GetSnapshotAsync(key) ?? throw new InvalidOperationException("no snapshot");
+        var chunk = new byte[1 << 20];
+        var length = await _store.ReadSnapshotChunkAsync(key, snapshot.SnapshotId, 0, chunk);
+        chunk[length / 2] ^= 0x40;
+        await _store.WriteSnapshotChunkAsync(key, snapshot.SnapshotId, 0, chunk.AsMemory(0, length));
+
+        var tail = await DecodeAsync(key, 6);
+
+        Assert.Equal(expected.Select(t => t.TokenId), head.Concat(tail).Select(t => t.TokenId));
+    }
+
+    [Fact]
+    public async Task Repeating_a_request_id_replays_its_tokens_then_continues()
+    {
+        var twin = await CreateWithPromptAsync("twin");
+        var expected = await DecodeAsync(twin, 15);
+
+        var key = await CreateWithPromptAsync("retry");
+        var firstAttempt = await DecodeAsync(key, 10, requestId: "req-1");
+        var retry = await DecodeAsync(key, 15, requestId: "req-1");
+
+        Assert.Equal(expected.Take(10).Select(t => t.TokenId), firstAttempt.Select(t => t.TokenId));
+        Assert.Equal(expected.Select(t => t.TokenId), retry.Select(t => t.TokenId));
+        Assert.All(retry.Take(10), t => Assert.True(t.Replayed));
+        Assert.All(retry.Skip(10), t => Assert.False(t.Replayed));
+        Assert.Equal(Prompt.Length + 15, (await _sessions.GetAsync(key, default)).Position);
+    }
+
+    [Fact]
+    public async Task Idle_sessions_are_spilled_after_the_idle_timeout()
+    {
+        var key = await CreateWithPromptAsync("idle");
+        Assert.Equal(SessionResidency.Active, (await _sessions.GetAsync(key, default)).Residency);
+        var catalog = _services.GetRequiredService<SessionCatalog>();
+
+        Assert.Equal(0, await catalog.CollectIdleAsync());
+        _time.Advance(TimeSpan.FromMinutes(6));
+        Assert.Equal(1, await catalog.CollectIdleAsync());
+
+        var info = await _sessions.GetAsync(key, default);
+        Assert.Equal(SessionResidency.Spilled, info.Residency);
+        Assert.Equal(Prompt.Length, info.Position);
+    }
+
+    [Fact]
+    public async Task A_full_cache_pool_spills_the_least_recently_used_idle_session()
+    {
+        // Each session needs more than half the pool: the second can only live by spilling the first.
+        await using var services = BuildServices(cacheBudgetMiB: 1);
+        var sessions = services.GetRequiredService<ISessionService>();
+        var model = services.GetRequiredService<ModelCatalog>().Default;
+        var tokensInPool = model.CacheBytesTotal / model.CacheBytesAt("full", 1);
+        var prompt = Enumerable.Range(0, (int)(tokensInPool * 6 / 10)).Select(i => i % model.Config.VocabSize).ToArray();
+        var a = new SessionKey(Tenant, "first");
+        var b = new SessionKey(Tenant, "second");
+        await sessions.CreateAsync(Tenant, null, null, a.SessionId, default);
+        await sessions.CreateAsync(Tenant, null, null, b.SessionId, default);
+        var appendA = await sessions.AppendAsync(a, prompt, 5, default);
+        var appendB = await sessions.AppendAsync(b, prompt, 5, default);
+
+        Assert.Equal(SessionResidency.Spilled, (await sessions.GetAsync(a, default)).Residency);
+        Assert.Equal(SessionResidency.Active, (await sessions.GetAsync(b, default)).Residency);
+        Assert.Equal(appendA.TopLogprobs, appendB.TopLogprobs);
+    }
+
+    [Fact]
+    public async Task Bad_requests_are_refused_with_their_error_codes_and_tenants_are_isolated()
+    {
+        var key = await CreateAsync("checked");
+        var vocab = _sessions.ListModels()[0].VocabSize;
+
+        await AssertCode(SessionErrorCode.FailedPrecondition, () => DecodeAsync(key, 3));
+        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, new[] { 1, vocab }, 5, default));
+        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, Array.Empty<int>(), 5, default));
+        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, new int[9000], 5, default));
+        await AssertCode(SessionErrorCode.AlreadyExists, () => _sessions.CreateAsync(Tenant, null, null, key.SessionId, default));
+        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.CreateAsync(Tenant, "nope", null, null, default));
+        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.CreateAsync(Tenant, null, "zip", null, default));
+        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.GetAsync(new SessionKey(Tenant, "a:b"), default));
+        await AssertCode(SessionErrorCode.NotFound, () => _sessions.GetAsync(new SessionKey("other", key.SessionId), default));
+        await AssertCode(SessionErrorCode.NotFound, () => _sessions.AppendAsync(new SessionKey("other", key.SessionId), Prompt, 5, default));
+        await AssertCode(SessionErrorCode.NotFound, () => _sessions.DeleteAsync(new SessionKey("other", key.SessionId), default));
+        Assert.Empty((await _sessions.ListAsync("other", 0, null, default)).Sessions);
+
+        // Nothing above changed the session.
+        Assert.Equal(0, (await _sessions.GetAsync(key, default)).Position);
+        await _sessions.AppendAsync(key, Prompt, 5, default);
+        Assert.Equal(3, (await DecodeAsync(key, 3)).Count);
+    }
+
+    [Fact]
+    public async Task Delete_removes_an_active_session_and_list_pages_through_the_rest()
+    {
+        var keys = new List<SessionKey>();
+        for (var i = 0; i < 5; i++)
+        {
+            keys.Add(await CreateAsync($"list-{i}"));
+        }
+
+        await _sessions.AppendAsync(keys[0], Prompt, 5, default);
+        await _sessions.DeleteAsync(keys[0], default);
+        await AssertCode(SessionErrorCode.NotFound, () => _sessions.GetAsync(keys[0], default));
+
+        var seen = new List<string>();
+        string? token = null;
+        do
+        {
+            var page = await _sessions.ListAsync(Tenant, 2, token, default);
+            seen.AddRange(page.Sessions.Select(s => s.Id));
+            token = page.NextPageToken;
+        }
+        while (token is not null);
+
+        Assert.Equal(keys.Skip(1).Select(k => k.SessionId).Order(), seen.Order());
+    }
+
+    private ServiceProvider BuildServices(int cacheBudgetMiB)
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Models:CacheBudgetMiB"] = cacheBudgetMiB.ToString(),
+            ["Models:DemoModelDirectory"] = Path.Combine(Path.GetTempPath(), "kvcache-test-models"),
+            ["Silo:SiloName"] = "silo-test",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddLogging();
+        services.AddSingleton<TimeProvider>(_time);
+        services.AddSilo(configuration);
+        return services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });
+    }
+
+    private async Task<SessionKey> CreateAsync(string id)
+    {
+        var info = await _sessions.CreateAsync(Tenant, null, null, id, default);
+        Assert.Equal(0, info.Position);
+        return new SessionKey(Tenant, info.Id);
+    }
+
+    private async Task<SessionKey> CreateWithPromptAsync(string id)
+    {
+        var key = await CreateAsync(id);
+        var appended = await _sessions.AppendAsync(key, Prompt, 5, default);
+        Assert.Equal(Prompt.Length, appended.Position);
+        return key;
+    }
+
+    private async Task<List<DecodedToken>> DecodeAsync(SessionKey key, int maxTokens, string? requestId = null)
+    {
+        var options = new DecodeRequestOptions(maxTokens, new SamplingOptions(0, 0, 0, 0), [], requestId);
+        var tokens = new List<DecodedToken>();
+        await foreach (var token in _sessions.DecodeAsync(key, options, default))
+        {
+            tokens.Add(token);
+        }
+
+        return tokens;
+    }
+
+    private static async Task AssertCode(SessionErrorCode code, Func<Task> call)
+    {
+        var ex = await Assert.ThrowsAsync<SessionException>(call);
+        Assert.Equal(code, ex.Code);
+    }
+}

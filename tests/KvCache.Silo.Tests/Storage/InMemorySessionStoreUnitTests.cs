@@ -1,0 +1,8 @@
+using KvCache.Silo.Storage;
+
+namespace KvCache.Silo.Tests.Storage;
+
+public sealed class InMemorySessionStoreUnitTests : SessionStoreContract
+{
+    protected override ISessionStore Store { get; } = new InMemorySessionStore();
+}

@@ -1,0 +1,290 @@
+using KvCache.Silo.Storage;
+using Xunit;
+
+namespace KvCache.Silo.Tests.Storage;
+
+/// <summary>
+/// The behaviour every <see cref="ISessionStore"/> must have; each implementation's test class derives from it.
+/// Every test uses its own tenants, so implementations may share one backing server across tests.
+/// </summary>
+public abstract class SessionStoreContract
+{
+    private readonly string _tenant = "t" + Guid.NewGuid().ToString("N")[..12];
+
+    protected abstract ISessionStore Store { get; }
+
+    /// <summary>Asserts nothing at all is stored for the session (the Redis test checks raw keys).</summary>
+    protected virtual Task AssertNothingStoredAsync(SessionKey key) => Task.CompletedTask;
+
+    protected SessionKey Key(string session, string? tenant = null) => new(tenant ?? _tenant, session);
+
+    protected static SessionRecord Record(SessionKey key, string model = "llama-tiny", string codec = "full") =>
+        new(key, model, codec, new DateTimeOffset(2025, 1, 2, 3, 4, 5, 678, TimeSpan.Zero).AddTicks(9));
+
+    protected async Task<SessionKey> CreateAsync(string session, string? tenant = null)
+    {
+        var key = Key(session, tenant);
+        Assert.True(await Store.TryCreateAsync(Record(key)));
+        return key;
+    }
+
+    [Fact]
+    public async Task Create_get_and_delete()
+    {
+        var key = Key("s1");
+        Assert.Null(await Store.GetAsync(key));
+        Assert.True(await Store.TryCreateAsync(Record(key)));
+        Assert.False(await Store.TryCreateAsync(Record(key, model: "other")));
+        Assert.Equal(Record(key), await Store.GetAsync(key));
+        Assert.True(await Store.DeleteAsync(key));
+        Assert.Null(await Store.GetAsync(key));
+        Assert.False(await Store.DeleteAsync(key));
+    }
+
+    [Fact]
+    public async Task List_pages_a_tenants_sessions_in_id_order()
+    {
+        foreach (string id in new[] { "d", "b", "e", "a", "c" })
+        {
+            await CreateAsync(id);
+        }
+
+        string other = _tenant + "x";
+        await CreateAsync("a", other);
+        await CreateAsync("z", other);
+
+        var seen = new List<string>();
+        string? token = null;
+        int pages = 0;
+        do
+        {
+            var page = await Store.ListAsync(_tenant, token, 2);
+            Assert.True(page.Sessions.Count <= 2);
+            Assert.All(page.Sessions, s => Assert.Equal(_tenant, s.Key.Tenant));
+            seen.AddRange(page.Sessions.Select(s => s.Key.SessionId));
+            token = page.NextPageToken;
+            pages++;
+        }
+        while (token is not null);
+
+        Assert.Equal(["a", "b", "c", "d", "e"], seen);
+        Assert.Equal(3, pages);
+
+        var all = await Store.ListAsync(other, null, 10);
+        Assert.Equal(["a", "z"], all.Sessions.Select(s => s.Key.SessionId));
+        Assert.Null(all.NextPageToken);
+        Assert.Equal(Record(Key("a", other)), all.Sessions[0]);
+
+        var empty = await Store.ListAsync(_tenant + "none", null, 10);
+        Assert.Empty(empty.Sessions);
+        Assert.Null(empty.NextPageToken);
+
+        Assert.True(await Store.DeleteAsync(Key("c")));
+        var afterDelete = await Store.ListAsync(_tenant, "b", 10);
+        Assert.Equal(["d", "e"], afterDelete.Sessions.Select(s => s.Key.SessionId));
+    }
+
+    [Fact]
+    public async Task Tenants_are_isolated()
+    {
+        var mine = await CreateAsync("same");
+        var theirs = await CreateAsync("same", _tenant + "other");
+        await Store.AppendTokensAsync(mine, 0, new[] { 1, 2, 3 });
+        Assert.Equal(3, await Store.GetTokenCountAsync(mine));
+        Assert.Equal(0, await Store.GetTokenCountAsync(theirs));
+        Assert.Equal(5, await Store.GetOrAddDecodeRequestAsync(mine, "r", 5));
+        Assert.Equal(9, await Store.GetOrAddDecodeRequestAsync(theirs, "r", 9));
+
+        Assert.True(await Store.DeleteAsync(mine));
+        Assert.NotNull(await Store.GetAsync(theirs));
+        Assert.Equal(0, await Store.GetTokenCountAsync(theirs));
+    }
+
+    [Fact]
+    public async Task Token_log_appends_and_reads()
+    {
+        var key = await CreateAsync("log");
+        Assert.Equal(0, await Store.GetTokenCountAsync(key));
+        await Store.AppendTokensAsync(key, 0, new[] { 10, -1, int.MaxValue });
+        await Store.AppendTokensAsync(key, 3, new[] { 40, 50 });
+        await Store.AppendTokensAsync(key, 5, ReadOnlyMemory<int>.Empty);
+        Assert.Equal(5, await Store.GetTokenCountAsync(key));
+
+        var buffer = new int[10];
+        Assert.Equal(4, await Store.ReadTokensAsync(key, 1, buffer));
+        Assert.Equal([-1, int.MaxValue, 40, 50], buffer[..4]);
+        Assert.Equal(2, await Store.ReadTokensAsync(key, 0, buffer.AsMemory(0, 2)));
+        Assert.Equal([10, -1], buffer[..2]);
+        Assert.Equal(0, await Store.ReadTokensAsync(key, 5, buffer));
+        Assert.Equal(0, await Store.ReadTokensAsync(key, 100, buffer));
+        Assert.Equal(0, await Store.ReadTokensAsync(key, 2, Memory<int>.Empty));
+    }
+
+    [Fact]
+    public async Task Append_at_a_stale_count_conflicts_and_changes_nothing()
+    {
+        var key = await CreateAsync("conflict");
+        await Store.AppendTokensAsync(key, 0, new[] { 1, 2, 3 });
+        var e = await Assert.ThrowsAsync<TokenLogConflictException>(() => Store.AppendTokensAsync(key, 2, new[] { 9 }).AsTask());
+        Assert.Equal(2, e.Expected);
+        Assert.Equal(3, e.Actual);
+        await Assert.ThrowsAsync<TokenLogConflictException>(() => Store.AppendTokensAsync(key, 4, new[] { 9 }).AsTask());
+        Assert.Equal(3, await Store.GetTokenCountAsync(key));
+    }
+
+    [Fact]
+    public async Task Of_concurrent_appenders_at_one_count_exactly_one_wins()
+    {
+        var key = await CreateAsync("race");
+        for (int round = 0; round < 10; round++)
+        {
+            var attempts = Enumerable.Range(0, 8).Select(async writer =>
+            {
+                try
+                {
+                    await Task.Yield();
+                    await Store.AppendTokensAsync(key, round * 2, new[] { writer, writer });
+                    return true;
+                }
+                catch (TokenLogConflictException)
+                {
+                    return false;
+                }
+            }).ToArray();
+            var won = await Task.WhenAll(attempts);
+            Assert.Equal(1, won.Count(w => w));
+        }
+
+        // The log is whole pairs: no two writers interleaved.
+        var tokens = new int[40];
+        Assert.Equal(20, await Store.ReadTokensAsync(key, 0, tokens));
+        for (int i = 0; i < 20; i += 2)
+        {
+            Assert.Equal(tokens[i], tokens[i + 1]);
+        }
+    }
+
+    [Fact]
+    public async Task Snapshots_commit_atomically_and_replace_the_previous_one()
+    {
+        var key = await CreateAsync("snap");
+        Assert.Null(await Store.GetSnapshotAsync(key));
+
+        byte[][] first = [Bytes(1 << 20, 1), Bytes(1000, 2), Bytes(1, 3)];
+        for (int i = 0; i < first.Length; i++)
+        {
+            await Store.WriteSnapshotChunkAsync(key, 7, i, first[i]);
+        }
+
+        Assert.Null(await Store.GetSnapshotAsync(key));
+        await Store.CommitSnapshotAsync(key, 7, new byte[] { 1, 2, 3 });
+        var snapshot = await Store.GetSnapshotAsync(key);
+        Assert.NotNull(snapshot);
+        Assert.Equal(7, snapshot.SnapshotId);
+        Assert.Equal([1, 2, 3], snapshot.Header.ToArray());
+        var buffer = new byte[(1 << 20) + 10];
+        for (int i = 0; i < first.Length; i++)
+        {
+            int n = await Store.ReadSnapshotChunkAsync(key, 7, i, buffer);
+            Assert.Equal(first[i], buffer[..n]);
+        }
+
+        await Store.WriteSnapshotChunkAsync(key, 8, 0, Bytes(500, 4));
+        Assert.Equal(7, (await Store.GetSnapshotAsync(key))!.SnapshotId);
+        await Store.CommitSnapshotAsync(key, 8, new byte[] { 4 });
+        snapshot = await Store.GetSnapshotAsync(key);
+        Assert.Equal(8, snapshot!.SnapshotId);
+        Assert.Equal([4], snapshot.Header.ToArray());
+        Assert.Equal(500, await Store.ReadSnapshotChunkAsync(key, 8, 0, buffer));
+        Assert.Equal(Bytes(500, 4), buffer[..500]);
+        await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 7, 0, buffer).AsTask());
+        await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 8, 1, buffer).AsTask());
+    }
+
+    [Fact]
+    public async Task Snapshot_chunks_are_bounded_in_size_and_on_read()
+    {
+        var key = await CreateAsync("bounds");
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.WriteSnapshotChunkAsync(key, 1, 0, new byte[(1 << 20) + 1]).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.WriteSnapshotChunkAsync(key, 1, -1, new byte[1]).AsTask());
+        await Store.WriteSnapshotChunkAsync(key, 1, 0, Bytes(100, 5));
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.ReadSnapshotChunkAsync(key, 1, 0, new byte[99]).AsTask());
+
+        // The store is still usable after a refused read.
+        var buffer = new byte[100];
+        Assert.Equal(100, await Store.ReadSnapshotChunkAsync(key, 1, 0, buffer));
+        Assert.Equal(Bytes(100, 5), buffer);
+    }
+
+    [Fact]
+    public async Task Decode_requests_are_recorded_once()
+    {
+        var key = await CreateAsync("requests");
+        Assert.Equal(10, await Store.GetOrAddDecodeRequestAsync(key, "req-1", 10));
+        Assert.Equal(10, await Store.GetOrAddDecodeRequestAsync(key, "req-1", 20));
+        Assert.Equal(long.MaxValue - 1, await Store.GetOrAddDecodeRequestAsync(key, "req-2", long.MaxValue - 1));
+        Assert.Equal(10, await Store.GetOrAddDecodeRequestAsync(key, "req-1", 30));
+    }
+
+    [Fact]
+    public async Task Delete_removes_everything_stored_for_the_session()
+    {
+        var key = await CreateAsync("doomed");
+        await Store.AppendTokensAsync(key, 0, new[] { 1, 2, 3 });
+        await Store.WriteSnapshotChunkAsync(key, 1, 0, Bytes(100, 1));
+        await Store.CommitSnapshotAsync(key, 1, new byte[] { 1 });
+        await Store.WriteSnapshotChunkAsync(key, 2, 0, Bytes(100, 2)); // never committed
+        await Store.GetOrAddDecodeRequestAsync(key, "r", 3);
+
+        Assert.True(await Store.DeleteAsync(key));
+        await AssertNothingStoredAsync(key);
+        Assert.Empty((await Store.ListAsync(key.Tenant, null, 10)).Sessions);
+
+        // A new session under the same key starts empty.
+        Assert.True(await Store.TryCreateAsync(Record(key)));
+        Assert.Equal(0, await Store.GetTokenCountAsync(key));
+        Assert.Null(await Store.GetSnapshotAsync(key));
+        await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 1, 0, new byte[100]).AsTask());
+        await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 2, 0, new byte[100]).AsTask());
+        Assert.Equal(7, await Store.GetOrAddDecodeRequestAsync(key, "r", 7));
+    }
+
+    [Fact]
+    public async Task Operations_on_a_missing_session_throw_SessionNotFound()
+    {
+        var key = Key("missing");
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.GetTokenCountAsync(key).AsTask());
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.AppendTokensAsync(key, 0, new[] { 1 }).AsTask());
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.ReadTokensAsync(key, 0, new int[4]).AsTask());
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.WriteSnapshotChunkAsync(key, 1, 0, new byte[4]).AsTask());
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.CommitSnapshotAsync(key, 1, new byte[4]).AsTask());
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.GetSnapshotAsync(key).AsTask());
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 1, 0, new byte[4]).AsTask());
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 0).AsTask());
+        await AssertNothingStoredAsync(key);
+    }
+
+    [Theory]
+    [InlineData("a:b")]
+    [InlineData("a{b")]
+    [InlineData("a}b")]
+    [InlineData("a/b")]
+    [InlineData("a b")]
+    [InlineData("a*")]
+    [InlineData("")]
+    [InlineData("é")]
+    public async Task Ids_that_could_forge_keys_are_refused(string bad)
+    {
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryCreateAsync(Record(Key(bad))).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryCreateAsync(Record(new SessionKey(bad, "s"))).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.GetTokenCountAsync(Key(bad)).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.ListAsync(bad, null, 10).AsTask());
+    }
+
+    protected static byte[] Bytes(int length, int seed)
+    {
+        var bytes = new byte[length];
+        new Random(seed).NextBytes(bytes);
+        return bytes;
+    }
+}

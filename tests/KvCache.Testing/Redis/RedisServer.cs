@@ -1,0 +1,249 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace KvCache.Testing.Redis;
+
+/// <summary>How to start a throwaway <see cref="RedisServer"/>.</summary>
+public sealed class RedisServerOptions
+{
+    /// <summary>Loopback ports to pick from (inclusive); each test project owns a range.</summary>
+    public int FirstPort { get; init; } = 42000;
+
+    public int LastPort { get; init; } = 42999;
+
+    /// <summary>requirepass; null for none.</summary>
+    public string? Password { get; init; }
+
+    /// <summary>More redis-server arguments, e.g. ["--maxmemory", "1gb"].</summary>
+    public IReadOnlyList<string> ExtraArguments { get; init; } = [];
+
+    public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(20);
+}
+
+/// <summary>
+/// A real redis-server (Debian's /usr/bin/redis-server, or $KVCACHE_REDIS_SERVER) on a free loopback port,
+/// in memory only (no RDB, no AOF) with a temporary directory; ready once it answers PING. Disposing kills it.
+/// Used by the tests and by the spill benchmark (compiled into both, so it references nothing but the BCL).
+/// </summary>
+public sealed class RedisServer : IAsyncDisposable, IDisposable
+{
+    public const string DefaultPath = "/usr/bin/redis-server";
+
+    private readonly Process _process;
+    private readonly StringBuilder _output;
+
+    private RedisServer(Process process, StringBuilder output, int port, string? password, string directory)
+    {
+        _process = process;
+        _output = output;
+        Port = port;
+        Password = password;
+        Directory = directory;
+    }
+
+    public int Port { get; }
+
+    /// <summary>"127.0.0.1:port".</summary>
+    public string Endpoint => $"127.0.0.1:{Port}";
+
+    public string? Password { get; }
+
+    public string Directory { get; }
+
+    /// <summary>What the server printed so far (its log).</summary>
+    public string Output
+    {
+        get
+        {
+            lock (_output)
+            {
+                return _output.ToString();
+            }
+        }
+    }
+
+    public static string ExecutablePath =>
+        Environment.GetEnvironmentVariable("KVCACHE_REDIS_SERVER") is { Length: > 0 } path ? path : DefaultPath;
+
+    /// <exception cref="InvalidOperationException">redis-server is not installed, or would not start.</exception>
+    public static async Task<RedisServer> StartAsync(RedisServerOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new RedisServerOptions();
+        if (!File.Exists(ExecutablePath))
+        {
+            throw new InvalidOperationException(
+                $"redis-server is not installed at {ExecutablePath}. Install it with: apt-get install redis-server " +
+                "(or point KVCACHE_REDIS_SERVER at a redis-server binary).");
+        }
+
+        var failures = new StringBuilder();
+        for (int attempt = 0; attempt < 10; attempt++)
+        {
+            int port = PickFreePort(options.FirstPort, options.LastPort);
+            var server = await TryStartAsync(port, options, cancellationToken).ConfigureAwait(false);
+            if (server.Started is not null)
+            {
+                return server.Started;
+            }
+
+            // Most likely another process took the port between the probe and the bind: try another one.
+            failures.AppendLine($"port {port}: {server.Failure}");
+        }
+
+        throw new InvalidOperationException($"redis-server did not start:{Environment.NewLine}{failures}");
+    }
+
+    /// <summary>Kills the server (SIGKILL: nothing to save) and removes its directory.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+        }
+
+        await _process.WaitForExitAsync().ConfigureAwait(false);
+        _process.Dispose();
+        DeleteDirectory(Directory);
+    }
+
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    private static async Task<(RedisServer? Started, string? Failure)> TryStartAsync(int port, RedisServerOptions options, CancellationToken cancellationToken)
+    {
+        string directory = System.IO.Directory.CreateTempSubdirectory("kvcache-redis-").FullName;
+        var info = new ProcessStartInfo(ExecutablePath)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = directory,
+        };
+        foreach (string argument in (string[])["--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                     "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory, "--daemonize", "no"])
+        {
+            info.ArgumentList.Add(argument);
+        }
+
+        if (options.Password is { Length: > 0 } password)
+        {
+            info.ArgumentList.Add("--requirepass");
+            info.ArgumentList.Add(password);
+        }
+
+        foreach (string argument in options.ExtraArguments)
+        {
+            info.ArgumentList.Add(argument);
+        }
+
+        var output = new StringBuilder();
+        var process = new Process { StartInfo = info };
+        process.OutputDataReceived += (_, e) => Append(output, e.Data);
+        process.ErrorDataReceived += (_, e) => Append(output, e.Data);
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        var server = new RedisServer(process, output, port, options.Password, directory);
+
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(options.StartTimeout);
+        try
+        {
+            while (!process.HasExited)
+            {
+                if (await AnswersPingAsync(port, timeout.Token).ConfigureAwait(false))
+                {
+                    return (server, null);
+                }
+
+                // Polls readiness of a child process; not a timing assumption in a test.
+                await Task.Delay(20, timeout.Token).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            await server.DisposeAsync().ConfigureAwait(false);
+            throw new InvalidOperationException($"redis-server did not answer PING within {options.StartTimeout}:{Environment.NewLine}{server.Output}");
+        }
+        catch
+        {
+            await server.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
+        string log = server.Output;
+        await server.DisposeAsync().ConfigureAwait(false);
+        return (null, $"exited with code {process.ExitCode}: {log}");
+    }
+
+    /// <summary>True once the server replies to PING (+PONG, or -NOAUTH when it requires a password).</summary>
+    private static async Task<bool> AnswersPingAsync(int port, CancellationToken cancellationToken)
+    {
+        try
+        {
+            using var client = new TcpClient();
+            await client.ConnectAsync(IPAddress.Loopback, port, cancellationToken).ConfigureAwait(false);
+            var stream = client.GetStream();
+            await stream.WriteAsync("PING\r\n"u8.ToArray(), cancellationToken).ConfigureAwait(false);
+            var reply = new byte[64];
+            int n = await stream.ReadAsync(reply, cancellationToken).ConfigureAwait(false);
+            string text = Encoding.ASCII.GetString(reply, 0, n);
+            return text.StartsWith("+PONG", StringComparison.Ordinal) || text.StartsWith("-NOAUTH", StringComparison.Ordinal);
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    private static int PickFreePort(int first, int last)
+    {
+        for (int attempt = 0; attempt < 100; attempt++)
+        {
+            int port = Random.Shared.Next(first, last + 1);
+            try
+            {
+                using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                probe.Bind(new IPEndPoint(IPAddress.Loopback, port));
+                return port;
+            }
+            catch (SocketException)
+            {
+                // In use: try another.
+            }
+        }
+
+        throw new InvalidOperationException($"No free loopback port in {first}-{last}.");
+    }
+
+    private static void Append(StringBuilder output, string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (output)
+        {
+            output.AppendLine(line);
+        }
+    }
+
+    private static void DeleteDirectory(string directory)
+    {
+        try
+        {
+            System.IO.Directory.Delete(directory, recursive: true);
+        }
+        catch (IOException)
+        {
+            // Best effort: a temp directory left behind is harmless.
+        }
+    }
+}
