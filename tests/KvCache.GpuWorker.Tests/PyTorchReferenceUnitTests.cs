@@ -4,7 +4,10 @@ using Xunit.Abstractions;
 
 namespace KvCache.GpuWorker.Tests;
 
-/// <summary>Logits against the independent float64 PyTorch implementation in Fixtures/llama_reference.py.</summary>
+/// <summary>
+/// Logits against the independent float64 PyTorch implementation in Fixtures/llama_reference.py, for plain models
+/// (codec "full") and an SVD-GQA conversion below full rank (codec "svd-gqa", the reference's converted-attention mode).
+/// </summary>
 public sealed class PyTorchReferenceUnitTests(ITestOutputHelper output)
 {
     private const float Tolerance = 1e-4f;
@@ -12,6 +15,7 @@ public sealed class PyTorchReferenceUnitTests(ITestOutputHelper output)
     [Theory]
     [InlineData("tiny-f32")]
     [InlineData("tiny-bf16-tied")]
+    [InlineData("tiny-f32-svd-gqa-r0.5")]
     public void Logits_match_pytorch_after_prefill_and_each_greedy_step(string name)
     {
         using var fixture = JsonDocument.Parse(File.ReadAllText(Path.Combine(TestModels.FixturesDirectory, name + ".reference.json")));
@@ -24,7 +28,7 @@ public sealed class PyTorchReferenceUnitTests(ITestOutputHelper output)
         Assert.True(prompt.Length >= 64 && steps >= 32 && expected.Length == steps + 1);
 
         using var model = LlamaModel.Load(Path.Combine(TestModels.FixturesDirectory, name), TestModels.SmallOptions());
-        using var cache = model.CreateCache("full");
+        using var cache = model.CreateCache(model.Codecs[0]);
         var logits = new float[model.Config.VocabSize];
         var scratch = new float[TokenSampler.ScratchLength(logits.Length)];
         model.Forward(cache, prompt, logits);
@@ -47,6 +51,6 @@ public sealed class PyTorchReferenceUnitTests(ITestOutputHelper output)
             }
         }
 
-        output.WriteLine($"{name}: worst max-abs logit error over {steps + 1} positions = {worst:E2}");
+        output.WriteLine($"{name} ({cache.Codec}): worst max-abs logit error over {steps + 1} positions = {worst:E2}");
     }
 }

@@ -11,7 +11,12 @@ internal sealed unsafe class ForwardScratch : IDisposable
     {
         long h = (long)chunk * c.HiddenSize, q = (long)chunk * c.QueryDim, kv = (long)chunk * c.KeyValueDim;
         long f = (long)chunk * c.IntermediateSize;
-        long[] sizes = [h, h, h, q, q, kv, kv, f, f];
+
+        // SVD-GQA: queries and attention outputs are rank-wide per head, compressed keys rank-wide per group.
+        int rank = c.SvdGqa?.Rank ?? 0;
+        long qt = (long)chunk * c.NumAttentionHeads * rank, ck = (long)chunk * c.SvdGqaGroups * rank;
+        long attention = Math.Max(q, qt);
+        long[] sizes = [h, h, h, q, attention, kv, kv, f, f, qt, ck];
         long total = sizes.Sum(s => (s + 15) & ~15L);
         _memory = (float*)NativeMemory.AlignedAlloc((nuint)(total * sizeof(float)), 64);
         NativeMemory.Clear(_memory, (nuint)(total * sizeof(float)));
@@ -27,11 +32,13 @@ internal sealed unsafe class ForwardScratch : IDisposable
         Normed = Next(h);
         Projected = Next(h);
         Q = Next(q);
-        Attention = Next(q);
+        Attention = Next(attention);
         K = Next(kv);
         V = Next(kv);
         Gate = Next(f);
         Up = Next(f);
+        QueryTilde = Next(qt);
+        KeyCompressed = Next(ck);
     }
 
     /// <summary>Residual stream [chunk, hidden].</summary>
@@ -53,6 +60,12 @@ internal sealed unsafe class ForwardScratch : IDisposable
     public float* Gate { get; }
 
     public float* Up { get; }
+
+    /// <summary>SVD-GQA queries projected on their group's key basis [chunk, heads · rank].</summary>
+    public float* QueryTilde { get; }
+
+    /// <summary>SVD-GQA compressed keys c [chunk, groups · rank].</summary>
+    public float* KeyCompressed { get; }
 
     public void Dispose() => NativeMemory.AlignedFree(_memory);
 }

@@ -20,10 +20,18 @@ internal static class LlamaTensors
     public const string FinalNorm = "model.norm.weight";
     public const string LmHead = "lm_head.weight";
 
-    /// <summary>The weights of <paramref name="c"/> in canonical order (lm_head omitted when tied).</summary>
+    /// <summary>Per layer, the SVD-GQA key basis: for each group g, rows [g·d, (g+1)·d) are Ψ_K,gᵀ ([d, t·head_dim]).</summary>
+    public const string KeyBasis = "self_attn.k_basis.weight";
+
+    /// <summary>
+    /// The weights of <paramref name="c"/> in canonical order (lm_head omitted when tied). An SVD-GQA model has
+    /// folded v_proj [groups·d, hidden] and o_proj [hidden, heads·d] and a key basis after o_proj.
+    /// </summary>
     public static IReadOnlyList<LlamaTensor> List(ModelConfig c)
     {
         int h = c.HiddenSize;
+        int vOut = c.SvdGqa is { } s ? c.SvdGqaGroups * s.Rank : c.KeyValueDim;
+        int oIn = c.SvdGqa is { } s2 ? c.NumAttentionHeads * s2.Rank : c.QueryDim;
         var list = new List<LlamaTensor> { new(Embedding, [c.VocabSize, h], TensorRole.Embedding, -1) };
         for (int i = 0; i < c.NumHiddenLayers; i++)
         {
@@ -31,8 +39,13 @@ internal static class LlamaTensors
             list.Add(new(p + "input_layernorm.weight", [h], TensorRole.Norm, i));
             list.Add(new(p + "self_attn.q_proj.weight", [c.QueryDim, h], TensorRole.Linear, i));
             list.Add(new(p + "self_attn.k_proj.weight", [c.KeyValueDim, h], TensorRole.Linear, i));
-            list.Add(new(p + "self_attn.v_proj.weight", [c.KeyValueDim, h], TensorRole.Linear, i));
-            list.Add(new(p + "self_attn.o_proj.weight", [h, c.QueryDim], TensorRole.Linear, i));
+            list.Add(new(p + "self_attn.v_proj.weight", [vOut, h], TensorRole.Linear, i));
+            list.Add(new(p + "self_attn.o_proj.weight", [h, oIn], TensorRole.Linear, i));
+            if (c.SvdGqa is { } svd)
+            {
+                list.Add(new(p + KeyBasis, [vOut, svd.GroupSize * c.HeadDim], TensorRole.Linear, i));
+            }
+
             list.Add(new(p + "post_attention_layernorm.weight", [h], TensorRole.Norm, i));
             list.Add(new(p + "mlp.gate_proj.weight", [c.IntermediateSize, h], TensorRole.Linear, i));
             list.Add(new(p + "mlp.up_proj.weight", [c.IntermediateSize, h], TensorRole.Linear, i));

@@ -12,6 +12,9 @@ namespace KvCache.GpuWorker;
 /// <para>Batch invariance: every output element (matmul, norm, attention per query row and head) is one
 /// reduction whose order depends only on that row's length, never on how many rows a call carries or which
 /// thread runs it, so any chunking of the same tokens gives bit-identical caches and logits.</para>
+/// <para>Codecs: a plain checkpoint offers "full" (<see cref="FullKvCache"/>); a checkpoint converted by
+/// <see cref="SvdGqaConverter"/> (config.json <c>kv_compression</c>) offers "svd-gqa" (<see cref="SvdGqaKvCache"/>),
+/// whose attention runs on compressed keys and folded values. Both use a <see cref="PagedKvCache"/>.</para>
 /// <para>Concurrency: Forward may be called concurrently for different caches. Each call rents activation
 /// buffers from a small pool (one is preallocated at load; a second concurrent caller adds another, once), and
 /// the backend serializes its parallel ops, each of which uses all compute threads.</para>
@@ -31,9 +34,14 @@ public sealed unsafe class LlamaModel : ILanguageModel
     private readonly IComputeBackend _backend;
     private readonly KvBlockPool _pool;
     private readonly int _blockTokens;
+    private readonly string _codec;
+    private readonly KvLayout _layout;
     private readonly Stack<ForwardScratch> _scratch = new();
     private readonly List<ForwardScratch> _allScratch = [];
     private readonly float _eps;
+
+    // Scores scale by the original head dim: q̃ · c equals q · k, whatever the rank.
+    private readonly float _attentionScale;
     private bool _disposed;
 
     private LlamaModel(string id, ModelConfig config, float* weights, Dictionary<string, nint> tensors, string fingerprint, ModelLoadOptions options)
@@ -44,6 +52,7 @@ public sealed unsafe class LlamaModel : ILanguageModel
         ParameterCount = config.ParameterCount;
         _weights = weights;
         _eps = (float)config.RmsNormEps;
+        _attentionScale = 1f / MathF.Sqrt(config.HeadDim);
         _embedding = (float*)tensors[LlamaTensors.Embedding];
         _finalNorm = (float*)tensors[LlamaTensors.FinalNorm];
         _lmHead = config.TieWordEmbeddings ? _embedding : (float*)tensors[LlamaTensors.LmHead];
@@ -62,6 +71,7 @@ public sealed unsafe class LlamaModel : ILanguageModel
                 Gate = (float*)tensors[p + "mlp.gate_proj.weight"],
                 Up = (float*)tensors[p + "mlp.up_proj.weight"],
                 Down = (float*)tensors[p + "mlp.down_proj.weight"],
+                KeyBasis = config.SvdGqa is null ? null : (float*)tensors[p + LlamaTensors.KeyBasis],
             };
         }
 
@@ -70,7 +80,11 @@ public sealed unsafe class LlamaModel : ILanguageModel
         _sin = (float*)sin;
         _backend = new CpuBackend(options.ComputeThreads, config.MaxPositionEmbeddings);
         _blockTokens = options.BlockTokens;
-        _pool = new KvBlockPool((long)options.BlockTokens * FullKvCache.BytesPerTokenFor(config) / sizeof(float), options.CacheBudgetBytes);
+        (_codec, _layout) = config.SvdGqa is null
+            ? (FullKvCache.CodecId, KvLayout.Full(config))
+            : (SvdGqaKvCache.CodecId, KvLayout.SvdGqa(config));
+        Codecs = [_codec];
+        _pool = new KvBlockPool(options.BlockTokens * _layout.FloatsPerToken, options.CacheBudgetBytes);
         var first = new ForwardScratch(config, ChunkTokens);
         _allScratch.Add(first);
         _scratch.Push(first);
@@ -84,7 +98,7 @@ public sealed unsafe class LlamaModel : ILanguageModel
 
     public long ParameterCount { get; }
 
-    public IReadOnlyList<string> Codecs { get; } = [FullKvCache.CodecId];
+    public IReadOnlyList<string> Codecs { get; }
 
     public long CacheBytesTotal => _pool.BlockCount * _pool.BlockBytes;
 
@@ -159,22 +173,22 @@ public sealed unsafe class LlamaModel : ILanguageModel
         }
     }
 
-    public long CacheBytesAt(string codec, int position) => codec == FullKvCache.CodecId
-        ? position * FullKvCache.BytesPerTokenFor(Config)
-        : throw new ArgumentException($"Unknown codec '{codec}'.", nameof(codec));
+    public long CacheBytesAt(string codec, int position) => codec == _codec
+        ? position * _layout.BytesPerToken
+        : throw new ArgumentException($"Unknown codec '{codec}'; this model has: {string.Join(", ", Codecs)}.", nameof(codec));
 
     public IKvCache CreateCache(string codec)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return codec == FullKvCache.CodecId
-            ? new FullKvCache(this, _pool, Config, _blockTokens)
+        return codec == _codec
+            ? new PagedKvCache(this, _pool, _codec, _layout, Config.MaxPositionEmbeddings, _blockTokens)
             : throw new ArgumentException($"Unknown codec '{codec}'; this model has: {string.Join(", ", Codecs)}.", nameof(codec));
     }
 
     public void Forward(IKvCache cache, ReadOnlySpan<int> tokens, Span<float> logits)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (cache is not FullKvCache full || full.Owner != this)
+        if (cache is not PagedKvCache paged || paged.Owner != this)
         {
             throw new ArgumentException("The cache was not created by this model.", nameof(cache));
         }
@@ -197,22 +211,22 @@ public sealed unsafe class LlamaModel : ILanguageModel
             }
         }
 
-        if (full.Position + tokens.Length > Config.MaxPositionEmbeddings)
+        if (paged.Position + tokens.Length > Config.MaxPositionEmbeddings)
         {
             throw new ArgumentOutOfRangeException(
-                nameof(tokens), $"Position {full.Position} + {tokens.Length} tokens exceeds max positions {Config.MaxPositionEmbeddings}.");
+                nameof(tokens), $"Position {paged.Position} + {tokens.Length} tokens exceeds max positions {Config.MaxPositionEmbeddings}.");
         }
 
-        full.EnsureCapacity(full.Position + tokens.Length);
+        paged.EnsureCapacity(paged.Position + tokens.Length);
         var scratch = RentScratch();
         try
         {
-            var view = full.View;
+            var view = paged.View;
             for (int start = 0; start < tokens.Length; start += ChunkTokens)
             {
                 var chunk = tokens.Slice(start, Math.Min(ChunkTokens, tokens.Length - start));
-                ForwardChunk(view, full.Position, chunk, scratch);
-                full.Advance(chunk.Length);
+                ForwardChunk(view, paged.Position, chunk, scratch);
+                paged.Advance(chunk.Length);
             }
 
             int h = Config.HiddenSize;
@@ -260,12 +274,25 @@ public sealed unsafe class LlamaModel : ILanguageModel
             _backend.RmsNorm(s.X, w.InputNorm, s.Normed, n, h, _eps);
             _backend.MatMul(s.Normed, n, h, w.Q, c.QueryDim, s.Q);
             _backend.MatMul(s.Normed, n, h, w.K, c.KeyValueDim, s.K);
-            _backend.MatMul(s.Normed, n, h, w.V, c.KeyValueDim, s.V);
+            _backend.MatMul(s.Normed, n, h, w.V, _layout.Heads * _layout.Dim, s.V);
             _backend.Rope(s.Q, n, c.NumAttentionHeads, c.HeadDim, start, _cos, _sin);
             _backend.Rope(s.K, n, c.NumKeyValueHeads, c.HeadDim, start, _cos, _sin);
-            _backend.StoreKv(view, l, s.K, s.V, n, start);
-            _backend.Attention(view, l, s.Q, n, c.NumAttentionHeads, start, s.Attention);
-            _backend.MatMul(s.Attention, n, c.QueryDim, w.O, h, s.Projected);
+            if (c.SvdGqa is { } svd)
+            {
+                // Keys with RoPE cannot fold into W_K: cache c = [R k¹ … R kᵗ] Ψ_K and attend with q̃ = (R q) Ψ_K,j;
+                // values are already x W_V' (rank-wide), and W_O' takes the rank-wide attention output.
+                _backend.ProjectGroups(s.K, n, _layout.Heads, svd.GroupSize * c.HeadDim, w.KeyBasis, svd.Rank, s.KeyCompressed);
+                _backend.ProjectQueries(s.Q, n, c.NumAttentionHeads, c.HeadDim, c.NumKeyValueHeads, svd.GroupSize, w.KeyBasis, svd.Rank, s.QueryTilde);
+                _backend.StoreKv(view, l, s.KeyCompressed, s.V, n, start);
+                _backend.Attention(view, l, s.QueryTilde, n, c.NumAttentionHeads, start, _attentionScale, s.Attention);
+            }
+            else
+            {
+                _backend.StoreKv(view, l, s.K, s.V, n, start);
+                _backend.Attention(view, l, s.Q, n, c.NumAttentionHeads, start, _attentionScale, s.Attention);
+            }
+
+            _backend.MatMul(s.Attention, n, c.NumAttentionHeads * _layout.Dim, w.O, h, s.Projected);
             _backend.Add(s.X, s.Projected, (long)n * h);
 
             _backend.RmsNorm(s.X, w.PostNorm, s.Normed, n, h, _eps);
@@ -328,6 +355,6 @@ public sealed unsafe class LlamaModel : ILanguageModel
 
     private struct LayerWeights
     {
-        public float* InputNorm, Q, K, V, O, PostNorm, Gate, Up, Down;
+        public float* InputNorm, Q, K, V, O, PostNorm, Gate, Up, Down, KeyBasis;
     }
 }

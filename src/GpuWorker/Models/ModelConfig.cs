@@ -22,6 +22,11 @@ public sealed record ModelConfig
     public bool TieWordEmbeddings { get; init; }
     /// <summary>config.json's <c>torch_dtype</c> (storage dtype of the checkpoint); weights are computed in f32 regardless.</summary>
     public string TorchDtype { get; init; } = "float32";
+    /// <summary>
+    /// Set when the model was converted by SVD-GQA (config.json <c>kv_compression</c>): its V/O projections are
+    /// folded and it caches compressed keys and values, so it offers the "svd-gqa" codec instead of "full".
+    /// </summary>
+    public SvdGqaConfig? SvdGqa { get; init; }
 
     /// <summary>Small model for the embedded demo and quick tests.</summary>
     public static ModelConfig Demo { get; } = new()
@@ -57,13 +62,19 @@ public sealed record ModelConfig
     /// <summary>Width of the key and value projections (KV heads × head dim).</summary>
     public int KeyValueDim => NumKeyValueHeads * HeadDim;
 
+    /// <summary>Number of SVD-GQA groups (KV heads / group size); 0 for a model that is not converted.</summary>
+    public int SvdGqaGroups => SvdGqa is { } s ? NumKeyValueHeads / s.GroupSize : 0;
+
     /// <summary>Number of weights, counting a tied LM head once.</summary>
     public long ParameterCount
     {
         get
         {
             long h = HiddenSize;
-            long perLayer = 2 * h + h * QueryDim * 2 + h * KeyValueDim * 2 + 3 * h * IntermediateSize;
+            long attention = SvdGqa is { } s
+                ? h * QueryDim + h * KeyValueDim + (long)SvdGqaGroups * s.Rank * (h + s.GroupSize * HeadDim) + h * NumAttentionHeads * s.Rank
+                : h * QueryDim * 2 + h * KeyValueDim * 2;
+            long perLayer = 2 * h + attention + 3 * h * IntermediateSize;
             long embed = (long)VocabSize * h;
             return embed + (TieWordEmbeddings ? 0 : embed) + h + NumHiddenLayers * perLayer;
         }
@@ -134,6 +145,9 @@ public sealed record ModelConfig
                 TorchDtype = root.TryGetProperty("torch_dtype", out var dt) && dt.ValueKind == JsonValueKind.String
                     ? dt.GetString()!
                     : "float32",
+                SvdGqa = root.TryGetProperty("kv_compression", out var kv) && kv.ValueKind != JsonValueKind.Null
+                    ? SvdGqaConfig.FromJson(kv)
+                    : null,
             };
             if (OptionalInt(root, "head_dim") is null && heads > 0 && hidden % heads != 0)
             {
@@ -181,6 +195,8 @@ public sealed record ModelConfig
         {
             throw new NotSupportedException($"torch_dtype '{TorchDtype}' is not supported (float32, float16, bfloat16).");
         }
+
+        SvdGqa?.Validate(this);
     }
 
     /// <summary>Writes a Hugging Face config.json for LlamaForCausalLM.</summary>
@@ -209,6 +225,7 @@ public sealed record ModelConfig
             w.WriteString("torch_dtype", TorchDtype);
             w.WriteBoolean("attention_bias", false);
             w.WriteBoolean("mlp_bias", false);
+            SvdGqa?.WriteJson(w);
             w.WriteEndObject();
         }
 
@@ -223,10 +240,10 @@ public sealed record ModelConfig
         }
     }
 
-    private static int RequiredInt(JsonElement root, string name) =>
+    internal static int RequiredInt(JsonElement root, string name) =>
         OptionalInt(root, name) ?? throw new FormatException($"config.json lacks '{name}'.");
 
-    private static int? OptionalInt(JsonElement root, string name)
+    internal static int? OptionalInt(JsonElement root, string name)
     {
         if (!root.TryGetProperty(name, out var e) || e.ValueKind == JsonValueKind.Null)
         {
@@ -238,7 +255,7 @@ public sealed record ModelConfig
             : throw new FormatException($"config.json '{name}' must be an integer, got {e.GetRawText()}.");
     }
 
-    private static double? OptionalDouble(JsonElement root, string name)
+    internal static double? OptionalDouble(JsonElement root, string name)
     {
         if (!root.TryGetProperty(name, out var e) || e.ValueKind == JsonValueKind.Null)
         {

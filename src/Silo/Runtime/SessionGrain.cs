@@ -1,10 +1,13 @@
 using System.Runtime.CompilerServices;
 using KvCache.GpuWorker;
 using KvCache.GpuWorker.Sampling;
+using KvCache.Silo.Cluster.Directory;
+using KvCache.Silo.Cluster.Membership;
 using KvCache.Silo.Models;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Snapshots;
 using KvCache.Silo.Storage;
+using KvCache.Silo.Storage.Internal;
 using Microsoft.Extensions.Logging;
 
 namespace KvCache.Silo.Runtime;
@@ -16,6 +19,8 @@ namespace KvCache.Silo.Runtime;
 /// Calls run one turn at a time (Orleans' non-reentrant grain). The token log in the store is the truth: a token
 /// reaches the cache and the caller only after the log holds it, and any failure that could leave the cache
 /// and the log apart deactivates the grain without a snapshot, so the next activation replays the log.
+/// An activation registers in the store's grain directory and writes only with the epoch it got; once another
+/// activation takes the session over, its writes are refused and it deactivates, reporting the session moved.
 /// </remarks>
 internal sealed class SessionGrain
 {
@@ -25,6 +30,9 @@ internal sealed class SessionGrain
         Active,
         Deactivated,
     }
+
+    // One generation per process: a restarted process is a new silo, whatever its name.
+    private static readonly long ProcessGeneration = SiloAddress.NewGeneration(TimeProvider.System);
 
     private readonly SemaphoreSlim _turn = new(1, 1);
     private readonly SessionCatalog _catalog;
@@ -39,6 +47,8 @@ internal sealed class SessionGrain
     private long _tokenCount;
     private long _snapshotPosition = -1;
     private long _lastUsedTimestamp;
+    private GrainAddress? _address;
+    private ISessionStore? _fencedStore;
 
     public SessionGrain(SessionKey key, SessionCatalog catalog, ILogger logger)
     {
@@ -56,7 +66,8 @@ internal sealed class SessionGrain
 
     public bool IsIdle => _turn.CurrentCount == 1;
 
-    private ISessionStore Store => _catalog.Store;
+    /// <summary>Fenced with this activation's epoch once it is registered.</summary>
+    private ISessionStore Store => _fencedStore ?? _catalog.Store;
 
     /// <summary>Session facts without waiting for the current turn; null until activated.</summary>
     public SessionInfo? TryGetInfo()
@@ -278,6 +289,8 @@ internal sealed class SessionGrain
                 ?? throw SessionException.NotFound(Key.SessionId);
             var model = _catalog.Models.Get(record.Model)
                 ?? throw new SessionException(SessionErrorCode.FailedPrecondition, $"Model '{record.Model}' is not served by silo {_catalog.SiloName}.");
+            // Registered before the log is read: a write the previous owner makes after this is refused.
+            await RegisterAsync(cancellationToken);
             var tokenCount = await StoreCallAsync(() => Store.GetTokenCountAsync(Key, cancellationToken));
 
             _record = record;
@@ -300,6 +313,7 @@ internal sealed class SessionGrain
             _cache = null;
             _status = Status.Deactivated;
             _catalog.Remove(this);
+            await UnregisterAsync();
             if (ex is CacheCapacityException)
             {
                 throw new SessionException(SessionErrorCode.ResourceExhausted, "No KV-cache memory is free to restore the session.", ex);
@@ -308,6 +322,51 @@ internal sealed class SessionGrain
             throw;
         }
     }
+
+    /// <summary>Claims the session in the directory; every write from here on carries the epoch it got.</summary>
+    private async Task RegisterAsync(CancellationToken cancellationToken)
+    {
+        var directory = _catalog.Store.Directory;
+        var address = new GrainAddress(Key, new SiloAddress(SiloEndpoint(_catalog.SiloName), ProcessGeneration), ActivationId.NewId());
+
+        // Single-node: no other silo serves this store, so an entry left behind (a crashed process, a failed
+        // unregister) is taken over. Cluster placement will take over only entries of silos membership calls dead.
+        var current = await StoreCallAsync(() => directory.LookupAsync(Key, cancellationToken));
+        var registered = await StoreCallAsync(() => directory.RegisterAsync(address, current, cancellationToken));
+        if (!registered.Matches(address))
+        {
+            throw Moved(null);
+        }
+
+        _address = registered;
+        _fencedStore = new FencedSessionStore(_catalog.Store, Key, registered.Epoch);
+    }
+
+    private async Task UnregisterAsync()
+    {
+        if (_address is not { } address)
+        {
+            return;
+        }
+
+        _address = null;
+        try
+        {
+            await _catalog.Store.Directory.UnregisterAsync(address, CancellationToken.None);
+        }
+        catch (Exception ex)
+        {
+            // The entry stays until the next activation takes it over; the epoch still fences this one.
+            SessionGrainLog.UnregisterFailed(_logger, ex, Key.Tenant, Key.SessionId);
+        }
+    }
+
+    private SessionException Moved(Exception? inner) =>
+        new(SessionErrorCode.Unavailable, $"Session '{Key.SessionId}' moved: another activation owns it now; retry.", inner);
+
+    /// <summary>Silo names are free text; an endpoint allows fewer characters.</summary>
+    private static string SiloEndpoint(string siloName) =>
+        string.Concat(siloName.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or ':' ? c : '-'));
 
     /// <summary>Restores the latest snapshot if it is usable; returns the position the cache now holds.</summary>
     private async Task<long> RestoreSnapshotAsync(long tokenCount, CancellationToken cancellationToken)
@@ -408,6 +467,7 @@ internal sealed class SessionGrain
             throw ex switch
             {
                 SessionNotFoundException => SessionException.NotFound(Key.SessionId),
+                StaleEpochException => Moved(ex),
                 TokenLogConflictException => new SessionException(SessionErrorCode.Unavailable, "The session was changed by another writer; retry.", ex),
                 _ => new SessionException(SessionErrorCode.Unavailable, "The spill store is unavailable.", ex),
             };
@@ -437,6 +497,11 @@ internal sealed class SessionGrain
                 SessionGrainLog.Deactivated(_logger, Key.Tenant, Key.SessionId, reason);
             }
         }
+        catch (StaleEpochException)
+        {
+            // Another activation owns the session: its state wins, this one's snapshot must not.
+            SessionGrainLog.OwnershipLost(_logger, Key.Tenant, Key.SessionId);
+        }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
             // The token log still holds everything; the next activation replays what the snapshot lacks.
@@ -446,6 +511,7 @@ internal sealed class SessionGrain
         {
             _cache?.Dispose();
             _cache = null;
+            await UnregisterAsync();
         }
     }
 
@@ -492,6 +558,12 @@ internal sealed class SessionGrain
         {
             throw SessionException.NotFound(Key.SessionId);
         }
+        catch (StaleEpochException ex)
+        {
+            SessionGrainLog.OwnershipLost(_logger, Key.Tenant, Key.SessionId);
+            await DeactivateInTurnAsync(snapshot: false, "ownership lost");
+            throw Moved(ex);
+        }
         catch (Exception ex) when (ex is not SessionException and not OperationCanceledException)
         {
             throw new SessionException(SessionErrorCode.Unavailable, "The spill store is unavailable.", ex);
@@ -521,4 +593,10 @@ internal static partial class SessionGrainLog
 
     [LoggerMessage(105, LogLevel.Warning, "Token log write for session {Tenant}/{SessionId} failed, dropping its cache: {Reason}")]
     public static partial void TokenLogWriteFailed(ILogger logger, string tenant, string sessionId, string reason);
+
+    [LoggerMessage(106, LogLevel.Warning, "Session {Tenant}/{SessionId} is owned by another activation (stale epoch); deactivating without a snapshot")]
+    public static partial void OwnershipLost(ILogger logger, string tenant, string sessionId);
+
+    [LoggerMessage(107, LogLevel.Warning, "Could not remove the directory entry of session {Tenant}/{SessionId}; the next activation takes it over")]
+    public static partial void UnregisterFailed(ILogger logger, Exception exception, string tenant, string sessionId);
 }

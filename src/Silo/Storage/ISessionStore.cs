@@ -1,3 +1,5 @@
+using KvCache.Silo.Cluster.Directory;
+
 namespace KvCache.Silo.Storage;
 
 /// <summary>A session's address: tenants never share a namespace.</summary>
@@ -21,9 +23,19 @@ public sealed record SessionPage(IReadOnlyList<SessionRecord> Sessions, string? 
 /// <see cref="AppendTokensAsync"/> completes. A snapshot is the serialized cache at some position; it
 /// becomes visible only when committed, atomically replacing the previous one.
 /// Operations on a session that does not exist throw <see cref="SessionNotFoundException"/>.
+/// <para>
+/// Fencing: each write has an overload taking the writer's directory <c>epoch</c>; it succeeds only while that
+/// is the epoch of the session's entry in <see cref="Directory"/>, checked atomically with the write, and
+/// otherwise throws <see cref="StaleEpochException"/> having written nothing. Silos write only through those
+/// (see <see cref="FencedSessionStore"/>); the unfenced writes are for a single writer (tools, tests).
+/// </para>
 /// </remarks>
 public interface ISessionStore
 {
+    /// <summary>The grain directory whose epochs fence this store's writes (kept beside the data, so one atomic
+    /// step checks the epoch and writes).</summary>
+    IGrainDirectory Directory { get; }
+
     /// <summary>Creates the session; false if one with that key exists.</summary>
     ValueTask<bool> TryCreateAsync(SessionRecord record, CancellationToken cancellationToken = default);
 
@@ -44,17 +56,29 @@ public interface ISessionStore
     /// <exception cref="TokenLogConflictException">The log's length differs from <paramref name="expectedCount"/>.</exception>
     ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, CancellationToken cancellationToken = default);
 
+    /// <inheritdoc cref="AppendTokensAsync(SessionKey, long, ReadOnlyMemory{int}, CancellationToken)"/>
+    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's directory epoch.</exception>
+    ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken = default);
+
     /// <summary>Reads tokens from <paramref name="start"/>; returns how many were read (fewer at the log's end).</summary>
     ValueTask<int> ReadTokensAsync(SessionKey key, long start, Memory<int> destination, CancellationToken cancellationToken = default);
 
     /// <summary>Stores one chunk (≤ 1 MiB) of a snapshot that is not yet committed.</summary>
     ValueTask WriteSnapshotChunkAsync(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken = default);
 
+    /// <inheritdoc cref="WriteSnapshotChunkAsync(SessionKey, long, int, ReadOnlyMemory{byte}, CancellationToken)"/>
+    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's directory epoch.</exception>
+    ValueTask WriteSnapshotChunkAsync(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, long epoch, CancellationToken cancellationToken = default);
+
     /// <summary>
     /// Makes snapshot <paramref name="snapshotId"/> (its chunks already written) the session's current one, with
     /// <paramref name="header"/> describing it, and deletes the chunks of the snapshot it replaces.
     /// </summary>
     ValueTask CommitSnapshotAsync(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, CancellationToken cancellationToken = default);
+
+    /// <inheritdoc cref="CommitSnapshotAsync(SessionKey, long, ReadOnlyMemory{byte}, CancellationToken)"/>
+    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's directory epoch.</exception>
+    ValueTask CommitSnapshotAsync(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, long epoch, CancellationToken cancellationToken = default);
 
     /// <summary>The current snapshot's id and header, or null if the session has none.</summary>
     ValueTask<StoredSnapshot?> GetSnapshotAsync(SessionKey key, CancellationToken cancellationToken = default);
@@ -67,6 +91,10 @@ public interface ISessionStore
     /// unless it was recorded before; returns the recorded start position.
     /// </summary>
     ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, CancellationToken cancellationToken = default);
+
+    /// <inheritdoc cref="GetOrAddDecodeRequestAsync(SessionKey, string, long, CancellationToken)"/>
+    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's directory epoch.</exception>
+    ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, long epoch, CancellationToken cancellationToken = default);
 }
 
 /// <summary>A committed snapshot: its id (names its chunks) and its encoded header.</summary>

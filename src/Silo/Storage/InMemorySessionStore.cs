@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using KvCache.Silo.Cluster.Directory;
 using KvCache.Silo.Storage.Internal;
 
 namespace KvCache.Silo.Storage;
@@ -6,11 +7,19 @@ namespace KvCache.Silo.Storage;
 /// <summary>
 /// The embedded-mode <see cref="ISessionStore"/>: everything in process memory, nothing survives a restart.
 /// Thread-safe: each session has its own lock; a tenant's index is locked only to create, delete and list.
+/// A fenced write reads the directory's epoch under the session's lock, so no read of the session can fall
+/// between the check and the write.
 /// </summary>
 public sealed class InMemorySessionStore : ISessionStore
 {
+    // Epochs start at 1: 0 marks an unfenced write.
+    private const long Unfenced = 0;
+
     private readonly ConcurrentDictionary<SessionKey, Session> _sessions = new();
     private readonly ConcurrentDictionary<string, SortedSet<string>> _tenants = new(StringComparer.Ordinal);
+    private readonly InMemoryGrainDirectory _directory = new();
+
+    public IGrainDirectory Directory => _directory;
 
     public ValueTask<bool> TryCreateAsync(SessionRecord record, CancellationToken cancellationToken = default)
     {
@@ -113,12 +122,21 @@ public sealed class InMemorySessionStore : ISessionStore
         }
     }
 
-    public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, CancellationToken cancellationToken = default)
+    public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, CancellationToken cancellationToken = default) =>
+        AppendTokensCore(key, expectedCount, tokens, Unfenced);
+
+    public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        return AppendTokensCore(key, expectedCount, tokens, epoch);
+    }
+
+    private ValueTask AppendTokensCore(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch)
     {
         var s = Find(key);
         lock (s)
         {
-            ThrowIfDeleted(s, key);
+            ThrowIfDeletedOrStale(s, key, epoch);
             if (s.TokenCount != expectedCount)
             {
                 throw new TokenLogConflictException(key, expectedCount, s.TokenCount);
@@ -155,27 +173,45 @@ public sealed class InMemorySessionStore : ISessionStore
         }
     }
 
-    public ValueTask WriteSnapshotChunkAsync(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken = default)
+    public ValueTask WriteSnapshotChunkAsync(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken = default) =>
+        WriteSnapshotChunkCore(key, snapshotId, index, chunk, Unfenced);
+
+    public ValueTask WriteSnapshotChunkAsync(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, long epoch, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        return WriteSnapshotChunkCore(key, snapshotId, index, chunk, epoch);
+    }
+
+    private ValueTask WriteSnapshotChunkCore(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, long epoch)
     {
         StoreArguments.ValidateChunk(index, chunk.Length);
         var s = Find(key);
         byte[] copy = chunk.ToArray();
         lock (s)
         {
-            ThrowIfDeleted(s, key);
+            ThrowIfDeletedOrStale(s, key, epoch);
             s.Chunks[(snapshotId, index)] = copy;
         }
 
         return ValueTask.CompletedTask;
     }
 
-    public ValueTask CommitSnapshotAsync(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, CancellationToken cancellationToken = default)
+    public ValueTask CommitSnapshotAsync(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, CancellationToken cancellationToken = default) =>
+        CommitSnapshotCore(key, snapshotId, header, Unfenced);
+
+    public ValueTask CommitSnapshotAsync(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, long epoch, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        return CommitSnapshotCore(key, snapshotId, header, epoch);
+    }
+
+    private ValueTask CommitSnapshotCore(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, long epoch)
     {
         var s = Find(key);
         byte[] copy = header.ToArray();
         lock (s)
         {
-            ThrowIfDeleted(s, key);
+            ThrowIfDeletedOrStale(s, key, epoch);
             s.Snapshot = new StoredSnapshot(snapshotId, copy);
 
             // Like the Redis store: only the committed snapshot's chunks survive a commit.
@@ -220,13 +256,22 @@ public sealed class InMemorySessionStore : ISessionStore
         }
     }
 
-    public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, CancellationToken cancellationToken = default)
+    public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, CancellationToken cancellationToken = default) =>
+        GetOrAddDecodeRequestCore(key, requestId, startPosition, Unfenced);
+
+    public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, long epoch, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        return GetOrAddDecodeRequestCore(key, requestId, startPosition, epoch);
+    }
+
+    private ValueTask<long> GetOrAddDecodeRequestCore(SessionKey key, string requestId, long startPosition, long epoch)
     {
         StoreArguments.ValidateRequestId(requestId);
         var s = Find(key);
         lock (s)
         {
-            ThrowIfDeleted(s, key);
+            ThrowIfDeletedOrStale(s, key, epoch);
             if (!s.Requests.TryGetValue(requestId, out long recorded))
             {
                 recorded = startPosition;
@@ -248,6 +293,15 @@ public sealed class InMemorySessionStore : ISessionStore
         if (s.Deleted)
         {
             throw new SessionNotFoundException(key);
+        }
+    }
+
+    private void ThrowIfDeletedOrStale(Session s, SessionKey key, long epoch)
+    {
+        ThrowIfDeleted(s, key);
+        if (epoch != Unfenced && !_directory.IsCurrent(key, epoch))
+        {
+            throw new StaleEpochException(key, epoch);
         }
     }
 

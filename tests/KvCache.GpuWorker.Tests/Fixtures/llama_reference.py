@@ -6,6 +6,11 @@ parser, runs the forward pass in float64 (RMSNorm, rotate-half RoPE, SwiGLU, gro
 optional tied embeddings) on a prompt, then greedy-decodes. Each step recomputes the whole sequence
 with a causal mask (no KV cache), so nothing here shares structure with the engine's cached path.
 
+A model converted by SVD-GQA (config.json "kv_compression": {"method": "svd-gqa", "group_size": t,
+"rank": d}) runs its own attention from the converted weights: per group g of t KV heads the keys are
+c = [R k^1 .. R k^t] Psi_K,g (k_basis.weight holds Psi_K,g^T), queries q~_i = (R q_i) Psi_K,g[slot of head i],
+values are v' = x W_V' (rank d per group), and o_proj takes the heads' rank-d outputs.
+
 Output JSON: prompt ids, logits after the prompt and after each decode step (steps + 1 rows), and
 greedy[i] = argmax(logits[i]) (lowest id on ties); the engine feeds greedy[0 .. steps-1].
 
@@ -67,6 +72,9 @@ class Llama:
         self.eps = c["rms_norm_eps"]
         self.theta = c.get("rope_theta", 10000.0)
         self.lm_head = self.w["model.embed_tokens.weight"] if c.get("tie_word_embeddings") else self.w["lm_head.weight"]
+        self.svd = c.get("kv_compression")
+        if self.svd is not None and self.svd["method"] != "svd-gqa":
+            raise ValueError(f"unsupported kv_compression {self.svd}")
 
     def logits(self, ids):
         """Logits (float64) of every position of the token sequence `ids`."""
@@ -82,20 +90,41 @@ class Llama:
             h = rms_norm(x, w[p + "input_layernorm.weight"], self.eps)
             q = (h @ w[p + "self_attn.q_proj.weight"].T).view(t, self.heads, hd).transpose(0, 1)
             k = (h @ w[p + "self_attn.k_proj.weight"].T).view(t, self.kv_heads, hd).transpose(0, 1)
-            v = (h @ w[p + "self_attn.v_proj.weight"].T).view(t, self.kv_heads, hd).transpose(0, 1)
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
-            groups = self.heads // self.kv_heads
+            if self.svd is None:
+                v = (h @ w[p + "self_attn.v_proj.weight"].T).view(t, self.kv_heads, hd).transpose(0, 1)
+                width = hd
+            else:
+                q, k, v = self.svd_gqa_qkv(p, h, q, k)
+                width = self.svd["rank"]
+            groups = self.heads // k.shape[0]
             k = k.repeat_interleave(groups, dim=0)
             v = v.repeat_interleave(groups, dim=0)
             scores = q @ k.transpose(-1, -2) / math.sqrt(hd) + mask
             att = torch.softmax(scores, dim=-1) @ v
-            x = x + att.transpose(0, 1).reshape(t, self.heads * hd) @ w[p + "self_attn.o_proj.weight"].T
+            x = x + att.transpose(0, 1).reshape(t, self.heads * width) @ w[p + "self_attn.o_proj.weight"].T
             h = rms_norm(x, w[p + "post_attention_layernorm.weight"], self.eps)
             gate = h @ w[p + "mlp.gate_proj.weight"].T
             up = h @ w[p + "mlp.up_proj.weight"].T
             x = x + (torch.nn.functional.silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T
         return rms_norm(x, w["model.norm.weight"], self.eps) @ self.lm_head.T
+
+    def svd_gqa_qkv(self, p, h, q, k):
+        """Rank-d queries [heads, t, d], compressed keys and folded values [groups, t, d] of one layer."""
+        t, hd, size, d = h.shape[0], self.head_dim, self.svd["group_size"], self.svd["rank"]
+        groups = self.kv_heads // size
+        basis = self.w[p + "self_attn.k_basis.weight"].view(groups, d, size * hd)  # Psi_K,g^T
+        v = (h @ self.w[p + "self_attn.v_proj.weight"].T).view(t, groups, d).transpose(0, 1)
+        k_groups = k.reshape(groups, size, t, hd).permute(0, 2, 1, 3).reshape(groups, t, size * hd)
+        c = k_groups @ basis.transpose(-1, -2)
+        per_kv = self.heads // self.kv_heads
+        q_tilde = []
+        for i in range(self.heads):
+            j = i // per_kv
+            g, slot = j // size, j % size
+            q_tilde.append(q[i] @ basis[g][:, slot * hd:(slot + 1) * hd].T)
+        return torch.stack(q_tilde), c, v
 
 
 def main():

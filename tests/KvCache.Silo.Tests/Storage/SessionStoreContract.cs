@@ -1,4 +1,7 @@
+using KvCache.Silo.Cluster.Directory;
+using KvCache.Silo.Cluster.Membership;
 using KvCache.Silo.Storage;
+using KvCache.Silo.Storage.Internal;
 using Xunit;
 
 namespace KvCache.Silo.Tests.Storage;
@@ -279,6 +282,85 @@ public abstract class SessionStoreContract
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryCreateAsync(Record(new SessionKey(bad, "s"))).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.GetTokenCountAsync(Key(bad)).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.ListAsync(bad, null, 10).AsTask());
+    }
+
+    [Fact]
+    public async Task Fenced_writes_succeed_with_the_current_directory_epoch()
+    {
+        var key = await CreateAsync("fenced");
+        var owner = await RegisterAsync(key, previous: null);
+
+        await Store.AppendTokensAsync(key, 0, new[] { 1, 2 }, owner.Epoch);
+        await Store.WriteSnapshotChunkAsync(key, 3, 0, Bytes(10, 1), owner.Epoch);
+        await Store.CommitSnapshotAsync(key, 3, new byte[] { 9 }, owner.Epoch);
+        Assert.Equal(2, await Store.GetOrAddDecodeRequestAsync(key, "r", 2, owner.Epoch));
+
+        Assert.Equal(2, await Store.GetTokenCountAsync(key));
+        Assert.Equal(3, (await Store.GetSnapshotAsync(key))!.SnapshotId);
+    }
+
+    [Fact]
+    public async Task Fenced_writes_with_a_stale_epoch_are_refused_and_change_nothing()
+    {
+        var key = await CreateAsync("stale");
+        var old = await RegisterAsync(key, previous: null);
+        await Store.AppendTokensAsync(key, 0, new[] { 1, 2 }, old.Epoch);
+        await Store.WriteSnapshotChunkAsync(key, 3, 0, Bytes(10, 1), old.Epoch);
+        await Store.CommitSnapshotAsync(key, 3, new byte[] { 9 }, old.Epoch);
+        var current = await RegisterAsync(key, previous: old);
+        Assert.Equal(old.Epoch + 1, current.Epoch);
+
+        var e = await Assert.ThrowsAsync<StaleEpochException>(() => Store.AppendTokensAsync(key, 2, new[] { 7 }, old.Epoch).AsTask());
+        Assert.Equal(old.Epoch, e.Epoch);
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.WriteSnapshotChunkAsync(key, 4, 0, Bytes(10, 2), old.Epoch).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.CommitSnapshotAsync(key, 4, new byte[] { 8 }, old.Epoch).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 2, old.Epoch).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.AppendTokensAsync(key, 2, new[] { 7 }, current.Epoch + 1).AsTask());
+
+        Assert.Equal(2, await Store.GetTokenCountAsync(key));
+        Assert.Equal(3, (await Store.GetSnapshotAsync(key))!.SnapshotId);
+        await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 4, 0, new byte[10]).AsTask());
+        Assert.Equal(5, await Store.GetOrAddDecodeRequestAsync(key, "r", 5, current.Epoch)); // "r" was not recorded
+        await Store.AppendTokensAsync(key, 2, new[] { 3 }, current.Epoch);
+        Assert.Equal(3, await Store.GetTokenCountAsync(key));
+    }
+
+    [Fact]
+    public async Task Fenced_writes_without_a_directory_entry_are_refused()
+    {
+        var key = await CreateAsync("unowned");
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.AppendTokensAsync(key, 0, new[] { 1 }, 1).AsTask());
+        var owner = await RegisterAsync(key, previous: null);
+        Assert.True(await Store.Directory.UnregisterAsync(owner));
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.AppendTokensAsync(key, 0, new[] { 1 }, owner.Epoch).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.AppendTokensAsync(key, 0, new[] { 1 }, 0).AsTask());
+        Assert.Equal(0, await Store.GetTokenCountAsync(key));
+    }
+
+    [Fact]
+    public async Task A_fenced_view_fences_the_plain_writes_of_its_session_only()
+    {
+        var key = await CreateAsync("view");
+        var other = await CreateAsync("other");
+        var owner = await RegisterAsync(key, previous: null);
+        var view = new FencedSessionStore(Store, key, owner.Epoch);
+
+        await view.AppendTokensAsync(key, 0, new[] { 1 });
+        Assert.Equal(1, await view.GetTokenCountAsync(key));
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await view.AppendTokensAsync(other, 0, new[] { 1 }));
+
+        await RegisterAsync(key, previous: owner);
+        await Assert.ThrowsAsync<StaleEpochException>(() => view.AppendTokensAsync(key, 1, new[] { 2 }).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => view.CommitSnapshotAsync(key, 1, new byte[] { 1 }).AsTask());
+        Assert.Equal(1, await Store.GetTokenCountAsync(key));
+    }
+
+    private async Task<GrainAddress> RegisterAsync(SessionKey key, GrainAddress? previous)
+    {
+        var address = new GrainAddress(key, new SiloAddress("silo", 1), ActivationId.NewId());
+        var registered = await Store.Directory.RegisterAsync(address, previous);
+        Assert.True(registered.Matches(address));
+        return registered;
     }
 
     protected static byte[] Bytes(int length, int seed)

@@ -116,13 +116,13 @@ internal sealed unsafe class CpuBackend : IComputeBackend
         }
     }
 
-    public void Attention(in KvView cache, int layer, float* q, int rows, int heads, int startPosition, float* output)
+    public void Attention(in KvView cache, int layer, float* q, int rows, int heads, int startPosition, float scale, float* output)
     {
         int count = rows * heads;
         bool parallel = count > 1 && (long)count * (startPosition + rows) * cache.HeadDim >= ParallelThreshold;
         lock (_gate)
         {
-            _attention.Set(cache, layer, q, heads, startPosition, output);
+            _attention.Set(cache, layer, q, heads, startPosition, scale, output);
             if (parallel)
             {
                 _pool.Run(_attention, count);
@@ -132,6 +132,45 @@ internal sealed unsafe class CpuBackend : IComputeBackend
                 for (int i = 0; i < count; i++)
                 {
                     _attention.Execute(i, 0);
+                }
+            }
+        }
+    }
+
+    // The SVD-GQA projections are a few percent of a layer's multiply-adds, so they run inline on the caller.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void ProjectGroups(float* x, int rows, int groups, int inDim, float* basis, int outDim, float* y)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            for (int g = 0; g < groups; g++)
+            {
+                float* xg = x + ((long)r * groups + g) * inDim;
+                float* yg = y + ((long)r * groups + g) * outDim;
+                for (int e = 0; e < outDim; e++)
+                {
+                    yg[e] = Kernels.Dot(xg, basis + ((long)g * outDim + e) * inDim, inDim);
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void ProjectQueries(float* q, int rows, int heads, int headDim, int kvHeads, int groupSize, float* basis, int rank, float* y)
+    {
+        int perKvHead = heads / kvHeads;
+        long basisStride = (long)groupSize * headDim;
+        for (int r = 0; r < rows; r++)
+        {
+            for (int i = 0; i < heads; i++)
+            {
+                int j = i / perKvHead;
+                float* qi = q + ((long)r * heads + i) * headDim;
+                float* yi = y + ((long)r * heads + i) * rank;
+                float* b = basis + (long)(j / groupSize) * rank * basisStride + (long)(j % groupSize) * headDim;
+                for (int e = 0; e < rank; e++)
+                {
+                    yi[e] = Kernels.Dot(qi, b + e * basisStride, headDim);
                 }
             }
         }
@@ -195,9 +234,11 @@ internal sealed unsafe class CpuBackend : IComputeBackend
         private KvView _cache;
         private float* _q, _out;
         private int _layer, _heads, _start;
+        private float _scale;
 
-        public void Set(in KvView cache, int layer, float* q, int heads, int startPosition, float* output)
+        public void Set(in KvView cache, int layer, float* q, int heads, int startPosition, float scale, float* output)
         {
+            _scale = scale;
             _cache = cache;
             _layer = layer;
             _q = q;
@@ -216,7 +257,7 @@ internal sealed unsafe class CpuBackend : IComputeBackend
             float* q = _q + ((long)r * _heads + h) * hd;
             float* o = _out + ((long)r * _heads + h) * hd;
             float* s = scores + (long)thread * scoreStride;
-            float scale = 1f / MathF.Sqrt(hd);
+            float scale = _scale;
 
             for (int j0 = 0, b = 0; j0 < n; j0 += bt, b++)
             {

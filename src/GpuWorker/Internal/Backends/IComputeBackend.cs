@@ -45,9 +45,22 @@ internal unsafe interface IComputeBackend : IDisposable
 
     /// <summary>
     /// Causal grouped-query attention of query rows at startPosition.. over the cache (which already holds them):
-    /// output[rows, heads * headDim].
+    /// q[rows, heads * cache.HeadDim], scores scaled by <paramref name="scale"/>, output[rows, heads * cache.HeadDim].
     /// </summary>
-    void Attention(in KvView cache, int layer, float* q, int rows, int heads, int startPosition, float* output);
+    void Attention(in KvView cache, int layer, float* q, int rows, int heads, int startPosition, float scale, float* output);
+
+    /// <summary>
+    /// Per group, x's slice times the group's basis: y[r, g·outDim + e] = x[r, g·inDim ..] · basis[g·outDim + e, ..]
+    /// (x [rows, groups·inDim], basis [groups·outDim, inDim], y [rows, groups·outDim]).
+    /// </summary>
+    void ProjectGroups(float* x, int rows, int groups, int inDim, float* basis, int outDim, float* y);
+
+    /// <summary>
+    /// SVD-GQA query transform q̃_i = Ψ_K,jᵀ q_i: query head i reads KV head j = i / (heads / kvHeads), in group
+    /// g = j / groupSize at slot s = j % groupSize; y[r, i·rank + e] = q[r, i] · basis[g·rank + e, s·headDim ..]
+    /// (q [rows, heads·headDim], basis [groups·rank, groupSize·headDim], y [rows, heads·rank]).
+    /// </summary>
+    void ProjectQueries(float* q, int rows, int heads, int headDim, int kvHeads, int groupSize, float* basis, int rank, float* y);
 
     /// <summary>y = silu(gate) * up.</summary>
     void SiluMul(float* gate, float* up, float* y, long count);

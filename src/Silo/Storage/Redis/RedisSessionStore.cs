@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Runtime.InteropServices;
+using KvCache.Silo.Cluster.Directory;
 using KvCache.Silo.Storage.Internal;
 using KvCache.Silo.Storage.Redis.Internal;
 using Microsoft.Extensions.Logging;
@@ -12,10 +13,15 @@ namespace KvCache.Silo.Storage.Redis;
 /// <summary>
 /// <see cref="ISessionStore"/> on Redis (standalone server): each operation is one command or one Lua script,
 /// so it is atomic; snapshot chunks move as plain SET/GET through the pipelined client. Key layout in
-/// <see cref="SessionKeys"/>.
+/// <see cref="SessionKeys"/>. Fenced writes check the epoch of the <see cref="RedisGrainDirectory"/> entry in
+/// the same script.
 /// </summary>
 public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
 {
+    // Epochs start at 1: 0 marks an unfenced write (the scripts skip the check).
+    private const long Unfenced = 0;
+    private const long StaleEpoch = -2;
+
     private readonly RedisClient _client;
     private readonly string _prefix;
     private readonly long _chunkTtlMs;
@@ -27,7 +33,10 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
         _client = new RedisClient(o, logger);
         _prefix = o.KeyPrefix;
         _chunkTtlMs = (long)o.UncommittedChunkTtl.TotalMilliseconds;
+        Directory = new RedisGrainDirectory(_client, _prefix);
     }
+
+    public IGrainDirectory Directory { get; }
 
     public async ValueTask<bool> TryCreateAsync(SessionRecord record, CancellationToken cancellationToken = default)
     {
@@ -95,7 +104,16 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
         return bytes < 0 ? throw new SessionNotFoundException(key) : bytes / sizeof(int);
     }
 
-    public async ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, CancellationToken cancellationToken = default)
+    public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, CancellationToken cancellationToken = default) =>
+        AppendTokensCore(key, expectedCount, tokens, Unfenced, cancellationToken);
+
+    public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        return AppendTokensCore(key, expectedCount, tokens, epoch, cancellationToken);
+    }
+
+    private async ValueTask AppendTokensCore(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken)
     {
         StoreArguments.ValidateKey(key);
         ArgumentOutOfRangeException.ThrowIfNegative(expectedCount);
@@ -107,9 +125,14 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
             WriteLittleEndian(tokens.Span, data.Span);
             long before = (await _client.EvalAsync(
                 StoreScripts.Append,
-                [k.Meta, k.Tokens],
-                [expectedCount * sizeof(int), (ReadOnlyMemory<byte>)data],
+                [k.Meta, k.Tokens, k.Directory],
+                [expectedCount * sizeof(int), (ReadOnlyMemory<byte>)data, epoch],
                 cancellationToken).ConfigureAwait(false)).AsInt64();
+            if (before == StaleEpoch)
+            {
+                throw new StaleEpochException(key, epoch);
+            }
+
             if (before < 0)
             {
                 throw new SessionNotFoundException(key);
@@ -157,7 +180,16 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
         return read;
     }
 
-    public async ValueTask WriteSnapshotChunkAsync(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken = default)
+    public ValueTask WriteSnapshotChunkAsync(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken = default) =>
+        WriteSnapshotChunkCore(key, snapshotId, index, chunk, Unfenced, cancellationToken);
+
+    public ValueTask WriteSnapshotChunkAsync(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, long epoch, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        return WriteSnapshotChunkCore(key, snapshotId, index, chunk, epoch, cancellationToken);
+    }
+
+    private async ValueTask WriteSnapshotChunkCore(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, long epoch, CancellationToken cancellationToken)
     {
         StoreArguments.ValidateKey(key);
         StoreArguments.ValidateChunk(index, chunk.Length);
@@ -167,7 +199,7 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
 
         // Tracking and SET go out back to back (one round trip). The chunk itself is a plain SET, not a script
         // argument, so 1 MiB is not copied through Lua; its TTL removes it if the session vanished meanwhile.
-        var tracked = _client.EvalAsync(StoreScripts.TrackChunk, [k.Meta, k.Chunks], [member], cancellationToken);
+        var tracked = _client.EvalAsync(StoreScripts.TrackChunk, [k.Meta, k.Chunks, k.Directory], [member, epoch], cancellationToken);
         using var set = RedisRequest.Create("SET", chunkKey, chunk, "PX", _chunkTtlMs);
         var stored = _client.ExecuteAsync(set, cancellationToken);
         long exists;
@@ -180,25 +212,36 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
             await stored.ConfigureAwait(false);
         }
 
-        if (exists == 0)
+        if (exists != 1)
         {
+            // A stale writer's chunk is never tracked, so no commit can make it visible; remove it now.
             await _client.ExecuteAsync(["DEL", chunkKey], cancellationToken).ConfigureAwait(false);
-            throw new SessionNotFoundException(key);
+            throw exists == StaleEpoch ? new StaleEpochException(key, epoch) : new SessionNotFoundException(key);
         }
     }
 
-    public async ValueTask CommitSnapshotAsync(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, CancellationToken cancellationToken = default)
+    public ValueTask CommitSnapshotAsync(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, CancellationToken cancellationToken = default) =>
+        CommitSnapshotCore(key, snapshotId, header, Unfenced, cancellationToken);
+
+    public ValueTask CommitSnapshotAsync(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, long epoch, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        return CommitSnapshotCore(key, snapshotId, header, epoch, cancellationToken);
+    }
+
+    private async ValueTask CommitSnapshotCore(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, long epoch, CancellationToken cancellationToken)
     {
         StoreArguments.ValidateKey(key);
         var k = Keys(key);
         var reply = await _client.EvalAsync(
             StoreScripts.Commit,
-            [k.Meta, k.Snapshot, k.Chunks],
-            [snapshotId, header, k.ChunkPrefix],
+            [k.Meta, k.Snapshot, k.Chunks, k.Directory],
+            [snapshotId, header, k.ChunkPrefix, epoch],
             cancellationToken).ConfigureAwait(false);
-        if (reply.AsInt64() == 0)
+        long result = reply.AsInt64();
+        if (result != 1)
         {
-            throw new SessionNotFoundException(key);
+            throw result == StaleEpoch ? new StaleEpochException(key, epoch) : new SessionNotFoundException(key);
         }
     }
 
@@ -235,16 +278,25 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
             : throw new SessionNotFoundException(key);
     }
 
-    public async ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, CancellationToken cancellationToken = default)
+    public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, CancellationToken cancellationToken = default) =>
+        GetOrAddDecodeRequestCore(key, requestId, startPosition, Unfenced, cancellationToken);
+
+    public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, long epoch, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        return GetOrAddDecodeRequestCore(key, requestId, startPosition, epoch, cancellationToken);
+    }
+
+    private async ValueTask<long> GetOrAddDecodeRequestCore(SessionKey key, string requestId, long startPosition, long epoch, CancellationToken cancellationToken)
     {
         StoreArguments.ValidateKey(key);
         StoreArguments.ValidateRequestId(requestId);
         ArgumentOutOfRangeException.ThrowIfNegative(startPosition);
         var k = Keys(key);
-        var reply = await _client.EvalAsync(StoreScripts.GetOrAddRequest, [k.Meta, k.Requests], [requestId, startPosition], cancellationToken).ConfigureAwait(false);
-        return reply.Kind == RedisReplyKind.Integer
-            ? throw new SessionNotFoundException(key)
-            : long.Parse(reply.AsString()!, CultureInfo.InvariantCulture);
+        var reply = await _client.EvalAsync(StoreScripts.GetOrAddRequest, [k.Meta, k.Requests, k.Directory], [requestId, startPosition, epoch], cancellationToken).ConfigureAwait(false);
+        return reply.Kind != RedisReplyKind.Integer ? long.Parse(reply.AsString()!, CultureInfo.InvariantCulture)
+            : reply.Integer == StaleEpoch ? throw new StaleEpochException(key, epoch)
+            : throw new SessionNotFoundException(key);
     }
 
     public ValueTask DisposeAsync() => _client.DisposeAsync();

@@ -17,6 +17,8 @@ internal readonly struct SessionKeys
         ChunkPrefix = root + "snap:";
         Chunks = root + "chunks";
         Requests = root + "reqs";
+        Directory = root + "dir";
+        Epoch = root + "epoch";
         TenantIndex = TenantIndexKey(prefix, key.Tenant);
     }
 
@@ -37,6 +39,12 @@ internal readonly struct SessionKeys
 
     /// <summary>Hash of decode request id → start position.</summary>
     public string Requests { get; }
+
+    /// <summary>Hash of the grain directory entry: silo, act, epoch (see RedisGrainDirectory).</summary>
+    public string Directory { get; }
+
+    /// <summary>Counter of the directory's epochs; never deleted, so no epoch is handed out twice.</summary>
+    public string Epoch { get; }
 
     public string TenantIndex { get; }
 

@@ -2,7 +2,9 @@ namespace KvCache.Silo.Storage.Redis.Internal;
 
 /// <summary>
 /// The Lua scripts that make each store operation atomic. Every script first checks that the session's meta
-/// hash exists, so nothing is written for a session that does not exist (or was deleted).
+/// hash exists, so nothing is written for a session that does not exist (or was deleted). The writes then
+/// check the fence: an epoch argument other than '0' must equal the epoch of the session's directory entry
+/// (the <c>dir</c> hash, in the same hash tag), else they return -2 having written nothing.
 /// </summary>
 internal static class StoreScripts
 {
@@ -33,29 +35,37 @@ internal static class StoreScripts
         """);
 
     /// <summary>
-    /// KEYS: meta, tokens. ARGV: expected length in bytes, bytes to append. Appends only at the expected
-    /// length; returns the length before (the append happened iff it equals the expected one), -1 if no session.
+    /// KEYS: meta, tokens, dir. ARGV: expected length in bytes, bytes to append, epoch. Appends only at the
+    /// expected length; returns the length before (the append happened iff it equals the expected one), -1 if
+    /// no session, -2 if the epoch is stale.
     /// </summary>
     public static readonly RedisScript Append = new("""
         if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+        if ARGV[3] ~= '0' and redis.call('HGET', KEYS[3], 'epoch') ~= ARGV[3] then return -2 end
         local n = redis.call('STRLEN', KEYS[2])
         if n == tonumber(ARGV[1]) then redis.call('APPEND', KEYS[2], ARGV[2]) end
         return n
         """);
 
-    /// <summary>KEYS: meta, chunks. ARGV: chunk member "id:index". Returns 0 if the session does not exist.</summary>
+    /// <summary>
+    /// KEYS: meta, chunks, dir. ARGV: chunk member "id:index", epoch. Returns 1, or 0 if the session does not
+    /// exist, -2 if the epoch is stale.
+    /// </summary>
     public static readonly RedisScript TrackChunk = new("""
         if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        if ARGV[2] ~= '0' and redis.call('HGET', KEYS[3], 'epoch') ~= ARGV[2] then return -2 end
         redis.call('SADD', KEYS[2], ARGV[1])
         return 1
         """);
 
     /// <summary>
-    /// KEYS: meta, snap, chunks. ARGV: snapshot id, header, chunk key prefix. Makes the snapshot's chunks
-    /// permanent, deletes every other snapshot's chunks and records the header; returns 0 if no session.
+    /// KEYS: meta, snap, chunks, dir. ARGV: snapshot id, header, chunk key prefix, epoch. Makes the snapshot's
+    /// chunks permanent, deletes every other snapshot's chunks and records the header; returns 1, 0 if no
+    /// session, -2 if the epoch is stale.
     /// </summary>
     public static readonly RedisScript Commit = new("""
         if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        if ARGV[4] ~= '0' and redis.call('HGET', KEYS[4], 'epoch') ~= ARGV[4] then return -2 end
         local own = ARGV[1] .. ':'
         for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do
           if string.sub(m, 1, #own) == own then
@@ -75,9 +85,13 @@ internal static class StoreScripts
         return redis.call('HMGET', KEYS[2], 'id', 'header')
         """);
 
-    /// <summary>KEYS: meta, reqs. ARGV: request id, start. Returns the recorded start, or -1 if no session.</summary>
+    /// <summary>
+    /// KEYS: meta, reqs, dir. ARGV: request id, start, epoch. Returns the recorded start, or -1 if no session,
+    /// -2 if the epoch is stale.
+    /// </summary>
     public static readonly RedisScript GetOrAddRequest = new("""
         if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+        if ARGV[3] ~= '0' and redis.call('HGET', KEYS[3], 'epoch') ~= ARGV[3] then return -2 end
         redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
         return redis.call('HGET', KEYS[2], ARGV[1])
         """);

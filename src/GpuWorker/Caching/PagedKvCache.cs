@@ -1,0 +1,170 @@
+using System.Runtime.InteropServices;
+using KvCache.GpuWorker.Internal;
+using KvCache.GpuWorker.Internal.Backends;
+
+namespace KvCache.GpuWorker;
+
+/// <summary>
+/// A session's cache in blocks of the model's pool: per token and layer, a K-side and a V-side vector for each
+/// of <c>heads</c> cache heads of <c>dim</c> floats (f32). What those vectors are is the codec's business; see
+/// <see cref="FullKvCache"/> and <see cref="SvdGqaKvCache"/> for the two layouts that use it.
+/// </summary>
+/// <remarks>
+/// <para>Memory: the cache holds a block table (sized for max positions when created) and takes pool blocks
+/// of <c>BlockTokens</c> tokens as it grows, so appending a token never allocates.</para>
+/// <para>Serialized state (token-major, little-endian f32): for each position t in [0, Position), for each
+/// layer, the K side then the V side, for each cache head, dim floats. One token is <see cref="BytesPerToken"/>
+/// = 2 · layers · heads · dim · 4 bytes, and the state at a position p is a prefix of the state at any later position.</para>
+/// <para>Not thread-safe: one caller at a time (a session's turns are serialized).</para>
+/// </remarks>
+public sealed unsafe class PagedKvCache : IKvCache
+{
+    private readonly KvBlockPool _pool;
+    private readonly int _blockTokens;
+    private readonly int _kvHeads;
+    private readonly int _headDim;
+    private readonly int _maxBlocks;
+    private int* _blocks;
+    private int _blockCount;
+
+    internal PagedKvCache(object owner, KvBlockPool pool, string codec, KvLayout layout, int maxPositions, int blockTokens)
+    {
+        Owner = owner;
+        Codec = codec;
+        _pool = pool;
+        _blockTokens = blockTokens;
+        _kvHeads = layout.Heads;
+        _headDim = layout.Dim;
+        _maxBlocks = (maxPositions + blockTokens - 1) / blockTokens;
+        _blocks = (int*)NativeMemory.Alloc((nuint)_maxBlocks, sizeof(int));
+        BytesPerToken = layout.BytesPerToken;
+    }
+
+    public string Codec { get; }
+
+    public int Position { get; private set; }
+
+    public long BytesPerToken { get; }
+
+    public long CacheBytes => Position * BytesPerToken;
+
+    public long StateLength => Position * BytesPerToken;
+
+    internal object Owner { get; }
+
+    internal KvView View => new(_pool.Base, _blocks, _blockTokens, _pool.BlockFloats, _kvHeads, _headDim);
+
+    public void ReadState(long offset, Span<byte> destination)
+    {
+        CheckRange(offset, destination.Length);
+        fixed (byte* p = destination)
+        {
+            Copy(offset, destination.Length, p, toCache: false);
+        }
+    }
+
+    public void BeginRestore(int position)
+    {
+        ObjectDisposedException.ThrowIf(_blocks == null, this);
+        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(position, _maxBlocks * _blockTokens);
+        EnsureCapacity(position);
+        ReleaseBlocksFrom(BlocksFor(position));
+        Position = position;
+    }
+
+    public void WriteState(long offset, ReadOnlySpan<byte> source)
+    {
+        CheckRange(offset, source.Length);
+        fixed (byte* p = source)
+        {
+            Copy(offset, source.Length, p, toCache: true);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_blocks == null)
+        {
+            return;
+        }
+
+        _pool.Return(new ReadOnlySpan<int>(_blocks, _blockCount));
+        NativeMemory.Free(_blocks);
+        _blocks = null;
+        _blockCount = 0;
+        Position = 0;
+    }
+
+    /// <summary>Takes blocks so that <paramref name="tokens"/> positions fit; all or nothing.</summary>
+    /// <exception cref="CacheCapacityException">The pool has too few free blocks; nothing changed.</exception>
+    internal void EnsureCapacity(int tokens)
+    {
+        ObjectDisposedException.ThrowIf(_blocks == null, this);
+        int needed = BlocksFor(tokens);
+        if (needed <= _blockCount)
+        {
+            return;
+        }
+
+        if (needed > _maxBlocks || !_pool.TryTake(new Span<int>(_blocks + _blockCount, needed - _blockCount)))
+        {
+            throw new CacheCapacityException(
+                $"The cache pool has {_pool.FreeBlocks} free blocks of {_blockTokens} tokens; {needed - _blockCount} more are needed for {tokens} tokens.");
+        }
+
+        _blockCount = needed;
+    }
+
+    internal void Advance(int tokens) => Position += tokens;
+
+    private int BlocksFor(int tokens) => (tokens + _blockTokens - 1) / _blockTokens;
+
+    private void ReleaseBlocksFrom(int keep)
+    {
+        if (keep < _blockCount)
+        {
+            _pool.Return(new ReadOnlySpan<int>(_blocks + keep, _blockCount - keep));
+            _blockCount = keep;
+        }
+    }
+
+    private void CheckRange(long offset, int length)
+    {
+        ObjectDisposedException.ThrowIf(_blocks == null, this);
+        if (offset < 0 || offset > StateLength - length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset), $"Range [{offset}, {offset + length}) is outside the {StateLength}-byte state.");
+        }
+    }
+
+    private void Copy(long offset, int length, byte* external, bool toCache)
+    {
+        long pieceBytes = (long)_headDim * sizeof(float);
+        var view = View;
+        while (length > 0)
+        {
+            long token = offset / BytesPerToken;
+            long inToken = offset % BytesPerToken;
+            long piece = inToken / pieceBytes;
+            long inPiece = inToken % pieceBytes;
+            int kvHead = (int)(piece % _kvHeads);
+            long layerKind = piece / _kvHeads;
+            byte* slot = (byte*)(view.Slab((int)(token / _blockTokens), (int)(layerKind / 2), (int)(layerKind % 2), kvHead)
+                + token % _blockTokens * _headDim) + inPiece;
+            int n = (int)Math.Min(pieceBytes - inPiece, length);
+            if (toCache)
+            {
+                Buffer.MemoryCopy(external, slot, n, n);
+            }
+            else
+            {
+                Buffer.MemoryCopy(slot, external, n, n);
+            }
+
+            external += n;
+            offset += n;
+            length -= n;
+        }
+    }
+}

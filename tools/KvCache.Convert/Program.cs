@@ -1,0 +1,83 @@
+using System.Globalization;
+using KvCache.GpuWorker;
+
+// Offline model conversions. Arguments are parsed by hand: System.CommandLine is not among the central packages.
+const string Usage = """
+    usage: kvcache-convert convert-svd-gqa --model DIR [--out DIR2] [--ratio 0.5] [--group-size T]
+                                           [--calibration-tokens 4096] [--calibration-seed 1] [--sequence-length 512] [--threads N]
+
+    Writes an SVD-GQA conversion of the Llama checkpoint in DIR (config.json + model.safetensors) to DIR2
+    (default: DIR-svd-gqa-rRATIO beside DIR; the directory name is the model id the silo serves). The converted
+    model offers the "svd-gqa" codec: its cache holds RATIO × the full cache's bytes per token.
+    Calibration runs the original model over generated token ids (SplitMix64 from the seed, uniform over the vocabulary).
+    """;
+
+if (args.Length == 0 || args[0] is "-h" or "--help")
+{
+    Console.WriteLine(Usage);
+    return args.Length == 0 ? 2 : 0;
+}
+
+if (args[0] != "convert-svd-gqa")
+{
+    Console.Error.WriteLine($"Unknown command '{args[0]}'.\n{Usage}");
+    return 2;
+}
+
+var values = new Dictionary<string, string>(StringComparer.Ordinal);
+for (int i = 1; i < args.Length; i += 2)
+{
+    if (!args[i].StartsWith("--", StringComparison.Ordinal) || i + 1 >= args.Length)
+    {
+        Console.Error.WriteLine($"Expected '--name value', got '{args[i]}'.\n{Usage}");
+        return 2;
+    }
+
+    values[args[i][2..]] = args[i + 1];
+}
+
+string[] known = ["model", "out", "ratio", "group-size", "calibration-tokens", "calibration-seed", "sequence-length", "threads"];
+if (values.Keys.FirstOrDefault(k => !known.Contains(k)) is { } unknown)
+{
+    Console.Error.WriteLine($"Unknown option --{unknown}.\n{Usage}");
+    return 2;
+}
+
+if (!values.TryGetValue("model", out string? model))
+{
+    Console.Error.WriteLine($"--model is required.\n{Usage}");
+    return 2;
+}
+
+try
+{
+    var defaults = new SvdGqaOptions();
+    var options = new SvdGqaOptions
+    {
+        Ratio = values.TryGetValue("ratio", out var r) ? double.Parse(r, CultureInfo.InvariantCulture) : defaults.Ratio,
+        GroupSize = values.TryGetValue("group-size", out var g) ? int.Parse(g, CultureInfo.InvariantCulture) : null,
+        CalibrationTokens = values.TryGetValue("calibration-tokens", out var n) ? int.Parse(n, CultureInfo.InvariantCulture) : defaults.CalibrationTokens,
+        CalibrationSeed = values.TryGetValue("calibration-seed", out var s) ? long.Parse(s, CultureInfo.InvariantCulture) : defaults.CalibrationSeed,
+        SequenceLength = values.TryGetValue("sequence-length", out var l) ? int.Parse(l, CultureInfo.InvariantCulture) : defaults.SequenceLength,
+        ComputeThreads = values.TryGetValue("threads", out var t) ? int.Parse(t, CultureInfo.InvariantCulture) : defaults.ComputeThreads,
+    };
+    string source = Path.TrimEndingDirectorySeparator(Path.GetFullPath(model));
+    string output = values.TryGetValue("out", out var o)
+        ? o
+        : $"{source}-svd-gqa-r{options.Ratio.ToString(CultureInfo.InvariantCulture)}";
+    var result = SvdGqaConverter.Convert(source, output, options);
+    var svd = result.Config.SvdGqa!;
+    Console.WriteLine($"{output}: svd-gqa ratio {svd.Ratio}, groups of {svd.GroupSize} KV heads, rank {svd.Rank}, "
+        + $"{SvdGqaKvCache.BytesPerTokenFor(result.Config)} cache bytes per token (full: {FullKvCache.BytesPerTokenFor(result.Config with { SvdGqa = null })})");
+    for (int layer = 0; layer < result.KeyEnergyKept.Count; layer++)
+    {
+        Console.WriteLine(FormattableString.Invariant($"  layer {layer}: calibration energy kept K {result.KeyEnergyKept[layer]:P2}, V {result.ValueEnergyKept[layer]:P2}"));
+    }
+
+    return 0;
+}
+catch (Exception e) when (e is ArgumentException or FormatException or IOException or NotSupportedException or InvalidDataException or OverflowException)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 1;
+}
