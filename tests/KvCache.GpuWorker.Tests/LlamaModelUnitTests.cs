@@ -178,7 +178,7 @@ public sealed class LlamaModelUnitTests : IDisposable
         Assert.Equal(model.Fingerprint, again.Fingerprint);
         Assert.NotEqual(model.Fingerprint, other.Fingerprint);
         Assert.Matches("^[0-9a-f]{16}$", model.Fingerprint);
-        Assert.Equal(["full"], model.Codecs);
+        Assert.Equal(["full", "fourier"], model.Codecs);
         Assert.Equal("cpu", model.Backend);
         var c = model.Config;
         long expected = 2L * c.VocabSize * c.HiddenSize + c.HiddenSize + c.NumHiddenLayers

@@ -6,7 +6,9 @@ namespace KvCache.GpuWorker.Tests;
 
 /// <summary>
 /// Logits against the independent float64 PyTorch implementation in Fixtures/llama_reference.py, for plain models
-/// (codec "full") and an SVD-GQA conversion below full rank (codec "svd-gqa", the reference's converted-attention mode).
+/// (codec "full"), an SVD-GQA conversion below full rank (codec "svd-gqa", the reference's converted-attention mode),
+/// and the YOCO, FusedKV and FusedKV-Lite architectures (codecs "yoco", "fusedkv", "fusedkv-lite"; the YOCO prompt
+/// is longer than its sliding window, so the rings wrap).
 /// </summary>
 public sealed class PyTorchReferenceUnitTests(ITestOutputHelper output)
 {
@@ -16,6 +18,9 @@ public sealed class PyTorchReferenceUnitTests(ITestOutputHelper output)
     [InlineData("tiny-f32")]
     [InlineData("tiny-bf16-tied")]
     [InlineData("tiny-f32-svd-gqa-r0.5")]
+    [InlineData("tiny-yoco")]
+    [InlineData("tiny-fusedkv")]
+    [InlineData("tiny-fusedkv-lite")]
     public void Logits_match_pytorch_after_prefill_and_each_greedy_step(string name)
     {
         using var fixture = JsonDocument.Parse(File.ReadAllText(Path.Combine(TestModels.FixturesDirectory, name + ".reference.json")));

@@ -237,7 +237,7 @@ public sealed class SvdGqaUnitTests(SvdGqaModels models, ITestOutputHelper outpu
         Assert.NotEqual(original.Fingerprint, half.Fingerprint);
         Assert.NotEqual(half.Fingerprint, quarter.Fingerprint);
         Assert.Equal(["svd-gqa"], half.Codecs);
-        Assert.Equal(["full"], original.Codecs);
+        Assert.Equal(["full", "fourier"], original.Codecs);
 
         // Distinct codec ids: the silo refuses a snapshot whose codec differs from the session's.
         using var compressed = half.CreateCache("svd-gqa");

@@ -3,7 +3,20 @@ namespace KvCache.GpuWorker.Tests;
 /// <summary>Generated models in temporary directories, and the committed reference fixtures.</summary>
 internal static class TestModels
 {
-    /// <summary>The two committed fixture models (see Fixtures/README.md).</summary>
+    /// <summary>Shape of the YOCO and FusedKV fixtures: 4 layers (2 self-decoder / cached, 2 cross-decoder / fused).</summary>
+    public static readonly ModelConfig Tiny4Layers = new()
+    {
+        VocabSize = 256,
+        HiddenSize = 64,
+        IntermediateSize = 128,
+        NumHiddenLayers = 4,
+        NumAttentionHeads = 4,
+        NumKeyValueHeads = 2,
+        HeadDim = 16,
+        MaxPositionEmbeddings = 256,
+    };
+
+    /// <summary>The committed fixture models (see Fixtures/README.md).</summary>
     public static readonly (string Name, ModelConfig Config, ulong Seed, TensorDtype Dtype)[] Fixtures =
     [
         ("tiny-f32", new ModelConfig
@@ -31,6 +44,9 @@ internal static class TestModels
             RopeTheta = 500000,
             TieWordEmbeddings = true,
         }, 2, TensorDtype.BF16),
+        ("tiny-yoco", Tiny4Layers with { Yoco = new YocoConfig { SlidingWindow = 16 } }, 3, TensorDtype.F32),
+        ("tiny-fusedkv", Tiny4Layers with { FusedKv = new FusedKvConfig() }, 4, TensorDtype.F32),
+        ("tiny-fusedkv-lite", Tiny4Layers with { FusedKv = new FusedKvConfig { Lite = true }, NumKeyValueHeads = 1, TieWordEmbeddings = true }, 5, TensorDtype.F32),
     ];
 
     public static string FixturesDirectory => Path.Combine(AppContext.BaseDirectory, "Fixtures");

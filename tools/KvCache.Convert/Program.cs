@@ -10,6 +10,12 @@ const string Usage = """
     (default: DIR-svd-gqa-rRATIO beside DIR; the directory name is the model id the silo serves). The converted
     model offers the "svd-gqa" codec: its cache holds RATIO × the full cache's bytes per token.
     Calibration runs the original model over generated token ids (SplitMix64 from the seed, uniform over the vocabulary).
+
+           kvcache-convert calibrate-fourier --model DIR [--dims-fraction 0.5] [--k 32] [--window 1024] [--horizon T]
+                                             [--calibration-tokens 2048] [--calibration-seed 1] [--threads N]
+
+    Chooses the head dimensions the "fourier" codec compresses (lowest reconstruction error over a generated
+    sequence) and writes DIR/fourier.json. Without it a plain model's "fourier" codec uses uncalibrated defaults.
     """;
 
 if (args.Length == 0 || args[0] is "-h" or "--help")
@@ -18,7 +24,7 @@ if (args.Length == 0 || args[0] is "-h" or "--help")
     return args.Length == 0 ? 2 : 0;
 }
 
-if (args[0] != "convert-svd-gqa")
+if (args[0] is not ("convert-svd-gqa" or "calibrate-fourier"))
 {
     Console.Error.WriteLine($"Unknown command '{args[0]}'.\n{Usage}");
     return 2;
@@ -36,7 +42,9 @@ for (int i = 1; i < args.Length; i += 2)
     values[args[i][2..]] = args[i + 1];
 }
 
-string[] known = ["model", "out", "ratio", "group-size", "calibration-tokens", "calibration-seed", "sequence-length", "threads"];
+string[] known = args[0] == "calibrate-fourier"
+    ? ["model", "dims-fraction", "k", "window", "horizon", "calibration-tokens", "calibration-seed", "threads"]
+    : ["model", "out", "ratio", "group-size", "calibration-tokens", "calibration-seed", "sequence-length", "threads"];
 if (values.Keys.FirstOrDefault(k => !known.Contains(k)) is { } unknown)
 {
     Console.Error.WriteLine($"Unknown option --{unknown}.\n{Usage}");
@@ -51,6 +59,25 @@ if (!values.TryGetValue("model", out string? model))
 
 try
 {
+    if (args[0] == "calibrate-fourier")
+    {
+        var fourierDefaults = new FourierCalibrationOptions();
+        int Int(string name, int fallback) => values.TryGetValue(name, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
+        var fourier = FourierCalibrator.Calibrate(model, new FourierCalibrationOptions
+        {
+            DimsFraction = values.TryGetValue("dims-fraction", out var f) ? double.Parse(f, CultureInfo.InvariantCulture) : fourierDefaults.DimsFraction,
+            Frequencies = Int("k", fourierDefaults.Frequencies),
+            Window = Int("window", fourierDefaults.Window),
+            Horizon = values.TryGetValue("horizon", out var h) ? int.Parse(h, CultureInfo.InvariantCulture) : null,
+            CalibrationTokens = Int("calibration-tokens", fourierDefaults.CalibrationTokens),
+            CalibrationSeed = values.TryGetValue("calibration-seed", out var fs) ? long.Parse(fs, CultureInfo.InvariantCulture) : fourierDefaults.CalibrationSeed,
+            ComputeThreads = Int("threads", fourierDefaults.ComputeThreads),
+        });
+        Console.WriteLine(FormattableString.Invariant(
+            $"{Path.Combine(model, FourierConfig.FileName)}: {fourier.CompressedDims} of each head's dims compressed to {2 * fourier.Frequencies} coefficients, window {fourier.Window}, horizon {fourier.Horizon}"));
+        return 0;
+    }
+
     var defaults = new SvdGqaOptions();
     var options = new SvdGqaOptions
     {

@@ -6,6 +6,12 @@ internal enum TensorRole
     Norm,
     Linear,
     LmHead,
+
+    /// <summary>FusedKV key weights: equal within each rotate-half RoPE pair.</summary>
+    KeyFusion,
+
+    /// <summary>FusedKV value weights.</summary>
+    ValueFusion,
 }
 
 /// <summary>One weight of a Llama checkpoint under its Hugging Face name, shape [out, in] for linears.</summary>
@@ -29,6 +35,11 @@ internal static class LlamaTensors
     /// </summary>
     public static IReadOnlyList<LlamaTensor> List(ModelConfig c)
     {
+        if (c.Yoco is not null || c.FusedKv is not null)
+        {
+            return VariantTensors.List(c);
+        }
+
         int h = c.HiddenSize;
         int vOut = c.SvdGqa is { } s ? c.SvdGqaGroups * s.Rank : c.KeyValueDim;
         int oIn = c.SvdGqa is { } s2 ? c.NumAttentionHeads * s2.Rank : c.QueryDim;

@@ -14,12 +14,16 @@ namespace KvCache.GpuWorker;
 /// thread runs it, so any chunking of the same tokens gives bit-identical caches and logits.</para>
 /// <para>Codecs: a plain checkpoint offers "full" (<see cref="FullKvCache"/>); a checkpoint converted by
 /// <see cref="SvdGqaConverter"/> (config.json <c>kv_compression</c>) offers "svd-gqa" (<see cref="SvdGqaKvCache"/>),
-/// whose attention runs on compressed keys and folded values. Both use a <see cref="PagedKvCache"/>.</para>
+/// whose attention runs on compressed keys and folded values. Both use a <see cref="PagedKvCache"/>. A plain
+/// checkpoint also offers "fourier" (<see cref="FourierKvCache"/>, parameters from fourier.json or defaults), whose
+/// caches take blocks of the same pool, so CacheBytesTotal and CacheBytesFree count every codec's sessions. YOCO and FusedKV checkpoints
+/// (<see cref="YocoConfig"/>, <see cref="FusedKvConfig"/>) run their own architecture and offer only their codec
+/// ("yoco", "fusedkv" or "fusedkv-lite"; see LlamaModel.Variants.cs).</para>
 /// <para>Concurrency: Forward may be called concurrently for different caches. Each call rents activation
 /// buffers from a small pool (one is preallocated at load; a second concurrent caller adds another, once), and
 /// the backend serializes its parallel ops, each of which uses all compute threads.</para>
 /// </remarks>
-public sealed unsafe class LlamaModel : ILanguageModel
+public sealed unsafe partial class LlamaModel : ILanguageModel
 {
     /// <summary>Tokens processed per pass; longer inputs run in chunks of this size.</summary>
     public const int ChunkTokens = 64;
@@ -44,7 +48,7 @@ public sealed unsafe class LlamaModel : ILanguageModel
     private readonly float _attentionScale;
     private bool _disposed;
 
-    private LlamaModel(string id, ModelConfig config, float* weights, Dictionary<string, nint> tensors, string fingerprint, ModelLoadOptions options)
+    private LlamaModel(string id, ModelConfig config, float* weights, Dictionary<string, nint> tensors, string fingerprint, ModelLoadOptions options, FourierConfig? fourier)
     {
         Id = id;
         Config = config;
@@ -56,6 +60,7 @@ public sealed unsafe class LlamaModel : ILanguageModel
         _embedding = (float*)tensors[LlamaTensors.Embedding];
         _finalNorm = (float*)tensors[LlamaTensors.FinalNorm];
         _lmHead = config.TieWordEmbeddings ? _embedding : (float*)tensors[LlamaTensors.LmHead];
+        _variant = VariantWeights.Load(config, tensors);
         _layers = new LayerWeights[config.NumHiddenLayers];
         for (int i = 0; i < _layers.Length; i++)
         {
@@ -64,8 +69,9 @@ public sealed unsafe class LlamaModel : ILanguageModel
             {
                 InputNorm = (float*)tensors[p + "input_layernorm.weight"],
                 Q = (float*)tensors[p + "self_attn.q_proj.weight"],
-                K = (float*)tensors[p + "self_attn.k_proj.weight"],
-                V = (float*)tensors[p + "self_attn.v_proj.weight"],
+                // Null in the layers of YOCO's cross-decoder and FusedKV's upper half, which have no K/V projections.
+                K = (float*)tensors.GetValueOrDefault(p + "self_attn.k_proj.weight"),
+                V = (float*)tensors.GetValueOrDefault(p + "self_attn.v_proj.weight"),
                 O = (float*)tensors[p + "self_attn.o_proj.weight"],
                 PostNorm = (float*)tensors[p + "post_attention_layernorm.weight"],
                 Gate = (float*)tensors[p + "mlp.gate_proj.weight"],
@@ -80,11 +86,12 @@ public sealed unsafe class LlamaModel : ILanguageModel
         _sin = (float*)sin;
         _backend = new CpuBackend(options.ComputeThreads, config.MaxPositionEmbeddings);
         _blockTokens = options.BlockTokens;
-        (_codec, _layout) = config.SvdGqa is null
+        (_codec, _layout) = VariantCodec(config) ?? (config.SvdGqa is null
             ? (FullKvCache.CodecId, KvLayout.Full(config))
-            : (SvdGqaKvCache.CodecId, KvLayout.SvdGqa(config));
-        Codecs = [_codec];
+            : (SvdGqaKvCache.CodecId, KvLayout.SvdGqa(config)));
+        Codecs = fourier is null ? [_codec] : [_codec, FourierKvCache.CodecId];
         _pool = new KvBlockPool(options.BlockTokens * _layout.FloatsPerToken, options.CacheBudgetBytes);
+        _fourier = fourier is null ? null : new FourierParts(config, fourier, options, _pool);
         var first = new ForwardScratch(config, ChunkTokens);
         _allScratch.Add(first);
         _scratch.Push(first);
@@ -131,6 +138,7 @@ public sealed unsafe class LlamaModel : ILanguageModel
         }
 
         var config = ModelConfig.Load(configPath);
+        var fourier = FourierFor(directory, config, options);
         var expected = LlamaTensors.List(config);
         long total = expected.Sum(t => t.ElementCount);
         float* weights = (float*)NativeMemory.AlignedAlloc((nuint)(total * sizeof(float)), 64);
@@ -139,6 +147,12 @@ public sealed unsafe class LlamaModel : ILanguageModel
             var pointers = new Dictionary<string, nint>(StringComparer.Ordinal);
             var hash = new Hash64(0x6B76636163686531UL);
             hash.Append(System.Text.Encoding.UTF8.GetBytes(config.ToJson()));
+            if (File.Exists(Path.Combine(directory, FourierConfig.FileName)))
+            {
+                // Fourier state is only meaningful under the dims and basis it was built with.
+                hash.Append(System.Text.Encoding.UTF8.GetBytes(fourier!.ToJson()));
+            }
+
             using (var reader = SafetensorsReader.Open(weightsPath))
             {
                 float* next = weights;
@@ -164,7 +178,7 @@ public sealed unsafe class LlamaModel : ILanguageModel
             }
 
             string id = options.Id ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory)));
-            return new LlamaModel(id, config, weights, pointers, hash.Finish().ToString("x16"), options);
+            return new LlamaModel(id, config, weights, pointers, hash.Finish().ToString("x16"), options, fourier);
         }
         catch
         {
@@ -173,21 +187,39 @@ public sealed unsafe class LlamaModel : ILanguageModel
         }
     }
 
-    public long CacheBytesAt(string codec, int position) => codec == _codec
-        ? position * _layout.BytesPerToken
+    public long CacheBytesAt(string codec, int position) => codec == FourierKvCache.CodecId && _fourier is not null
+        ? _fourier.Layout.BytesAt(position)
+        : codec == _codec
+        ? Config.Yoco is null ? position * _layout.BytesPerToken : YocoKvCache.BytesAt(Config, position)
         : throw new ArgumentException($"Unknown codec '{codec}'; this model has: {string.Join(", ", Codecs)}.", nameof(codec));
 
     public IKvCache CreateCache(string codec)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return codec == _codec
-            ? new PagedKvCache(this, _pool, _codec, _layout, Config.MaxPositionEmbeddings, _blockTokens)
+        return codec == FourierKvCache.CodecId && _fourier is not null
+            ? new FourierKvCache(this, _pool, _fourier.Layout, Config.MaxPositionEmbeddings)
+            : codec == _codec
+            ? Config.Yoco is null
+                ? new PagedKvCache(this, _pool, _codec, _layout, Config.MaxPositionEmbeddings, _blockTokens)
+                : new YocoKvCache(this, _pool, Config, _blockTokens)
             : throw new ArgumentException($"Unknown codec '{codec}'; this model has: {string.Join(", ", Codecs)}.", nameof(codec));
     }
 
     public void Forward(IKvCache cache, ReadOnlySpan<int> tokens, Span<float> logits)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (cache is FourierKvCache fourier)
+        {
+            ForwardFourier(fourier, tokens, logits);
+            return;
+        }
+
+        if (cache is YocoKvCache yoco)
+        {
+            ForwardYoco(yoco, tokens, logits);
+            return;
+        }
+
         if (cache is not PagedKvCache paged || paged.Owner != this)
         {
             throw new ArgumentException("The cache was not created by this model.", nameof(cache));
@@ -253,6 +285,7 @@ public sealed unsafe class LlamaModel : ILanguageModel
         _disposed = true;
         _backend.Dispose();
         _pool.Dispose();
+        _fourier?.Dispose();
         foreach (var s in _allScratch)
         {
             s.Dispose();
@@ -265,6 +298,12 @@ public sealed unsafe class LlamaModel : ILanguageModel
 
     private void ForwardChunk(in KvView view, int start, ReadOnlySpan<int> tokens, ForwardScratch s)
     {
+        if (_variant.Fusion is not null)
+        {
+            ForwardFusedChunk(view, start, tokens, s);
+            return;
+        }
+
         var c = Config;
         int n = tokens.Length, h = c.HiddenSize, f = c.IntermediateSize;
         _backend.Embed(_embedding, tokens, h, s.X);

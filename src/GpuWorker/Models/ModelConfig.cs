@@ -27,6 +27,10 @@ public sealed record ModelConfig
     /// folded and it caches compressed keys and values, so it offers the "svd-gqa" codec instead of "full".
     /// </summary>
     public SvdGqaConfig? SvdGqa { get; init; }
+    /// <summary>Set for a YOCO model (config.json <c>"architectures": ["YocoForCausalLM"]</c>); it offers the "yoco" codec.</summary>
+    public YocoConfig? Yoco { get; init; }
+    /// <summary>Set for a FusedKV model (<c>"architectures": ["FusedKvForCausalLM"]</c>); it offers "fusedkv" or "fusedkv-lite".</summary>
+    public FusedKvConfig? FusedKv { get; init; }
 
     /// <summary>Small model for the embedded demo and quick tests.</summary>
     public static ModelConfig Demo { get; } = new()
@@ -70,6 +74,11 @@ public sealed record ModelConfig
     {
         get
         {
+            if (Yoco is not null || FusedKv is not null)
+            {
+                return Internal.LlamaTensors.List(this).Sum(t => t.ElementCount);
+            }
+
             long h = HiddenSize;
             long attention = SvdGqa is { } s
                 ? h * QueryDim + h * KeyValueDim + (long)SvdGqaGroups * s.Rank * (h + s.GroupSize * HeadDim) + h * NumAttentionHeads * s.Rank
@@ -148,6 +157,8 @@ public sealed record ModelConfig
                 SvdGqa = root.TryGetProperty("kv_compression", out var kv) && kv.ValueKind != JsonValueKind.Null
                     ? SvdGqaConfig.FromJson(kv)
                     : null,
+                Yoco = HasArchitecture(root, YocoConfig.Architecture) ? YocoConfig.FromJson(root) : null,
+                FusedKv = HasArchitecture(root, FusedKvConfig.Architecture) ? FusedKvConfig.FromJson(root) : null,
             };
             if (OptionalInt(root, "head_dim") is null && heads > 0 && hidden % heads != 0)
             {
@@ -197,6 +208,12 @@ public sealed record ModelConfig
         }
 
         SvdGqa?.Validate(this);
+        Yoco?.Validate(this);
+        FusedKv?.Validate(this);
+        if ((SvdGqa is null ? 0 : 1) + (Yoco is null ? 0 : 1) + (FusedKv is null ? 0 : 1) > 1)
+        {
+            throw new ArgumentException("SVD-GQA conversion, YOCO and FusedKV exclude each other.");
+        }
     }
 
     /// <summary>Writes a Hugging Face config.json for LlamaForCausalLM.</summary>
@@ -207,9 +224,9 @@ public sealed record ModelConfig
         {
             w.WriteStartObject();
             w.WriteStartArray("architectures");
-            w.WriteStringValue("LlamaForCausalLM");
+            w.WriteStringValue(Yoco is not null ? YocoConfig.Architecture : FusedKv is not null ? FusedKvConfig.Architecture : "LlamaForCausalLM");
             w.WriteEndArray();
-            w.WriteString("model_type", "llama");
+            w.WriteString("model_type", Yoco is not null ? "yoco" : FusedKv is not null ? "fusedkv" : "llama");
             w.WriteString("hidden_act", "silu");
             w.WriteNumber("vocab_size", VocabSize);
             w.WriteNumber("hidden_size", HiddenSize);
@@ -226,6 +243,8 @@ public sealed record ModelConfig
             w.WriteBoolean("attention_bias", false);
             w.WriteBoolean("mlp_bias", false);
             SvdGqa?.WriteJson(w);
+            Yoco?.WriteJson(w);
+            FusedKv?.WriteJson(w);
             w.WriteEndObject();
         }
 
@@ -239,6 +258,10 @@ public sealed record ModelConfig
             throw new ArgumentException($"{name} must be positive, got {value}.");
         }
     }
+
+    private static bool HasArchitecture(JsonElement root, string name) =>
+        root.TryGetProperty("architectures", out var a) && a.ValueKind == JsonValueKind.Array
+        && a.EnumerateArray().Any(e => e.ValueKind == JsonValueKind.String && e.GetString() == name);
 
     internal static int RequiredInt(JsonElement root, string name) =>
         OptionalInt(root, name) ?? throw new FormatException($"config.json lacks '{name}'.");

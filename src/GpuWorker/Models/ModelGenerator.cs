@@ -4,13 +4,15 @@ namespace KvCache.GpuWorker;
 
 /// <summary>
 /// Writes deterministic random Llama checkpoints (config.json + model.safetensors) of any shape, for tests
-/// and benchmarks. The same config, seed and dtype give the same bytes on every platform.
+/// and benchmarks; a config with <see cref="ModelConfig.Yoco"/> or <see cref="ModelConfig.FusedKv"/> gives a model
+/// of that architecture. The same config, seed and dtype give the same bytes on every platform.
 /// </summary>
 public static class ModelGenerator
 {
     /// <summary>
     /// Generates weights into <paramref name="directory"/> (created if needed). Matrices are uniform with variance
-    /// 1/in (embeddings: 1/hidden, so tied logits stay near unit scale), norm weights lie in [0.9, 1.1).
+    /// 1/in (embeddings: 1/hidden, so tied logits stay near unit scale), norm weights lie in [0.9, 1.1), FusedKV
+    /// fusion weights in [0.25, 0.75) (key weights drawn once per RoPE pair, so both channels of a pair are equal).
     /// </summary>
     public static void Write(string directory, ModelConfig config, ulong seed, TensorDtype dtype = TensorDtype.F32)
     {
@@ -33,8 +35,15 @@ public static class ModelGenerator
             (float scale, float offset) = t.Role switch
             {
                 TensorRole.Norm => (0.1f, 1f),
+                TensorRole.KeyFusion or TensorRole.ValueFusion => (0.25f, 0.5f),
                 _ => ((float)Math.Sqrt(3.0 / t.Shape[1]), 0f),
             };
+            if (t.Role == TensorRole.KeyFusion)
+            {
+                writer.Write(PairedFusionWeights(t, config.HeadDim, ref rng, scale, offset));
+                continue;
+            }
+
             for (long remaining = t.ElementCount; remaining > 0;)
             {
                 int n = (int)Math.Min(remaining, buffer.Length);
@@ -49,5 +58,20 @@ public static class ModelGenerator
         }
 
         writer.Complete();
+    }
+
+    private static float[] PairedFusionWeights(LlamaTensor t, int headDim, ref SplitMix64 rng, float scale, float offset)
+    {
+        var values = new float[t.ElementCount];
+        int half = headDim / 2;
+        for (int head = 0; head < values.Length; head += headDim)
+        {
+            for (int j = 0; j < half; j++)
+            {
+                values[head + j] = values[head + j + half] = rng.NextSigned() * scale + offset;
+            }
+        }
+
+        return values;
     }
 }

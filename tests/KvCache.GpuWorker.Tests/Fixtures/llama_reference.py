@@ -11,6 +11,14 @@ A model converted by SVD-GQA (config.json "kv_compression": {"method": "svd-gqa"
 c = [R k^1 .. R k^t] Psi_K,g (k_basis.weight holds Psi_K,g^T), queries q~_i = (R q_i) Psi_K,g[slot of head i],
 values are v' = x W_V' (rank d per group), and o_proj takes the heads' rank-d outputs.
 
+A YOCO model ("architectures": ["YocoForCausalLM"], "sliding_window": C) runs layers [0, L/2) as the
+self-decoder with sliding-window attention (query p sees keys p-C+1 .. p), then K^ = RoPE(RMSNorm(x) Wk^),
+V^ = RMSNorm(x) Wv^ from the self-decoder's output x (model.cross_kv.*), and layers [L/2, L) attend causally
+over K^, V^ with their own q_proj / o_proj. A FusedKV model ("architectures": ["FusedKvForCausalLM"]) runs layers
+[0, n = L/2) normally; each layer i >= n has only q_proj / o_proj and attends over K_i = a_i1 * K_1 + a_in * K_n,
+V_i = b_i1 * V_1 + b_in * V_n (post-RoPE keys; k_fusion.weight / v_fusion.weight [2, kv_heads * head_dim]), or
+with "fusedkv_lite": true over K_i = K_n, V_i = V_1.
+
 Output JSON: prompt ids, logits after the prompt and after each decode step (steps + 1 rows), and
 greedy[i] = argmax(logits[i]) (lowest id on ties); the engine feeds greedy[0 .. steps-1].
 
@@ -72,6 +80,9 @@ class Llama:
         self.eps = c["rms_norm_eps"]
         self.theta = c.get("rope_theta", 10000.0)
         self.lm_head = self.w["model.embed_tokens.weight"] if c.get("tie_word_embeddings") else self.w["lm_head.weight"]
+        self.arch = (c.get("architectures") or ["LlamaForCausalLM"])[0]
+        if self.arch not in ("LlamaForCausalLM", "YocoForCausalLM", "FusedKvForCausalLM"):
+            raise ValueError(f"unsupported architecture {self.arch}")
         self.svd = c.get("kv_compression")
         if self.svd is not None and self.svd["method"] != "svd-gqa":
             raise ValueError(f"unsupported kv_compression {self.svd}")
@@ -85,23 +96,49 @@ class Llama:
         angles = torch.cat((freqs, freqs), dim=-1)
         cos, sin = angles.cos(), angles.sin()
         mask = torch.triu(torch.full((t, t), float("-inf"), dtype=torch.float64), diagonal=1)
-        for i in range(self.cfg["num_hidden_layers"]):
+        layers, half = self.cfg["num_hidden_layers"], self.cfg["num_hidden_layers"] // 2
+        if self.arch == "YocoForCausalLM":
+            # Self-decoder: also mask keys more than sliding_window - 1 positions back.
+            window_mask = mask + torch.tril(torch.full((t, t), float("-inf"), dtype=torch.float64),
+                                            diagonal=-self.cfg["sliding_window"])
+        for i in range(layers):
             p = f"model.layers.{i}."
             h = rms_norm(x, w[p + "input_layernorm.weight"], self.eps)
             q = (h @ w[p + "self_attn.q_proj.weight"].T).view(t, self.heads, hd).transpose(0, 1)
-            k = (h @ w[p + "self_attn.k_proj.weight"].T).view(t, self.kv_heads, hd).transpose(0, 1)
             q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
-            if self.svd is None:
-                v = (h @ w[p + "self_attn.v_proj.weight"].T).view(t, self.kv_heads, hd).transpose(0, 1)
-                width = hd
+            width, layer_mask = hd, mask
+            if self.arch == "LlamaForCausalLM" or i < half:
+                k = (h @ w[p + "self_attn.k_proj.weight"].T).view(t, self.kv_heads, hd).transpose(0, 1)
+                k = k * cos + rotate_half(k) * sin
+                if self.svd is None:
+                    v = (h @ w[p + "self_attn.v_proj.weight"].T).view(t, self.kv_heads, hd).transpose(0, 1)
+                else:
+                    q, k, v = self.svd_gqa_qkv(p, h, q, k)
+                    width = self.svd["rank"]
+                if self.arch == "YocoForCausalLM":
+                    layer_mask = window_mask
+                if i == 0:
+                    first_k, first_v = k, v
+                if i == half - 1:
+                    last_k, last_v = k, v
+            elif self.arch == "YocoForCausalLM":
+                if i == half:
+                    hg = rms_norm(x, w["model.cross_kv.norm.weight"], self.eps)
+                    global_k = (hg @ w["model.cross_kv.k_proj.weight"].T).view(t, self.kv_heads, hd).transpose(0, 1)
+                    global_k = global_k * cos + rotate_half(global_k) * sin
+                    global_v = (hg @ w["model.cross_kv.v_proj.weight"].T).view(t, self.kv_heads, hd).transpose(0, 1)
+                k, v = global_k, global_v
+            elif self.cfg.get("fusedkv_lite"):
+                k, v = last_k, first_v
             else:
-                q, k, v = self.svd_gqa_qkv(p, h, q, k)
-                width = self.svd["rank"]
+                a = w[p + "self_attn.k_fusion.weight"].view(2, self.kv_heads, 1, hd)
+                b = w[p + "self_attn.v_fusion.weight"].view(2, self.kv_heads, 1, hd)
+                k = a[0] * first_k + a[1] * last_k
+                v = b[0] * first_v + b[1] * last_v
             groups = self.heads // k.shape[0]
             k = k.repeat_interleave(groups, dim=0)
             v = v.repeat_interleave(groups, dim=0)
-            scores = q @ k.transpose(-1, -2) / math.sqrt(hd) + mask
+            scores = q @ k.transpose(-1, -2) / math.sqrt(hd) + layer_mask
             att = torch.softmax(scores, dim=-1) @ v
             x = x + att.transpose(0, 1).reshape(t, self.heads * width) @ w[p + "self_attn.o_proj.weight"].T
             h = rms_norm(x, w[p + "post_attention_layernorm.weight"], self.eps)

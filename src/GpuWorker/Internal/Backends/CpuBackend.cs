@@ -9,7 +9,7 @@ namespace KvCache.GpuWorker.Internal.Backends;
 /// the compute threads. Partitioning never changes a result: each output element is one fixed-order reduction.
 /// Parallel ops from concurrent callers are serialized by a lock (each one already uses every thread).
 /// </summary>
-internal sealed unsafe class CpuBackend : IComputeBackend
+internal sealed unsafe partial class CpuBackend : IComputeBackend
 {
     // Below this many multiply-adds a job runs inline: handing it to the pool costs more than it saves.
     private const long ParallelThreshold = 1 << 14;
@@ -26,7 +26,7 @@ internal sealed unsafe class CpuBackend : IComputeBackend
         _pool = new ComputePool(threads);
 
         // Every thread's score row starts 64-byte aligned, so the vectorized exp sees identical layouts on any thread.
-        int stride = (maxPositions + 15) & ~15;
+        int stride = _scoreStride = (maxPositions + 15) & ~15;
         long floats = (long)threads * stride;
         _scores = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
         NativeMemory.Clear(_scores, (nuint)(floats * sizeof(float)));

@@ -24,7 +24,7 @@ internal readonly unsafe struct KvView(float* poolBase, int* blockTable, int blo
 /// reduction order that depends only on the row's own data, so results are batch-invariant.
 /// Buffers are row-major; rows are tokens.
 /// </summary>
-internal unsafe interface IComputeBackend : IDisposable
+internal unsafe partial interface IComputeBackend : IDisposable
 {
     string Name { get; }
 

@@ -1,0 +1,230 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+
+namespace KvCache.GpuWorker.Internal.Backends;
+
+/// <summary>
+/// YOCO and FusedKV kernels. Like <see cref="AttentionJob"/>, each (row, head) is one fixed-order pass over its keys
+/// in position order, whatever buffer a key comes from, so any chunking gives bit-identical results.
+/// </summary>
+internal sealed unsafe partial class CpuBackend
+{
+    private readonly int _scoreStride;
+    private readonly SlidingAttentionJob _sliding = new();
+    private readonly FusedAttentionJob _fused = new();
+
+    public void SlidingAttention(in KvView ring, float* q, float* k, float* v, int rows, int heads, int startPosition, int window, float scale, float* output)
+    {
+        int count = rows * heads;
+        bool parallel = count > 1 && (long)count * Math.Min(window, startPosition + rows) * ring.HeadDim >= ParallelThreshold;
+        lock (_gate)
+        {
+            _sliding.Set(ring, q, k, v, heads, startPosition, window, scale, output, _scores, _scoreStride);
+            Run(_sliding, count, parallel);
+        }
+    }
+
+    public void StoreRing(in KvView ring, float* k, float* v, int rows, int startPosition, int window)
+    {
+        int hd = ring.HeadDim;
+
+        // Rows more than a window before the last would be overwritten within this call.
+        for (int r = Math.Max(0, rows - window); r < rows; r++)
+        {
+            int slot = (startPosition + r) % window;
+            long inBlock = (long)(slot % ring.BlockTokens) * hd;
+            for (int g = 0; g < ring.KvHeads; g++)
+            {
+                long src = ((long)r * ring.KvHeads + g) * hd;
+                new ReadOnlySpan<float>(k + src, hd).CopyTo(new Span<float>(ring.Slab(slot / ring.BlockTokens, 0, 0, g) + inBlock, hd));
+                new ReadOnlySpan<float>(v + src, hd).CopyTo(new Span<float>(ring.Slab(slot / ring.BlockTokens, 0, 1, g) + inBlock, hd));
+            }
+        }
+    }
+
+    public void FusedAttention(in KvView cache, in KvFusion fusion, float* q, int rows, int heads, int startPosition, float scale, float* output)
+    {
+        int count = rows * heads;
+        bool parallel = count > 1 && (long)count * (startPosition + rows) * cache.HeadDim >= ParallelThreshold;
+        lock (_gate)
+        {
+            _fused.Set(cache, fusion, q, heads, startPosition, scale, output, _scores, _scoreStride);
+            Run(_fused, count, parallel);
+        }
+    }
+
+    private void Run(ParallelJob job, int count, bool parallel)
+    {
+        if (parallel)
+        {
+            _pool.Run(job, count);
+        }
+        else
+        {
+            for (int i = 0; i < count; i++)
+            {
+                job.Execute(i, 0);
+            }
+        }
+    }
+
+    /// <summary>Softmax of s[0, n) in place, in the same op order as <see cref="AttentionJob"/>; returns the sum of exps.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Exponentiate(float* s, int n)
+    {
+        var span = new Span<float>(s, n);
+        float max = TensorPrimitives.Max(span);
+        TensorPrimitives.Subtract(span, max, span);
+        TensorPrimitives.Exp(span, span);
+        return Kernels.Sum(s, n);
+    }
+
+    private sealed class SlidingAttentionJob : ParallelJob
+    {
+        private KvView _ring;
+        private float* _q, _k, _v, _out, _scores;
+        private int _heads, _start, _window, _stride;
+        private float _scale;
+
+        public void Set(in KvView ring, float* q, float* k, float* v, int heads, int startPosition, int window, float scale, float* output, float* scores, int stride)
+        {
+            _ring = ring;
+            _q = q;
+            _k = k;
+            _v = v;
+            _heads = heads;
+            _start = startPosition;
+            _window = window;
+            _scale = scale;
+            _out = output;
+            _scores = scores;
+            _stride = stride;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public override void Execute(int index, int thread)
+        {
+            int r = index / _heads, h = index % _heads;
+            int hd = _ring.HeadDim, kvHeads = _ring.KvHeads;
+            int g = h / (_heads / kvHeads);
+            int p = _start + r, lo = Math.Max(0, p - _window + 1), n = p - lo + 1;
+            float* q = _q + ((long)r * _heads + h) * hd;
+            float* o = _out + ((long)r * _heads + h) * hd;
+            float* s = _scores + (long)thread * _stride;
+            for (int j = lo; j <= p; j++)
+            {
+                s[j - lo] = Kernels.Dot(q, Vector(j, 0, g), hd) * _scale;
+            }
+
+            float sum = Exponentiate(s, n);
+            new Span<float>(o, hd).Clear();
+            for (int j = lo; j <= p; j++)
+            {
+                Kernels.Axpy(s[j - lo], Vector(j, 1, g), o, hd);
+            }
+
+            TensorPrimitives.Multiply(new ReadOnlySpan<float>(o, hd), 1f / sum, new Span<float>(o, hd));
+        }
+
+        // Positions before this call live in the ring; the call's own rows are still in k, v.
+        private float* Vector(int position, int kind, int g)
+        {
+            int hd = _ring.HeadDim;
+            if (position >= _start)
+            {
+                return (kind == 0 ? _k : _v) + ((long)(position - _start) * _ring.KvHeads + g) * hd;
+            }
+
+            int slot = position % _window;
+            return _ring.Slab(slot / _ring.BlockTokens, 0, kind, g) + (long)(slot % _ring.BlockTokens) * hd;
+        }
+    }
+
+    private sealed class FusedAttentionJob : ParallelJob
+    {
+        private KvView _cache;
+        private KvFusion _fusion;
+        private float* _q, _out, _scores;
+        private int _heads, _start, _stride;
+        private float _scale;
+
+        public void Set(in KvView cache, in KvFusion fusion, float* q, int heads, int startPosition, float scale, float* output, float* scores, int stride)
+        {
+            _cache = cache;
+            _fusion = fusion;
+            _q = q;
+            _heads = heads;
+            _start = startPosition;
+            _scale = scale;
+            _out = output;
+            _scores = scores;
+            _stride = stride;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public override void Execute(int index, int thread)
+        {
+            int r = index / _heads, h = index % _heads;
+            int hd = _cache.HeadDim, bt = _cache.BlockTokens, kvDim = _cache.KvHeads * hd;
+            int g = h / (_heads / _cache.KvHeads);
+            int n = _start + r + 1;
+            int first = _fusion.FirstLayer, last = _fusion.LastLayer;
+            float* q = _q + ((long)r * _heads + h) * hd;
+            float* o = _out + ((long)r * _heads + h) * hd;
+            float* s = _scores + (long)thread * _stride;
+
+            // q · (a₁ ⊙ k₁ + aₙ ⊙ kₙ) = (q ⊙ a₁) · k₁ + (q ⊙ aₙ) · kₙ: fold the key weights into the query once.
+            float* qFirst = stackalloc float[hd];
+            float* qLast = stackalloc float[hd];
+            float* a = _fusion.A;
+            if (a != null)
+            {
+                TensorPrimitives.Multiply(new ReadOnlySpan<float>(q, hd), new ReadOnlySpan<float>(a + g * hd, hd), new Span<float>(qFirst, hd));
+                TensorPrimitives.Multiply(new ReadOnlySpan<float>(q, hd), new ReadOnlySpan<float>(a + kvDim + g * hd, hd), new Span<float>(qLast, hd));
+            }
+
+            for (int j0 = 0, b = 0; j0 < n; j0 += bt, b++)
+            {
+                float* kFirst = _cache.Slab(b, first, 0, g), kLast = _cache.Slab(b, last, 0, g);
+                int m = Math.Min(bt, n - j0);
+                for (int t = 0; t < m; t++)
+                {
+                    float dot = a != null
+                        ? Kernels.Dot(qFirst, kFirst + (long)t * hd, hd) + Kernels.Dot(qLast, kLast + (long)t * hd, hd)
+                        : Kernels.Dot(q, kLast + (long)t * hd, hd);
+                    s[j0 + t] = dot * _scale;
+                }
+            }
+
+            float sum = Exponentiate(s, n);
+
+            // Σ s (b₁ ⊙ v₁ + bₙ ⊙ vₙ) = b₁ ⊙ Σ s v₁ + bₙ ⊙ Σ s vₙ: accumulate both layers, weight once.
+            float* b1 = _fusion.B;
+            float* oLast = qLast;
+            new Span<float>(o, hd).Clear();
+            new Span<float>(oLast, hd).Clear();
+            for (int j0 = 0, blk = 0; j0 < n; j0 += bt, blk++)
+            {
+                float* vFirst = _cache.Slab(blk, first, 1, g), vLast = _cache.Slab(blk, last, 1, g);
+                int m = Math.Min(bt, n - j0);
+                for (int t = 0; t < m; t++)
+                {
+                    Kernels.Axpy(s[j0 + t], vFirst + (long)t * hd, o, hd);
+                    if (b1 != null)
+                    {
+                        Kernels.Axpy(s[j0 + t], vLast + (long)t * hd, oLast, hd);
+                    }
+                }
+            }
+
+            var output = new Span<float>(o, hd);
+            if (b1 != null)
+            {
+                TensorPrimitives.Multiply(output, new ReadOnlySpan<float>(b1 + g * hd, hd), output);
+                TensorPrimitives.FusedMultiplyAdd(new ReadOnlySpan<float>(oLast, hd), new ReadOnlySpan<float>(b1 + kvDim + g * hd, hd), output, output);
+            }
+
+            TensorPrimitives.Multiply(output, 1f / sum, output);
+        }
+    }
+}

@@ -1,0 +1,31 @@
+namespace KvCache.GpuWorker.Internal.Backends;
+
+/// <summary>
+/// FusedKV's rebuilt K, V of an upper layer: K = A[0] ⊙ K_first + A[1] ⊙ K_last and V = B[0] ⊙ V_first + B[1] ⊙ V_last
+/// per KV head and channel (A, B [2, kvHeads · headDim]); Lite (A and B null): K = K_last, V = V_first.
+/// </summary>
+internal readonly unsafe struct KvFusion(int firstLayer, int lastLayer, float* a, float* b)
+{
+    public readonly int FirstLayer = firstLayer;
+    public readonly int LastLayer = lastLayer;
+    public readonly float* A = a;
+    public readonly float* B = b;
+}
+
+/// <summary>The ops of the YOCO and FusedKV architectures.</summary>
+internal unsafe partial interface IComputeBackend
+{
+    /// <summary>
+    /// YOCO self-decoder attention: query row r (position p = startPosition + r) attends to positions
+    /// [max(0, p − window + 1), p]; those before startPosition come from the ring (slot = position mod window, one
+    /// layer), the others from this call's k, v rows ([rows, kvHeads · headDim], not yet stored). q, output as in
+    /// <see cref="Attention"/>.
+    /// </summary>
+    void SlidingAttention(in KvView ring, float* q, float* k, float* v, int rows, int heads, int startPosition, int window, float scale, float* output);
+
+    /// <summary>Stores the rows of k, v at positions startPosition.. into ring slots (position mod window).</summary>
+    void StoreRing(in KvView ring, float* k, float* v, int rows, int startPosition, int window);
+
+    /// <summary>Causal attention like <see cref="Attention"/>, over the keys and values <paramref name="fusion"/> rebuilds from the cache.</summary>
+    void FusedAttention(in KvView cache, in KvFusion fusion, float* q, int rows, int heads, int startPosition, float scale, float* output);
+}

@@ -1,0 +1,102 @@
+namespace KvCache.GpuWorker.Tests;
+
+/// <summary>Checks every codec must pass: batch invariance, snapshot round trip, no allocation per decode step.</summary>
+internal static class CodecChecks
+{
+    /// <summary>
+    /// Token by token is the reference; each split must give the same logits at the end of every piece and the same
+    /// final state, bit for bit.
+    /// </summary>
+    public static void AssertAnyChunkingIsBitIdentical(LlamaModel model, string codec, int[] tokens, int[][] splits)
+    {
+        using var single = model.CreateCache(codec);
+        var perPosition = new float[tokens.Length][];
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            perPosition[i] = new float[model.Config.VocabSize];
+            model.Forward(single, tokens.AsSpan(i, 1), perPosition[i]);
+        }
+
+        byte[] reference = ReadState(single);
+        foreach (var split in splits)
+        {
+            Assert.Equal(tokens.Length, split.Sum());
+            using var cache = model.CreateCache(codec);
+            var logits = new float[model.Config.VocabSize];
+            int at = 0;
+            foreach (int n in split)
+            {
+                model.Forward(cache, tokens.AsSpan(at, n), logits);
+                at += n;
+                Assert.Equal(perPosition[at - 1], logits);
+            }
+
+            Assert.Equal(reference, ReadState(cache));
+        }
+    }
+
+    /// <summary>
+    /// The state at <paramref name="at"/> read in odd-sized chunks, restored into a non-empty fresh cache in other
+    /// chunks, reads back identically and continues with the same logits as the source.
+    /// </summary>
+    public static void AssertSnapshotRoundTrip(LlamaModel model, string codec, int[] tokens, int at)
+    {
+        using var source = model.CreateCache(codec);
+        var logits = new float[model.Config.VocabSize];
+        model.Forward(source, tokens.AsSpan(0, at), logits);
+        Assert.Equal(source.CacheBytes, source.StateLength);
+        byte[] state = new byte[source.StateLength];
+        for (long offset = 0; offset < state.Length; offset += 1000)
+        {
+            source.ReadState(offset, state.AsSpan((int)offset, (int)Math.Min(1000, state.Length - offset)));
+        }
+
+        Assert.Equal(ReadState(source), state);
+
+        using var restored = model.CreateCache(codec);
+        model.Forward(restored, tokens.AsSpan(0, Math.Min(40, tokens.Length)), logits);
+        restored.BeginRestore(at);
+        Assert.Equal(at, restored.Position);
+        Assert.Equal(state.Length, restored.StateLength);
+        for (int offset = 0; offset < state.Length; offset += 777)
+        {
+            restored.WriteState(offset, state.AsSpan(offset, Math.Min(777, state.Length - offset)));
+        }
+
+        Assert.Equal(state, ReadState(restored));
+        var expected = new float[model.Config.VocabSize];
+        var actual = new float[model.Config.VocabSize];
+        model.Forward(source, tokens.AsSpan(at), expected);
+        model.Forward(restored, tokens.AsSpan(at), actual);
+        Assert.Equal(expected, actual);
+        Assert.Equal(ReadState(source), ReadState(restored));
+        Assert.Throws<ArgumentOutOfRangeException>(() => restored.ReadState(restored.StateLength - 4, new byte[8]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => restored.WriteState(-1, new byte[1]));
+    }
+
+    public static void AssertDecodeStepAllocatesNothing(LlamaModel model, string codec)
+    {
+        using var cache = model.CreateCache(codec);
+        var logits = new float[model.Config.VocabSize];
+        int[] token = [1];
+        for (int i = 0; i < 40; i++)
+        {
+            model.Forward(cache, token, logits);
+        }
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 20; i++)
+        {
+            model.Forward(cache, token, logits);
+        }
+
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    public static byte[] ReadState(IKvCache cache)
+    {
+        var state = new byte[cache.StateLength];
+        cache.ReadState(0, state);
+        return state;
+    }
+}
