@@ -1,5 +1,7 @@
-// The single-node KV-cache service: the public gRPC gateway with an in-process silo.
+// The KV-cache service's public gRPC gateway: with an in-process silo (the single-node service, the default), or
+// routing to silo processes (Cluster:Mode=Routed).
 using KvCache.Gateway.Auth;
+using KvCache.Gateway.Routing;
 using KvCache.Gateway.Services;
 using KvCache.Transport;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -16,7 +18,14 @@ builder.Services.AddGrpcTransport(o => builder.Configuration.GetSection("Grpc").
 builder.Services.AddOptions<AuthOptions>().Bind(builder.Configuration.GetSection(AuthOptions.SectionName));
 builder.Services.AddSingleton<TenantAuthenticator>();
 builder.Services.AddSingleton<KvCacheService>();
-builder.Services.AddSilo(builder.Configuration);
+if (builder.Configuration.GetSection(RoutingOptions.SectionName).Get<RoutingOptions>()?.Mode == ClusterMode.Routed)
+{
+    builder.Services.AddClusterRouting(builder.Configuration);
+}
+else
+{
+    builder.Services.AddSilo(builder.Configuration);
+}
 
 var app = builder.Build();
 var authenticator = app.Services.GetRequiredService<TenantAuthenticator>();

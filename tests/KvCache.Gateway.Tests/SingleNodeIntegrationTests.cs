@@ -61,7 +61,8 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
         Assert.Equal(144, phase2.GetProperty("a_active").GetProperty("position").GetInt64());
 
         // Restored from the snapshot SpillSession wrote: nothing replayed from the token log.
-        Assert.Contains("Activated session dev/resumed: 120 tokens, snapshot at 120, replayed 0", gateway.Output);
+        const string restored = "Activated session dev/resumed: 120 tokens, snapshot at 120, replayed 0";
+        Assert.True(await gateway.PrintedAsync(restored), $"'{restored}' not in the log:\n{gateway.Output}");
     }
 
     [Fact]

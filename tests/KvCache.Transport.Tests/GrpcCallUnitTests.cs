@@ -18,10 +18,10 @@ public sealed class GrpcCallUnitTests
     [Fact]
     public async Task Unary_RoundTrip_CarriesRequestHeadersAndPeer()
     {
-        ServerCallContext? seen = null;
+        (string Peer, DateTime Deadline, string? Te) seen = default;
         await using var server = await TestGrpcServer.StartAsync(app => app.MapGrpcUnary(TestMethods.Echo, (request, context) =>
         {
-            seen = context;
+            seen = (context.Peer, context.Deadline, context.RequestHeaders.GetValue("te"));
             return Task.FromResult(new StringValue { Value = $"{request.Value}|{context.RequestHeaders.GetValue("X-Tenant")}" });
         }));
         using var channel = server.CreateChannel();
@@ -30,9 +30,9 @@ public sealed class GrpcCallUnitTests
         var response = await channel.CreateCallInvoker().UnaryAsync(TestMethods.Echo, new StringValue { Value = "hello" }, new CallOptions(headers));
 
         Assert.Equal("hello|acme", response.Value);
-        Assert.StartsWith("ipv4:127.0.0.1:", seen!.Peer);
+        Assert.StartsWith("ipv4:127.0.0.1:", seen.Peer);
         Assert.Equal(DateTime.MaxValue, seen.Deadline);
-        Assert.Null(seen.RequestHeaders.GetValue("te"));
+        Assert.Null(seen.Te);
     }
 
     [Fact]
@@ -299,16 +299,17 @@ public sealed class GrpcCallUnitTests
     public async Task Cancellation_OfMoveNextToken_CancelsTheCall()
     {
         var serverCancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var server = await TestGrpcServer.StartAsync(app => app.MapGrpcServerStreaming(TestMethods.Count, async (_, _, context) =>
+        await using var server = await TestGrpcServer.StartAsync(app => app.MapGrpcServerStreaming(TestMethods.Count, async (_, stream, context) =>
         {
             using var registration = context.CancellationToken.Register(serverCancelled.SetResult);
+            await stream.WriteAsync(new Int32Value());
             await Task.Delay(Timeout.Infinite, context.CancellationToken);
         }));
         using var channel = server.CreateChannel();
         using var cts = new CancellationTokenSource();
 
         using var call = channel.CreateCallInvoker().ServerStreaming(TestMethods.Count, new Int32Value(), default);
-        await call.ResponseHeadersAsync;
+        Assert.True(await call.ResponseStream.MoveNext());
         var pending = call.ResponseStream.MoveNext(cts.Token);
         cts.Cancel();
         var error = await Assert.ThrowsAsync<RpcException>(() => pending);

@@ -42,13 +42,8 @@ internal sealed class TestGrpcServer : IAsyncDisposable
 
     public GrpcChannel CreateChannel(GrpcChannelOptions? options = null) => GrpcChannel.ForAddress(Address, options);
 
-    /// <summary>An HttpClient speaking h2c to the server, for sending hand-made frames.</summary>
-    public HttpClient CreateRawClient() => new(new SocketsHttpHandler { UseProxy = false })
-    {
-        BaseAddress = Address,
-        DefaultRequestVersion = HttpVersion.Version20,
-        DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
-    };
+    /// <summary>An HttpClient for hand-made requests; they must ask for HTTP/2 exactly (h2c).</summary>
+    public HttpClient CreateRawClient() => new(new SocketsHttpHandler { UseProxy = false }) { BaseAddress = Address };
 
     public async ValueTask DisposeAsync()
     {

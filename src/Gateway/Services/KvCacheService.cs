@@ -1,5 +1,6 @@
 using KvCache.Contracts.V1;
 using KvCache.Gateway.Auth;
+using KvCache.Gateway.Routing;
 using KvCache.GpuWorker.Sampling;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
@@ -139,6 +140,7 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
     private async Task<T> Call<T>(ServerCallContext context, Func<string, Task<T>> call)
     {
         var tenant = auth.Authenticate(context.RequestHeaders);
+        PlacementHint.Current = context.RequestHeaders.GetValue(PlacementHint.Header);
         try
         {
             return await call(tenant);

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using KvCache.GpuWorker;
+using KvCache.Silo.Cluster.Membership;
 using KvCache.Silo.Hosting;
 using KvCache.Silo.Models;
 using KvCache.Silo.Sessions;
@@ -23,6 +24,7 @@ internal sealed class SessionCatalog
     public SessionCatalog(
         ISessionStore store,
         ModelCatalog models,
+        ISiloStatusOracle oracle,
         IOptions<SiloOptions> options,
         TimeProvider time,
         ILogger<SessionCatalog> logger,
@@ -30,6 +32,7 @@ internal sealed class SessionCatalog
     {
         Store = store;
         Models = models;
+        Oracle = oracle;
         Time = time;
         _options = options.Value;
         _logger = logger;
@@ -40,6 +43,9 @@ internal sealed class SessionCatalog
     public ISessionStore Store { get; }
 
     public ModelCatalog Models { get; }
+
+    /// <summary>This silo's address and the liveness of others: who may take a session over.</summary>
+    public ISiloStatusOracle Oracle { get; }
 
     public TimeProvider Time { get; }
 

@@ -2,7 +2,6 @@ using System.Runtime.CompilerServices;
 using KvCache.GpuWorker;
 using KvCache.GpuWorker.Sampling;
 using KvCache.Silo.Cluster.Directory;
-using KvCache.Silo.Cluster.Membership;
 using KvCache.Silo.Models;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Snapshots;
@@ -30,9 +29,6 @@ internal sealed class SessionGrain
         Active,
         Deactivated,
     }
-
-    // One generation per process: a restarted process is a new silo, whatever its name.
-    private static readonly long ProcessGeneration = SiloAddress.NewGeneration(TimeProvider.System);
 
     private readonly SemaphoreSlim _turn = new(1, 1);
     private readonly SessionCatalog _catalog;
@@ -88,7 +84,7 @@ internal sealed class SessionGrain
             SessionResidency.Active,
             _catalog.SiloName,
             model.CacheBytesAt(record.Codec, (int)position),
-            model.CacheBytesAt(record.Codec, 1),
+            model.BytesPerToken(record.Codec),
             model.Config.MaxPositionEmbeddings);
     }
 
@@ -323,19 +319,28 @@ internal sealed class SessionGrain
         }
     }
 
-    /// <summary>Claims the session in the directory; every write from here on carries the epoch it got.</summary>
+    /// <summary>
+    /// Claims the session in the directory; every write from here on carries the epoch it got. An entry of this
+    /// silo (an activation being deactivated) or of a silo that is not live is taken over; an entry of another
+    /// live silo means the session is not this silo's: <see cref="SessionErrorCode.NotOwner"/> names the owner.
+    /// </summary>
     private async Task RegisterAsync(CancellationToken cancellationToken)
     {
         var directory = _catalog.Store.Directory;
-        var address = new GrainAddress(Key, new SiloAddress(SiloEndpoint(_catalog.SiloName), ProcessGeneration), ActivationId.NewId());
-
-        // Single-node: no other silo serves this store, so an entry left behind (a crashed process, a failed
-        // unregister) is taken over. Cluster placement will take over only entries of silos membership calls dead.
+        var oracle = _catalog.Oracle;
+        var address = new GrainAddress(Key, oracle.SiloAddress, ActivationId.NewId());
         var current = await StoreCallAsync(() => directory.LookupAsync(Key, cancellationToken));
+        if (current is not null && current.SiloAddress != address.SiloAddress
+            && await StoreCallAsync(() => oracle.IsLiveAsync(current.SiloAddress, cancellationToken)))
+        {
+            throw SessionException.NotOwner(Key.SessionId, current.SiloAddress);
+        }
+
         var registered = await StoreCallAsync(() => directory.RegisterAsync(address, current, cancellationToken));
         if (!registered.Matches(address))
         {
-            throw Moved(null);
+            // Lost the race to another activation, which registered just now.
+            throw SessionException.NotOwner(Key.SessionId, registered.SiloAddress);
         }
 
         _address = registered;
@@ -363,10 +368,6 @@ internal sealed class SessionGrain
 
     private SessionException Moved(Exception? inner) =>
         new(SessionErrorCode.Unavailable, $"Session '{Key.SessionId}' moved: another activation owns it now; retry.", inner);
-
-    /// <summary>Silo names are free text; an endpoint allows fewer characters.</summary>
-    private static string SiloEndpoint(string siloName) =>
-        string.Concat(siloName.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or ':' ? c : '-'));
 
     /// <summary>Restores the latest snapshot if it is usable; returns the position the cache now holds.</summary>
     private async Task<long> RestoreSnapshotAsync(long tokenCount, CancellationToken cancellationToken)

@@ -1,3 +1,5 @@
+using KvCache.Silo.Cluster.Membership;
+
 namespace KvCache.Silo.Sessions;
 
 /// <summary>Why a session call failed; the gateway maps each to a gRPC status code.</summary>
@@ -9,6 +11,9 @@ public enum SessionErrorCode
     FailedPrecondition,
     ResourceExhausted,
     Unavailable,
+
+    /// <summary>Another live silo owns the session (<see cref="SessionException.Owner"/>): call that one.</summary>
+    NotOwner,
 }
 
 /// <summary>A session call failed for a reason the caller can act on.</summary>
@@ -17,6 +22,12 @@ public sealed class SessionException(SessionErrorCode code, string message, Exce
 {
     public SessionErrorCode Code { get; } = code;
 
+    /// <summary>With <see cref="SessionErrorCode.NotOwner"/>: the silo that owns the session, if known.</summary>
+    public SiloAddress? Owner { get; init; }
+
     internal static SessionException NotFound(string sessionId) =>
         new(SessionErrorCode.NotFound, $"Session '{sessionId}' does not exist.");
+
+    internal static SessionException NotOwner(string sessionId, SiloAddress owner) =>
+        new(SessionErrorCode.NotOwner, $"Session '{sessionId}' is active on silo {owner}.") { Owner = owner };
 }

@@ -185,7 +185,7 @@ internal sealed class SessionService(
             SessionResidency.Spilled,
             null,
             model.CacheBytesAt(record.Codec, (int)position),
-            model.CacheBytesAt(record.Codec, 1),
+            model.BytesPerToken(record.Codec),
             model.Config.MaxPositionEmbeddings);
 
     private static string NewSessionId()

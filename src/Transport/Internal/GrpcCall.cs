@@ -127,7 +127,16 @@ internal sealed class GrpcCall<TRequest, TResponse> : IAsyncStreamReader<TRespon
             throw new RpcException(GetStatus(), GetTrailers());
         }
 
-        return ReadMetadata(_response.Headers, includeStatus: true);
+        var headers = ReadMetadata(_response.Headers, includeStatus: true);
+        foreach (var (key, values) in _response.Content.Headers.NonValidated)
+        {
+            foreach (var value in values)
+            {
+                headers.Add(key, value);
+            }
+        }
+
+        return headers;
     }
 
     /// <summary>Sends the request and reads the response headers; true when a body with messages follows.</summary>
@@ -251,6 +260,8 @@ internal sealed class GrpcCall<TRequest, TResponse> : IAsyncStreamReader<TRespon
                 return EndOfCall();
             }
 
+            // Messages may already be buffered; a cancelled call must not keep returning them.
+            _cts.Token.ThrowIfCancellationRequested();
             var reader = _reader!;
             if (await reader.ReadAsync(_cts.Token).ConfigureAwait(false))
             {

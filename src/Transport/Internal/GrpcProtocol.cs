@@ -21,8 +21,6 @@ internal static class GrpcProtocol
     /// <summary>Compressed flag (1 byte) + big-endian message length (4 bytes).</summary>
     public const int HeaderSize = 5;
 
-    public const int DefaultMaxMessageSize = 4 * 1024 * 1024;
-
     /// <summary>True for "application/grpc" and "application/grpc+proto" (parameters allowed), not "+json".</summary>
     public static bool IsGrpcContentType(string? contentType)
     {

@@ -15,6 +15,9 @@ public sealed class GatewayProcess : IAsyncDisposable
 {
     private static readonly string GatewayDll = Path.Combine(AppContext.BaseDirectory, "KvCache.Gateway.dll");
 
+    // Test classes run in parallel and a child process binds its port only later: never hand a port out twice.
+    private static readonly HashSet<int> s_handedOut = [];
+
     private readonly string[] _settings;
     private readonly StringBuilder _output = new();
     private Process? _process;
@@ -46,6 +49,26 @@ public sealed class GatewayProcess : IAsyncDisposable
                 return _output.ToString();
             }
         }
+    }
+
+    /// <summary>
+    /// Whether the process printed <paramref name="text"/>, waiting up to 30 s: its logger writes from a
+    /// background queue, so a line can arrive after the call that caused it has returned.
+    /// </summary>
+    public async Task<bool> PrintedAsync(string text)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!Output.Contains(text, StringComparison.Ordinal))
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                return false;
+            }
+
+            await Task.Delay(50);
+        }
+
+        return true;
     }
 
     public async Task StartAsync(Metadata? headers = null)
@@ -121,6 +144,14 @@ public sealed class GatewayProcess : IAsyncDisposable
         for (var attempt = 0; attempt < 200; attempt++)
         {
             var port = Random.Shared.Next(43000, 43500);
+            lock (s_handedOut)
+            {
+                if (!s_handedOut.Add(port))
+                {
+                    continue;
+                }
+            }
+
             try
             {
                 using var listener = new TcpListener(IPAddress.Loopback, port);

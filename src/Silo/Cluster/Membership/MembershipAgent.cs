@@ -80,6 +80,9 @@ public sealed class MembershipAgent : BackgroundService
         await SetOwnStatusAsync(SiloStatus.Active, cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>Marks this silo ShuttingDown: it is no placement target any more but still owns its sessions.</summary>
+    public Task ShutDownAsync(CancellationToken cancellationToken) => SetOwnStatusAsync(SiloStatus.ShuttingDown, cancellationToken);
+
     /// <summary>Leaves on purpose: ShuttingDown, then Dead.</summary>
     public async Task LeaveAsync(CancellationToken cancellationToken)
     {

@@ -26,7 +26,15 @@ public sealed record MembershipEntry(
     SiloStatus Status,
     string SiloName,
     DateTimeOffset StartTime,
-    DateTimeOffset IAmAliveTime);
+    DateTimeOffset IAmAliveTime)
+{
+    /// <summary>
+    /// Whether the silo may still own activations: not dead and its lease not lapsed. Silos and gateways apply
+    /// the same rule, so a gateway waits exactly as long as a silo before a takeover.
+    /// </summary>
+    public bool IsLive(DateTimeOffset now, TimeSpan leaseDuration) =>
+        Status is (SiloStatus.Joining or SiloStatus.Active or SiloStatus.ShuttingDown) && now - IAmAliveTime <= leaseDuration;
+}
 
 /// <summary>
 /// The table's version (Orleans' TableVersion): every row insert or update must name the version it read

@@ -1,0 +1,161 @@
+using KvCache.Contracts.V1;
+using KvCache.Gateway.Tests.Infrastructure;
+using KvCache.GpuWorker;
+using KvCache.Testing.Redis;
+using Xunit;
+
+namespace KvCache.Gateway.Tests;
+
+/// <summary>Models with each KV-cache codec, generated once for the test run.</summary>
+public sealed class CodecModelsFixture
+{
+    public CodecModelsFixture()
+    {
+        var root = Directory.CreateTempSubdirectory("kvcache-codec-models-").FullName;
+        var baseModel = Generate(root, "base-llama", ModelConfig.Demo);
+        var svdGqa = Path.Combine(root, "svd-llama");
+        SvdGqaConverter.Convert(baseModel, svdGqa, new SvdGqaOptions { Ratio = 0.5, CalibrationTokens = 1024, SequenceLength = 256 });
+        Root = root;
+        Models = new Dictionary<string, (string, Func<ModelConfig, int, long>, Func<ModelConfig, long>)>
+        {
+            [FullKvCache.CodecId] = (baseModel, (c, n) => n * FullKvCache.BytesPerTokenFor(c), FullKvCache.BytesPerTokenFor),
+            [SvdGqaKvCache.CodecId] = (svdGqa, (c, n) => n * SvdGqaKvCache.BytesPerTokenFor(c), SvdGqaKvCache.BytesPerTokenFor),
+            // A window shorter than the prompt, so the restored rings have wrapped.
+            [YocoKvCache.CodecId] = (
+                Generate(root, "yoco-llama", ModelConfig.Demo with { Yoco = new YocoConfig { SlidingWindow = 32 } }),
+                YocoKvCache.BytesAt,
+                c => 2L * c.NumKeyValueHeads * c.HeadDim * sizeof(float)),
+            [FusedKvCache.CodecId] = (
+                Generate(root, "fusedkv-llama", ModelConfig.Demo with { FusedKv = new FusedKvConfig() }),
+                (c, n) => n * FusedKvCache.BytesPerTokenFor(c),
+                FusedKvCache.BytesPerTokenFor),
+            // Window 16 and a 90-token prompt: most of the context lives in the Fourier coefficients.
+            [FourierKvCache.CodecId] = (
+                Calibrated(Generate(root, "fourier-llama", ModelConfig.Demo)),
+                FourierBytesAt,
+                c => 4L * 2 * c.NumHiddenLayers * c.NumKeyValueHeads * (c.HeadDim - CompressedDims(c))),
+            [FusedKvCache.LiteCodecId] = (
+                Generate(root, "fusedkv-lite-llama", ModelConfig.Demo with { FusedKv = new FusedKvConfig { Lite = true } }),
+                (c, n) => n * FusedKvCache.BytesPerTokenFor(c),
+                FusedKvCache.BytesPerTokenFor),
+        };
+    }
+
+    public string Root { get; }
+
+    /// <summary>Codec → the model directory serving it, the codec's cache bytes at a position and its bytes per token, by formula.</summary>
+    public IReadOnlyDictionary<string, (string Directory, Func<ModelConfig, int, long> CacheBytes, Func<ModelConfig, long> BytesPerToken)> Models { get; }
+
+    private const int FourierWindow = 16;
+    private const int FourierFrequencies = 8;
+
+    private static string Calibrated(string directory)
+    {
+        FourierCalibrator.Calibrate(directory, new FourierCalibrationOptions
+        {
+            DimsFraction = 0.5,
+            Frequencies = FourierFrequencies,
+            Window = FourierWindow,
+            CalibrationTokens = 256,
+        });
+        return directory;
+    }
+
+    private static int CompressedDims(ModelConfig c) => c.HeadDim / 2;
+
+    /// <summary>The paper's layout: 4 initial and W recent tokens exact, the middle as 2k coefficients over m dims plus its d − m exact dims.</summary>
+    private static long FourierBytesAt(ModelConfig c, int position)
+    {
+        long kvHeads = 2L * c.NumHiddenLayers * c.NumKeyValueHeads;
+        int d = c.HeadDim, m = CompressedDims(c), exact = 4 + FourierWindow;
+        long floats = (long)d * Math.Min(position, exact);
+        if (position > exact)
+        {
+            floats += 2L * FourierFrequencies * m + (long)(d - m) * (position - exact);
+        }
+
+        return 4 * kvHeads * floats;
+    }
+
+    private static string Generate(string root, string name, ModelConfig config)
+    {
+        var directory = Path.Combine(root, name);
+        ModelGenerator.Write(directory, config, seed: 7);
+        return directory;
+    }
+}
+
+/// <summary>
+/// For every codec: GetSession reports the codec and its bytes per token, and a session spilled by one silo
+/// process continues in the next process exactly like an undisturbed twin.
+/// </summary>
+public sealed class CodecResumeIntegrationTests(CodecModelsFixture models) : IClassFixture<CodecModelsFixture>, IAsyncLifetime
+{
+    private static readonly int[] Prompt = Enumerable.Range(0, 90).Select(i => (i * 29 + 3) % 500).ToArray();
+
+    private RedisServer _redis = null!;
+
+    public static TheoryData<string> Codecs =>
+        [FullKvCache.CodecId, SvdGqaKvCache.CodecId, YocoKvCache.CodecId, FusedKvCache.CodecId, FusedKvCache.LiteCodecId, FourierKvCache.CodecId];
+
+    public async Task InitializeAsync() =>
+        _redis = await RedisServer.StartAsync(new RedisServerOptions { FirstPort = 43500, LastPort = 43999 });
+
+    public async Task DisposeAsync() => await _redis.DisposeAsync();
+
+    [Theory]
+    [MemberData(nameof(Codecs))]
+    public async Task Spilled_session_resumes_in_a_new_process_like_its_twin(string codec)
+    {
+        var (directory, cacheBytes, bytesPerToken) = models.Models[codec];
+        var config = ModelConfig.Load(Path.Combine(directory, "config.json"));
+        var modelId = Path.GetFileName(directory);
+        await using var gateway = new GatewayProcess(
+            GatewayProcess.FreePort(),
+            $"--Spill:Redis:Endpoint={_redis.Endpoint}",
+            $"--Models:Directories:0={directory}");
+        await gateway.StartAsync();
+        var client = gateway.Client;
+
+        var twin = await CreateWithPromptAsync(client, modelId, codec, "twin");
+        var expected = await DecodeAsync(client, twin.Id, 30);
+        var resumed = await CreateWithPromptAsync(client, modelId, codec, "resumed");
+        var head = await DecodeAsync(client, resumed.Id, 12);
+
+        var active = await client.GetSessionAsync(new GetSessionRequest { SessionId = resumed.Id });
+        Assert.Equal(codec, active.Codec);
+        Assert.Equal(modelId, active.Model);
+        Assert.Equal(bytesPerToken(config), active.BytesPerToken);
+        Assert.Equal(cacheBytes(config, (int)active.Position), active.CacheBytes);
+        Assert.Equal(SessionState.Spilled, (await client.SpillSessionAsync(new SpillSessionRequest { SessionId = resumed.Id })).State);
+
+        await gateway.StopAsync();
+        await gateway.StartAsync();
+        var tail = await DecodeAsync(client, resumed.Id, 18);
+
+        Assert.Equal(expected, head.Concat(tail));
+        var restored = $"Activated session dev/resumed: {Prompt.Length + 12} tokens, snapshot at {Prompt.Length + 12}, replayed 0";
+        Assert.True(await gateway.PrintedAsync(restored), $"'{restored}' not in the log:\n{gateway.Output}");
+    }
+
+    private static async Task<Session> CreateWithPromptAsync(KvCacheGrpc.KvCacheClient client, string model, string codec, string id)
+    {
+        var session = await client.CreateSessionAsync(new CreateSessionRequest { Model = model, Codec = codec, SessionId = id });
+        var append = new AppendRequest { SessionId = session.Id };
+        append.TokenIds.AddRange(Prompt);
+        await client.AppendAsync(append);
+        return session;
+    }
+
+    private static async Task<int[]> DecodeAsync(KvCacheGrpc.KvCacheClient client, string sessionId, int tokens)
+    {
+        using var call = client.Decode(new DecodeRequest { SessionId = sessionId, MaxTokens = tokens, Sampling = new SamplingParams { Temperature = 0 } });
+        var result = new List<int>();
+        while (await call.ResponseStream.MoveNext())
+        {
+            result.Add(call.ResponseStream.Current.TokenId);
+        }
+
+        return [.. result];
+    }
+}
