@@ -1,17 +1,20 @@
 // Benchmarks print ratios against baselines measured in the same run; they are not tests.
 //   dotnet run -c Release --project bench/KvCache.Bench -- decode [--contexts 1024,4096,8192] [--steps N]
 //   dotnet run -c Release --project bench/KvCache.Bench -- spill  [--mib 256]
+//   dotnet run -c Release --project bench/KvCache.Bench -- quality [--contexts 512,2048] [--tokens 16384]
 using KvCache.Bench;
 
 return args.FirstOrDefault() switch
 {
     "decode" => await DecodeBench.RunAsync(args[1..]),
     "spill" => await SpillBench.RunAsync(args[1..]),
+    "cluster" => await ClusterBench.RunAsync(args[1..]),
+    "quality" => await QualityBench.RunAsync(args[1..]),
     _ => Usage(),
 };
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: KvCache.Bench (decode | spill) [options]");
+    Console.Error.WriteLine("usage: KvCache.Bench (decode | spill | quality) [options]");
     return 2;
 }

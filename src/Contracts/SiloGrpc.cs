@@ -35,6 +35,15 @@ public static class SiloGrpc
     public static readonly Method<GetStatsRequest, SiloStats> GetStatsMethod =
         new(MethodType.Unary, ServiceName, "GetStats", GetStatsRequest.Parser, SiloStats.Parser);
 
+    public static readonly Method<MigrateCall, MigrateResult> MigrateSessionMethod =
+        new(MethodType.Unary, ServiceName, "MigrateSession", MigrateCall.Parser, MigrateResult.Parser);
+
+    public static readonly Method<AcceptCall, Session> AcceptSessionMethod =
+        new(MethodType.Unary, ServiceName, "AcceptSession", AcceptCall.Parser, Session.Parser);
+
+    public static readonly Method<DrainCall, DrainResult> DrainMethod =
+        new(MethodType.Unary, ServiceName, "Drain", DrainCall.Parser, DrainResult.Parser);
+
     /// <summary>Typed client for kvcache.internal.v1.Silo; cheap to create, share the underlying channel.</summary>
     public sealed class SiloClient(CallInvoker invoker)
     {
@@ -63,5 +72,14 @@ public static class SiloGrpc
 
         public Task<SiloStats> GetStatsAsync(GetStatsRequest request, CallOptions options = default) =>
             _invoker.UnaryAsync(GetStatsMethod, request, options);
+
+        public Task<MigrateResult> MigrateSessionAsync(MigrateCall request, CallOptions options = default) =>
+            _invoker.UnaryAsync(MigrateSessionMethod, request, options);
+
+        public Task<Session> AcceptSessionAsync(AcceptCall request, CallOptions options = default) =>
+            _invoker.UnaryAsync(AcceptSessionMethod, request, options);
+
+        public Task<DrainResult> DrainAsync(DrainCall request, CallOptions options = default) =>
+            _invoker.UnaryAsync(DrainMethod, request, options);
     }
 }

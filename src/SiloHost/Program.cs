@@ -1,5 +1,6 @@
 // A cluster silo: sessions of the models it serves, spilled to the shared Redis store, owned through the Redis
 // directory and membership, and served to gateways on the internal endpoint (kvcache.internal.v1.Silo).
+using KvCache.Silo.Observability;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Configuration.Json;
 
@@ -20,5 +21,6 @@ builder.Services.AddClusterSilo(builder.Configuration);
 
 var app = builder.Build();
 app.MapSiloGrpc();
+app.MapHealthAndMetrics();
 app.MapGrpcFallback();
 app.Run();

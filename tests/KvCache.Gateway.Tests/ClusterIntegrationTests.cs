@@ -11,9 +11,10 @@ namespace KvCache.Gateway.Tests;
 
 /// <summary>
 /// Two silo processes behind a routing gateway process on a real redis-server: placement spreads sessions, a
-/// kill -9 of the owner mid-Decode is invisible to the client, SIGTERM spills and leaves, and the silos'
+/// kill -9 of the owner mid-Decode is invisible to the client, SIGTERM moves the sessions off and leaves, and the silos'
 /// internal endpoint takes only the cluster secret.
 /// </summary>
+[Collection(ClusterProcessesCollection.Name)]
 public sealed class ClusterIntegrationTests : IAsyncLifetime
 {
     private static readonly int[] Prompt = Enumerable.Range(0, 48).Select(i => (i * 331 + 17) % 8192).ToArray();
@@ -80,7 +81,7 @@ public sealed class ClusterIntegrationTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task A_silo_stopped_with_SIGTERM_spills_its_sessions_and_leaves_and_they_resume_on_the_other()
+    public async Task A_silo_stopped_with_SIGTERM_moves_its_sessions_to_the_other_and_leaves_and_they_resume_there()
     {
         var expected = await DecodeTwinAsync("twin");
         var leaving = _cluster.Silo("silo-0");
@@ -92,8 +93,8 @@ public sealed class ClusterIntegrationTests : IAsyncLifetime
 
         await leaving.StopAsync();
 
-        Assert.Contains("spilled its sessions and left the cluster", leaving.Output);
-        Assert.Contains("Spilled session dev/drained at position 98", leaving.Output);
+        Assert.Contains("sessions to other silos, spilled 0, and left the cluster", leaving.Output);
+        Assert.Contains($"Migrated session dev/drained to {_cluster.Silo("silo-1").Endpoint}@", leaving.Output);
         Assert.Equal(SiloStatus.Dead, (await _cluster.MembersAsync())[leaving.Endpoint]);
         var rest = await ReadAllAsync(Client.Decode(Greedy("drained", null, maxTokens: 150)));
         Assert.Equal(expected, first.Concat(rest).Select(e => e.TokenId));

@@ -5,17 +5,22 @@ using KvCache.GpuWorker;
 const string Usage = """
     usage: kvcache-convert convert-svd-gqa --model DIR [--out DIR2] [--ratio 0.5] [--group-size T]
                                            [--calibration-tokens 4096] [--calibration-seed 1] [--sequence-length 512] [--threads N]
+                                           [--calibration-file PATH [--calibration-format bytes|int32]]
 
     Writes an SVD-GQA conversion of the Llama checkpoint in DIR (config.json + model.safetensors) to DIR2
     (default: DIR-svd-gqa-rRATIO beside DIR; the directory name is the model id the silo serves). The converted
     model offers the "svd-gqa" codec: its cache holds RATIO × the full cache's bytes per token.
-    Calibration runs the original model over generated token ids (SplitMix64 from the seed, uniform over the vocabulary).
+    Calibration runs the original model over generated token ids (SplitMix64 from the seed, uniform over the vocabulary),
+    or over the token ids of --calibration-file, read in order: "bytes" (the default) takes each byte as a token id, which
+    is the text itself for a byte-level model (vocab 256); "int32" reads little-endian int32 ids (any tokenizer).
+    With a file, --calibration-tokens defaults to the smaller of its default and the ids the file holds.
 
            kvcache-convert calibrate-fourier --model DIR [--dims-fraction 0.5] [--k 32] [--window 1024] [--horizon T]
                                              [--calibration-tokens 2048] [--calibration-seed 1] [--threads N]
+                                             [--calibration-file PATH [--calibration-format bytes|int32]]
 
     Chooses the head dimensions the "fourier" codec compresses (lowest reconstruction error over a generated
-    sequence) and writes DIR/fourier.json. Without it a plain model's "fourier" codec uses uncalibrated defaults.
+    sequence, or the first ids of --calibration-file as above) and writes DIR/fourier.json. Without it a plain model's "fourier" codec uses uncalibrated defaults.
     """;
 
 if (args.Length == 0 || args[0] is "-h" or "--help")
@@ -43,8 +48,8 @@ for (int i = 1; i < args.Length; i += 2)
 }
 
 string[] known = args[0] == "calibrate-fourier"
-    ? ["model", "dims-fraction", "k", "window", "horizon", "calibration-tokens", "calibration-seed", "threads"]
-    : ["model", "out", "ratio", "group-size", "calibration-tokens", "calibration-seed", "sequence-length", "threads"];
+    ? ["model", "dims-fraction", "k", "window", "horizon", "calibration-tokens", "calibration-seed", "threads", "calibration-file", "calibration-format"]
+    : ["model", "out", "ratio", "group-size", "calibration-tokens", "calibration-seed", "sequence-length", "threads", "calibration-file", "calibration-format"];
 if (values.Keys.FirstOrDefault(k => !known.Contains(k)) is { } unknown)
 {
     Console.Error.WriteLine($"Unknown option --{unknown}.\n{Usage}");
@@ -59,6 +64,10 @@ if (!values.TryGetValue("model", out string? model))
 
 try
 {
+    int[]? ids = values.TryGetValue("calibration-file", out var file) ? ReadIds(file, values.GetValueOrDefault("calibration-format", "bytes")) : null;
+    int CalibrationTokens(int fallback) => values.TryGetValue("calibration-tokens", out var n)
+        ? int.Parse(n, CultureInfo.InvariantCulture)
+        : Math.Min(fallback, ids?.Length ?? int.MaxValue);
     if (args[0] == "calibrate-fourier")
     {
         var fourierDefaults = new FourierCalibrationOptions();
@@ -69,7 +78,8 @@ try
             Frequencies = Int("k", fourierDefaults.Frequencies),
             Window = Int("window", fourierDefaults.Window),
             Horizon = values.TryGetValue("horizon", out var h) ? int.Parse(h, CultureInfo.InvariantCulture) : null,
-            CalibrationTokens = Int("calibration-tokens", fourierDefaults.CalibrationTokens),
+            CalibrationTokens = CalibrationTokens(fourierDefaults.CalibrationTokens),
+            CalibrationIds = ids,
             CalibrationSeed = values.TryGetValue("calibration-seed", out var fs) ? long.Parse(fs, CultureInfo.InvariantCulture) : fourierDefaults.CalibrationSeed,
             ComputeThreads = Int("threads", fourierDefaults.ComputeThreads),
         });
@@ -83,7 +93,8 @@ try
     {
         Ratio = values.TryGetValue("ratio", out var r) ? double.Parse(r, CultureInfo.InvariantCulture) : defaults.Ratio,
         GroupSize = values.TryGetValue("group-size", out var g) ? int.Parse(g, CultureInfo.InvariantCulture) : null,
-        CalibrationTokens = values.TryGetValue("calibration-tokens", out var n) ? int.Parse(n, CultureInfo.InvariantCulture) : defaults.CalibrationTokens,
+        CalibrationTokens = CalibrationTokens(defaults.CalibrationTokens),
+        CalibrationIds = ids,
         CalibrationSeed = values.TryGetValue("calibration-seed", out var s) ? long.Parse(s, CultureInfo.InvariantCulture) : defaults.CalibrationSeed,
         SequenceLength = values.TryGetValue("sequence-length", out var l) ? int.Parse(l, CultureInfo.InvariantCulture) : defaults.SequenceLength,
         ComputeThreads = values.TryGetValue("threads", out var t) ? int.Parse(t, CultureInfo.InvariantCulture) : defaults.ComputeThreads,
@@ -107,4 +118,17 @@ catch (Exception e) when (e is ArgumentException or FormatException or IOExcepti
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 1;
+}
+
+static int[] ReadIds(string path, string format)
+{
+    byte[] raw = File.ReadAllBytes(path);
+    return format switch
+    {
+        "bytes" => Array.ConvertAll(raw, b => (int)b),
+        "int32" when raw.Length % sizeof(int) == 0 => Enumerable.Range(0, raw.Length / sizeof(int))
+            .Select(i => System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(raw.AsSpan(i * sizeof(int)))).ToArray(),
+        "int32" => throw new FormatException($"{path}: {raw.Length} bytes is not a whole number of int32 token ids."),
+        _ => throw new FormatException($"--calibration-format must be 'bytes' or 'int32', got '{format}'."),
+    };
 }

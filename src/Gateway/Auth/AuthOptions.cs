@@ -26,5 +26,8 @@ public sealed class ApiKeyOptions
     /// <summary>The key itself (from an environment variable or a mounted secret, never from the repo).</summary>
     public string? Key { get; set; }
 
-    public override string ToString() => $"ApiKey(Tenant={Tenant}, Key=***)";
+    /// <summary>Whether the key may make administrative calls (drain, migrate, list silos).</summary>
+    public bool Admin { get; set; }
+
+    public override string ToString() => $"ApiKey(Tenant={Tenant}, Admin={Admin}, Key=***)";
 }

@@ -8,7 +8,7 @@ namespace KvCache.Gateway.Auth;
 /// <summary>Maps the <c>authorization: Bearer &lt;key&gt;</c> metadata entry to a tenant.</summary>
 public sealed class TenantAuthenticator
 {
-    private readonly (byte[] Hash, string Tenant)[] _keys;
+    private readonly (byte[] Hash, string Tenant, bool Admin)[] _keys;
     private readonly string? _devTenant;
 
     public TenantAuthenticator(IOptions<AuthOptions> options)
@@ -23,11 +23,21 @@ public sealed class TenantAuthenticator
 
     /// <summary>The caller's tenant.</summary>
     /// <exception cref="RpcException">UNAUTHENTICATED: no key, or an unknown one.</exception>
-    public string Authenticate(Metadata headers)
+    public string Authenticate(Metadata headers) => Resolve(headers).Tenant;
+
+    /// <summary>The caller's tenant, which must hold the admin role (in development mode the dev tenant does).</summary>
+    /// <exception cref="RpcException">UNAUTHENTICATED: no key, or an unknown one; PERMISSION_DENIED: a valid key without the admin role.</exception>
+    public string AuthenticateAdmin(Metadata headers)
+    {
+        var (tenant, admin) = Resolve(headers);
+        return admin ? tenant : throw new RpcException(new Status(StatusCode.PermissionDenied, "This API key does not hold the admin role."));
+    }
+
+    private (string Tenant, bool Admin) Resolve(Metadata headers)
     {
         if (_devTenant is not null)
         {
-            return _devTenant;
+            return (_devTenant, true);
         }
 
         var header = headers.GetValue("authorization");
@@ -39,20 +49,20 @@ public sealed class TenantAuthenticator
 
         Span<byte> hash = stackalloc byte[SHA256.HashSizeInBytes];
         SHA256.HashData(Encoding.UTF8.GetBytes(header[scheme.Length..].Trim()), hash);
-        string? tenant = null;
-        foreach (var (keyHash, keyTenant) in _keys)
+        (string Tenant, bool Admin)? match = null;
+        foreach (var (keyHash, keyTenant, keyAdmin) in _keys)
         {
             // Compare every key in constant time so timing tells nothing about which one nearly matched.
             if (CryptographicOperations.FixedTimeEquals(hash, keyHash))
             {
-                tenant = keyTenant;
+                match = (keyTenant, keyAdmin);
             }
         }
 
-        return tenant ?? throw new RpcException(new Status(StatusCode.Unauthenticated, "Unknown API key."));
+        return match ?? throw new RpcException(new Status(StatusCode.Unauthenticated, "Unknown API key."));
     }
 
-    private static (byte[], string) Parse(ApiKeyOptions key, int index)
+    private static (byte[], string, bool) Parse(ApiKeyOptions key, int index)
     {
         if (string.IsNullOrWhiteSpace(key.Tenant))
         {
@@ -66,7 +76,7 @@ public sealed class TenantAuthenticator
                 var hash = Convert.FromHexString(hex);
                 if (hash.Length == SHA256.HashSizeInBytes)
                 {
-                    return (hash, key.Tenant);
+                    return (hash, key.Tenant, key.Admin);
                 }
             }
             catch (FormatException)
@@ -78,7 +88,7 @@ public sealed class TenantAuthenticator
 
         if (key.Key is { Length: > 0 } plain)
         {
-            return (SHA256.HashData(Encoding.UTF8.GetBytes(plain)), key.Tenant);
+            return (SHA256.HashData(Encoding.UTF8.GetBytes(plain)), key.Tenant, key.Admin);
         }
 
         throw new OptionsValidationException(AuthOptions.SectionName, typeof(AuthOptions), [$"Auth:ApiKeys:{index} has neither Key nor KeySha256."]);

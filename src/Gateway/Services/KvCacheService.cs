@@ -1,5 +1,6 @@
 using KvCache.Contracts.V1;
 using KvCache.Gateway.Auth;
+using KvCache.Gateway.Quotas;
 using KvCache.Gateway.Routing;
 using KvCache.GpuWorker.Sampling;
 using KvCache.Silo.Sessions;
@@ -15,7 +16,7 @@ namespace KvCache.Gateway.Services;
 /// The public <c>kvcache.v1.KvCache</c> service: authenticates the tenant, checks the request's shape, and
 /// forwards it to the silo that owns the session.
 /// </summary>
-public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator auth, ILogger<KvCacheService> logger)
+public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator auth, TenantQuotas quotas, ILogger<KvCacheService> logger)
 {
     private const int DefaultTopLogprobs = 5;
     private const int MaxTopLogprobs = 20;
@@ -33,11 +34,9 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
     }
 
     public Task<V1.Session> CreateSession(CreateSessionRequest request, ServerCallContext context) =>
-        Call(context, async tenant => ToProto(await sessions.CreateAsync(
+        Call(context, async tenant => ToProto(await quotas.CreateSessionAsync(
             tenant,
-            request.Model,
-            request.Codec,
-            request.SessionId,
+            () => sessions.CreateAsync(tenant, request.Model, request.Codec, request.SessionId, context.CancellationToken),
             context.CancellationToken)));
 
     public Task<AppendResponse> Append(AppendRequest request, ServerCallContext context) =>
@@ -48,12 +47,15 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
                 throw InvalidArgument($"top_logprobs must be in [0, {MaxTopLogprobs}].");
             }
 
+            var key = Key(tenant, request.SessionId);
             var tokens = request.TokenIds.ToArray();
+            await quotas.CheckCacheAsync(key, tokens.Length, context.CancellationToken);
             var result = await sessions.AppendAsync(
-                Key(tenant, request.SessionId),
+                key,
                 tokens,
                 request.TopLogprobs == 0 ? DefaultTopLogprobs : request.TopLogprobs,
                 context.CancellationToken);
+            quotas.Advanced(key, result.Position);
             var response = new AppendResponse { Position = result.Position };
             foreach (var top in result.TopLogprobs)
             {
@@ -73,9 +75,24 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
                 new SamplingOptions(sampling.Temperature, sampling.TopK, sampling.TopP, sampling.Seed),
                 request.StopTokenIds.ToHashSet(),
                 string.IsNullOrEmpty(request.RequestId) ? null : request.RequestId);
-            var events = sessions.DecodeAsync(Key(tenant, request.SessionId), options, context.CancellationToken);
-            await foreach (var token in events.WithCancellation(context.CancellationToken))
+            var key = Key(tenant, request.SessionId);
+            using var slot = quotas.EnterDecode(tenant);
+            await quotas.CheckCacheAsync(key, 1, context.CancellationToken);
+            var events = sessions.DecodeAsync(key, options, context.CancellationToken);
+            await using var enumerator = events.GetAsyncEnumerator(context.CancellationToken);
+            while (true)
             {
+                // Each token is charged before it is generated; a quota hit ends the stream after the durable
+                // tokens already sent, and the same request_id resumes it.
+                quotas.TakeDecodeToken(tenant);
+                if (!await enumerator.MoveNextAsync())
+                {
+                    quotas.ReturnDecodeToken(tenant);
+                    break;
+                }
+
+                var token = enumerator.Current;
+                quotas.Advanced(key, token.Position + 1);
                 await responseStream.WriteAsync(
                     new DecodeEvent
                     {
@@ -86,6 +103,12 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
                         Replayed = token.Replayed,
                     },
                     context.CancellationToken);
+                if (token.Finish != Silo.Sessions.FinishReason.None)
+                {
+                    break;
+                }
+
+                await quotas.CheckCacheAsync(key, 1, context.CancellationToken);
             }
 
             return true;
@@ -101,7 +124,9 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
     public Task<DeleteSessionResponse> DeleteSession(DeleteSessionRequest request, ServerCallContext context) =>
         Call(context, async tenant =>
         {
-            await sessions.DeleteAsync(Key(tenant, request.SessionId), context.CancellationToken);
+            var key = Key(tenant, request.SessionId);
+            await sessions.DeleteAsync(key, context.CancellationToken);
+            quotas.Deleted(key);
             return new DeleteSessionResponse();
         });
 

@@ -23,14 +23,18 @@ public sealed record FourierCalibrationOptions
 
     public long CalibrationSeed { get; init; } = 1;
 
+    /// <summary>Real calibration token ids read in order instead of generated ones; at least the sequence's length.</summary>
+    public IReadOnlyList<int>? CalibrationIds { get; init; }
+
     public int ComputeThreads { get; init; } = Environment.ProcessorCount;
 }
 
 /// <summary>
 /// Chooses FourierAttention's compressed dimensions offline: runs the model over one generated sequence (SplitMix64
-/// from the seed, uniform over the vocabulary), and for every layer, K/V side, KV head and dimension projects that
-/// dimension's values at positions init.. on the codec's basis (period T, 2k functions, as the cache does) and
-/// measures the squared reconstruction error; the m dims with the lowest error are compressed.
+/// from the seed, uniform over the vocabulary, or the given <see cref="FourierCalibrationOptions.CalibrationIds"/>),
+/// and for every layer, K/V side, KV head and dimension projects that dimension's values at positions init.. on the
+/// codec's basis (period T, 2k functions, as the cache does) and measures the squared reconstruction error; the m
+/// dims with the lowest error are compressed.
 /// </summary>
 public static class FourierCalibrator
 {
@@ -79,6 +83,7 @@ public static class FourierCalibrator
             throw new ArgumentException($"{n} calibration tokens leave too few middle tokens for {2 * plan.Frequencies} coefficients.");
         }
 
+        ArgumentOutOfRangeException.ThrowIfLessThan(o.CalibrationIds?.Count ?? int.MaxValue, n, nameof(o.CalibrationIds));
         const int blockTokens = 64;
         long bytesPerToken = FullKvCache.BytesPerTokenFor(c);
         var load = new ModelLoadOptions
@@ -91,7 +96,7 @@ public static class FourierCalibrator
         var tokens = new int[n];
         for (int i = 0; i < n; i++)
         {
-            tokens[i] = (int)(rng.Next() % (ulong)c.VocabSize);
+            tokens[i] = o.CalibrationIds is { } ids ? ids[i] : (int)(rng.Next() % (ulong)c.VocabSize);
         }
 
         // values[t, l, side, h, d], from the full cache's token-major state.

@@ -19,6 +19,10 @@ public sealed record SvdGqaOptions
     /// <summary>Seed of the calibration token ids.</summary>
     public long CalibrationSeed { get; init; } = 1;
 
+    /// <summary>Real calibration token ids (e.g. a text's bytes for a byte-level model), read in order instead of
+    /// generated ones; their first <see cref="CalibrationTokens"/> are used, so there must be at least that many.</summary>
+    public IReadOnlyList<int>? CalibrationIds { get; init; }
+
     /// <summary>Calibration tokens per sequence (capped by max positions), so keys see RoPE at many positions.</summary>
     public int SequenceLength { get; init; } = 512;
 
@@ -37,7 +41,8 @@ public sealed record SvdGqaConversion(ModelConfig Config, IReadOnlyList<double> 
 /// <para>Calibration: the original model runs over generated token ids (SplitMix64 from the seed, uniform over
 /// the vocabulary, in sequences of <see cref="SvdGqaOptions.SequenceLength"/>), and its full cache supplies each
 /// layer's post-RoPE keys and values. Uniform ids are a stand-in for real text: they make the conversion
-/// reproducible without a tokenizer or corpus, at some cost in accuracy below full rank.</para>
+/// reproducible without a tokenizer or corpus, at some cost in accuracy below full rank; real text's ids can be given
+/// instead (<see cref="SvdGqaOptions.CalibrationIds"/>).</para>
 /// <para>For each layer and group g of t consecutive KV heads, Ψ_K,g and Ψ_V,g [t·head_dim, d] are the top-d
 /// eigenvectors of KᵀK and VᵀV (in double) over the calibration tokens — the top right singular vectors of the
 /// concatenated K (after RoPE) and V. Values fold into the weights: W_V',g = [W_V^1 … W_V^t] Ψ_V,g and, for query
@@ -57,6 +62,7 @@ public static class SvdGqaConverter
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.CalibrationTokens, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.SequenceLength, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.CalibrationIds?.Count ?? int.MaxValue, options.CalibrationTokens, nameof(options.CalibrationIds));
         if (Path.GetFullPath(sourceDirectory).TrimEnd('/') == Path.GetFullPath(outputDirectory).TrimEnd('/'))
         {
             throw new ArgumentException("The output directory must differ from the source.", nameof(outputDirectory));
@@ -160,7 +166,7 @@ public static class SvdGqaConverter
             int n = Math.Min(sequence, o.CalibrationTokens - done);
             for (int i = 0; i < n; i++)
             {
-                tokens[i] = (int)(rng.Next() % (ulong)c.VocabSize);
+                tokens[i] = o.CalibrationIds is { } ids ? ids[done + i] : (int)(rng.Next() % (ulong)c.VocabSize);
             }
 
             using var cache = model.CreateCache(FullKvCache.CodecId);

@@ -24,7 +24,8 @@ public sealed class SiloOptions
     [Range(1, 1 << 20)]
     public int MaxDecodeTokens { get; set; } = 4096;
 
-    /// <summary>Most sessions held in memory at once; beyond it the least recently used idle one is spilled.</summary>
+    /// <summary>Most sessions held in memory at once; beyond it the least recently used idle one is spilled, and a new
+    /// activation is refused (RESOURCE_EXHAUSTED) while none is idle.</summary>
     [Range(1, 1 << 20)]
     public int MaxActiveSessions { get; set; } = 1024;
 

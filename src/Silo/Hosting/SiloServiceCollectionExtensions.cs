@@ -1,9 +1,11 @@
 using KvCache.Silo.Cluster.Membership;
 using KvCache.Silo.Cluster.Membership.Internal;
+using KvCache.Silo.Cluster.Migration.Internal;
 using KvCache.Silo.Cluster.Serving;
 using KvCache.Silo.Cluster.Serving.Internal;
 using KvCache.Silo.Hosting;
 using KvCache.Silo.Models;
+using KvCache.Silo.Observability;
 using KvCache.Silo.Runtime;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
@@ -29,6 +31,9 @@ public static class SiloServiceCollectionExtensions
         services.TryAddSingleton<ISiloStatusOracle, LocalSiloStatusOracle>();
         services.AddSingleton<ModelCatalog>();
         services.AddSingleton<SessionCatalog>();
+        services.TryAddSingleton<SiloMetrics>();
+        services.AddSingleton<IMetricsSource, SiloMetricsSource>();
+        services.AddSingleton<IReadinessCheck, SiloReadinessCheck>();
         services.AddSingleton<ISessionService, SessionService>();
         services.AddHostedService<SiloLifecycleService>();
 
@@ -92,6 +97,8 @@ public static class SiloServiceCollectionExtensions
         });
         services.AddSingleton<ISiloStatusOracle, MembershipSiloStatusOracle>();
         services.AddSilo(configuration);
+        services.AddSingleton<SiloClients>();
+        services.AddSingleton<SessionMigrator>();
         services.AddSingleton<ClusterSiloLifecycle>();
         services.AddHostedService(sp => sp.GetRequiredService<ClusterSiloLifecycle>());
         services.AddSingleton<SiloGrpcService>();

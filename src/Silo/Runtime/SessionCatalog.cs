@@ -1,8 +1,10 @@
 using System.Collections.Concurrent;
 using KvCache.GpuWorker;
+using KvCache.Silo.Cluster.Directory;
 using KvCache.Silo.Cluster.Membership;
 using KvCache.Silo.Hosting;
 using KvCache.Silo.Models;
+using KvCache.Silo.Observability;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
 using Microsoft.Extensions.Logging;
@@ -28,7 +30,8 @@ internal sealed class SessionCatalog
         IOptions<SiloOptions> options,
         TimeProvider time,
         ILogger<SessionCatalog> logger,
-        ILogger<SessionGrain> grainLogger)
+        ILogger<SessionGrain> grainLogger,
+        SiloMetrics metrics)
     {
         Store = store;
         Models = models;
@@ -37,6 +40,7 @@ internal sealed class SessionCatalog
         _options = options.Value;
         _logger = logger;
         _grainLogger = grainLogger;
+        Metrics = metrics;
         SiloName = _options.SiloName ?? Environment.MachineName;
     }
 
@@ -48,6 +52,8 @@ internal sealed class SessionCatalog
     public ISiloStatusOracle Oracle { get; }
 
     public TimeProvider Time { get; }
+
+    public SiloMetrics Metrics { get; }
 
     public string SiloName { get; }
 
@@ -62,7 +68,7 @@ internal sealed class SessionCatalog
     {
         while (true)
         {
-            var grain = GetOrCreate(key);
+            var grain = await GetOrCreateAsync(key);
             try
             {
                 return await call(grain);
@@ -81,7 +87,7 @@ internal sealed class SessionCatalog
     {
         while (true)
         {
-            var grain = GetOrCreate(key);
+            var grain = await GetOrCreateAsync(key);
             var enumerator = call(grain).GetAsyncEnumerator();
             try
             {
@@ -114,6 +120,13 @@ internal sealed class SessionCatalog
             }
         }
     }
+
+    /// <summary>The sessions active here now, least recently used first.</summary>
+    public IReadOnlyList<SessionGrain> ActiveGrains() => _grains.Values.OrderBy(g => g.LastUsedTimestamp).ToArray();
+
+    /// <summary>Live migration, on the target: activates the session here, taking it over from <paramref name="previous"/>.</summary>
+    public Task<SessionInfo> AcceptAsync(SessionKey key, GrainAddress? previous, CancellationToken cancellationToken) =>
+        InvokeAsync(key, grain => grain.AcceptAsync(previous, cancellationToken));
 
     public void Remove(SessionGrain grain) => _grains.TryRemove(new KeyValuePair<SessionKey, SessionGrain>(grain.Key, grain));
 
@@ -186,17 +199,23 @@ internal sealed class SessionCatalog
         }
     }
 
-    private SessionGrain GetOrCreate(SessionKey key)
+    private async ValueTask<SessionGrain> GetOrCreateAsync(SessionKey key)
     {
         if (_grains.TryGetValue(key, out var existing))
         {
             return existing;
         }
 
-        if (_grains.Count >= _options.MaxActiveSessions)
+        // Room for one more activation: spill idle sessions, least recently used first; refuse when all are busy.
+        while (_grains.Count >= _options.MaxActiveSessions)
         {
-            // Best effort and off the caller's path: the new activation does not wait for the spill.
-            _ = SpillLeastRecentlyUsedAsync(model: null, requester: null);
+            if (!await SpillLeastRecentlyUsedAsync(model: null, requester: null))
+            {
+                CatalogLog.SessionLimitReached(_logger, _options.MaxActiveSessions, key.Tenant, key.SessionId);
+                throw new SessionException(
+                    SessionErrorCode.ResourceExhausted,
+                    $"This silo holds {_options.MaxActiveSessions} active sessions (Silo:MaxActiveSessions) and none is idle; retry later.");
+            }
         }
 
         return _grains.GetOrAdd(key, k => new SessionGrain(k, this, _grainLogger));
@@ -237,4 +256,7 @@ internal static partial class CatalogLog
 
     [LoggerMessage(201, LogLevel.Information, "Spilling {Count} active sessions before shutdown")]
     public static partial void SpillingAll(ILogger logger, int count);
+
+    [LoggerMessage(202, LogLevel.Warning, "This silo holds {Max} active sessions and none is idle; refusing session {Tenant}/{SessionId}")]
+    public static partial void SessionLimitReached(ILogger logger, int max, string tenant, string sessionId);
 }

@@ -3,6 +3,7 @@ using KvCache.GpuWorker;
 using KvCache.GpuWorker.Sampling;
 using KvCache.Silo.Cluster.Directory;
 using KvCache.Silo.Models;
+using KvCache.Silo.Observability;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Snapshots;
 using KvCache.Silo.Storage;
@@ -120,6 +121,8 @@ internal sealed class SessionGrain
         DecodeRequestOptions options,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
+        // Counted from the call, not the turn: waiting decodes are the queue an autoscaler looks at.
+        using var inFlight = _catalog.Metrics.TrackDecode();
         await EnterTurnAsync(cancellationToken);
         try
         {
@@ -175,6 +178,7 @@ internal sealed class SessionGrain
                 await AppendToLogAsync(one);
                 produced++;
                 await ForwardAsync(one, logged: true);
+                _catalog.Metrics.TokenDecoded();
                 var finish = FinishOf(sampled.TokenId, produced, position, options, maxPosition);
                 yield return new DecodedToken(sampled.TokenId, position, sampled.Logprob, finish, Replayed: false);
                 if (finish != FinishReason.None)
@@ -219,6 +223,56 @@ internal sealed class SessionGrain
         }
     }
 
+    /// <summary>
+    /// Live migration, on the owner: in one turn (calls queue behind it), snapshots the cache into the spill store
+    /// unless the latest snapshot already holds it, and lets <paramref name="accept"/> hand the session to the target,
+    /// which takes the directory entry over from this activation with a new epoch. This activation then ends without
+    /// unregistering: queued calls find the session owned elsewhere and are forwarded.
+    /// </summary>
+    /// <returns>The position and the compressed cache bytes handed over.</returns>
+    /// <exception cref="GrainDeactivatedException">The session is not active here any more.</exception>
+    public async Task<(long Position, long CacheBytes)> HandOffAsync(Func<GrainAddress, Task> accept, CancellationToken cancellationToken)
+    {
+        await EnterTurnAsync(cancellationToken);
+        try
+        {
+            var cache = _cache!;
+            var model = _model!;
+            if (cache.Position > 0 && _snapshotPosition != cache.Position)
+            {
+                await StoreCallAsync(() => SnapshotWriter.WriteAsync(Store, Key, cache, model.Id, model.Fingerprint, _logits, CancellationToken.None));
+                _snapshotPosition = cache.Position;
+            }
+
+            var handedOver = (_tokenCount, cache.CacheBytes);
+            await accept(_address!);
+            _address = null;
+            await DeactivateInTurnAsync(snapshot: false, "migrated");
+            return handedOver;
+        }
+        finally
+        {
+            ExitTurn();
+        }
+    }
+
+    /// <summary>
+    /// Live migration, on the target: activates now (restoring the snapshot the owner just wrote), taking the
+    /// directory entry over from exactly <paramref name="previous"/>; null takes it over only from no owner or a dead one.
+    /// </summary>
+    public async Task<SessionInfo> AcceptAsync(GrainAddress? previous, CancellationToken cancellationToken)
+    {
+        await EnterTurnAsync(cancellationToken, previous);
+        try
+        {
+            return TryGetInfo()!;
+        }
+        finally
+        {
+            ExitTurn();
+        }
+    }
+
     /// <summary>Deactivates if no call is running (idle collection, memory pressure, shutdown).</summary>
     public async Task<bool> TryDeactivateAsync(string reason, bool wait = false)
     {
@@ -247,7 +301,7 @@ internal sealed class SessionGrain
         }
     }
 
-    private async Task EnterTurnAsync(CancellationToken cancellationToken)
+    private async Task EnterTurnAsync(CancellationToken cancellationToken, GrainAddress? handOffFrom = null)
     {
         await _turn.WaitAsync(cancellationToken);
         try
@@ -259,7 +313,7 @@ internal sealed class SessionGrain
 
             if (_status == Status.Created)
             {
-                await ActivateAsync(cancellationToken);
+                await ActivateAsync(cancellationToken, handOffFrom);
             }
 
             Volatile.Write(ref _lastUsedTimestamp, _catalog.Time.GetTimestamp());
@@ -277,16 +331,17 @@ internal sealed class SessionGrain
         _turn.Release();
     }
 
-    private async Task ActivateAsync(CancellationToken cancellationToken)
+    private async Task ActivateAsync(CancellationToken cancellationToken, GrainAddress? handOffFrom)
     {
         try
         {
+            var started = _catalog.Time.GetTimestamp();
             var record = await StoreCallAsync(() => Store.GetAsync(Key, cancellationToken))
                 ?? throw SessionException.NotFound(Key.SessionId);
             var model = _catalog.Models.Get(record.Model)
                 ?? throw new SessionException(SessionErrorCode.FailedPrecondition, $"Model '{record.Model}' is not served by silo {_catalog.SiloName}.");
             // Registered before the log is read: a write the previous owner makes after this is refused.
-            await RegisterAsync(cancellationToken);
+            await RegisterAsync(cancellationToken, handOffFrom);
             var tokenCount = await StoreCallAsync(() => Store.GetTokenCountAsync(Key, cancellationToken));
 
             _record = record;
@@ -300,6 +355,11 @@ internal sealed class SessionGrain
             _logitsValid = position > 0;
             await ReplayAsync(position, tokenCount);
             _status = Status.Active;
+            if (tokenCount > 0)
+            {
+                _catalog.Metrics.Restores.Record(_catalog.Time.GetElapsedTime(started));
+            }
+
             SessionGrainLog.Activated(_logger, Key.Tenant, Key.SessionId, tokenCount, _snapshotPosition, tokenCount - position);
         }
         catch (Exception ex)
@@ -323,14 +383,20 @@ internal sealed class SessionGrain
     /// Claims the session in the directory; every write from here on carries the epoch it got. An entry of this
     /// silo (an activation being deactivated) or of a silo that is not live is taken over; an entry of another
     /// live silo means the session is not this silo's: <see cref="SessionErrorCode.NotOwner"/> names the owner.
+    /// A hand-off (<paramref name="handOffFrom"/>) takes over exactly that activation's entry, live or not.
     /// </summary>
-    private async Task RegisterAsync(CancellationToken cancellationToken)
+    private async Task RegisterAsync(CancellationToken cancellationToken, GrainAddress? handOffFrom)
     {
         var directory = _catalog.Store.Directory;
         var oracle = _catalog.Oracle;
         var address = new GrainAddress(Key, oracle.SiloAddress, ActivationId.NewId());
         var current = await StoreCallAsync(() => directory.LookupAsync(Key, cancellationToken));
-        if (current is not null && current.SiloAddress != address.SiloAddress
+        if (handOffFrom is not null && !handOffFrom.Matches(current))
+        {
+            throw new SessionException(SessionErrorCode.Unavailable, $"Session '{Key.SessionId}' changed owner before the hand-off; retry.");
+        }
+
+        if (handOffFrom is null && current is not null && current.SiloAddress != address.SiloAddress
             && await StoreCallAsync(() => oracle.IsLiveAsync(current.SiloAddress, cancellationToken)))
         {
             throw SessionException.NotOwner(Key.SessionId, current.SiloAddress);
@@ -489,7 +555,9 @@ internal sealed class SessionGrain
             if (snapshot && _cache is { Position: > 0 } cache && _snapshotPosition != cache.Position)
             {
                 var model = _model!;
+                var started = _catalog.Time.GetTimestamp();
                 await SnapshotWriter.WriteAsync(Store, Key, cache, model.Id, model.Fingerprint, _logits, CancellationToken.None);
+                _catalog.Metrics.Spills.Record(_catalog.Time.GetElapsedTime(started));
                 _snapshotPosition = cache.Position;
                 SessionGrainLog.Spilled(_logger, Key.Tenant, Key.SessionId, cache.Position, cache.CacheBytes, reason);
             }

@@ -13,8 +13,6 @@ namespace KvCache.Gateway.Tests.Infrastructure;
 /// </summary>
 public sealed class GatewayProcess : IAsyncDisposable
 {
-    private static readonly string GatewayDll = Path.Combine(AppContext.BaseDirectory, "KvCache.Gateway.dll");
-
     // Test classes run in parallel and a child process binds its port only later: never hand a port out twice.
     private static readonly HashSet<int> s_handedOut = [];
 
@@ -32,6 +30,11 @@ public sealed class GatewayProcess : IAsyncDisposable
     }
 
     public int Port { get; }
+
+    /// <summary>The folder the gateway runs from: this test's output, or a published image's /app.</summary>
+    public string AppDirectory { get; init; } = AppContext.BaseDirectory;
+
+    private string GatewayDll => Path.Combine(AppDirectory, "KvCache.Gateway.dll");
 
     public string Target => $"127.0.0.1:{Port}";
 
@@ -80,7 +83,7 @@ public sealed class GatewayProcess : IAsyncDisposable
 
         var start = new ProcessStartInfo("dotnet")
         {
-            WorkingDirectory = AppContext.BaseDirectory,
+            WorkingDirectory = AppDirectory,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };

@@ -1,3 +1,4 @@
+using KvCache.Contracts.Admin.V1;
 using KvCache.GpuWorker;
 using KvCache.Silo.Cluster.Membership;
 using KvCache.Testing.Redis;
@@ -32,7 +33,7 @@ public sealed class ProcessCluster : IAsyncDisposable
     private readonly string[] _common;
     private readonly RedisMembershipTable _table;
 
-    private ProcessCluster(RedisServer redis, string modelDirectory)
+    private ProcessCluster(RedisServer redis, string modelDirectory, string[] settings)
     {
         _redis = redis;
         _common =
@@ -42,6 +43,7 @@ public sealed class ProcessCluster : IAsyncDisposable
             "--Cluster:Membership:LeaseDuration=00:00:02",
             $"--Models:Directories:0={modelDirectory}",
             "--Models:CacheBudgetMiB=64",
+            .. settings,
         ];
         _table = new RedisMembershipTable(Options.Create(new RedisMembershipOptions { Endpoint = redis.Endpoint }));
     }
@@ -50,18 +52,17 @@ public sealed class ProcessCluster : IAsyncDisposable
 
     public GatewayProcess Gateway { get; private set; } = null!;
 
-    public static async Task<ProcessCluster> StartAsync(int silos)
+    public string RedisEndpoint => _redis.Endpoint;
+
+    /// <param name="settings">Extra settings of every process, after the cluster's own (so these win).</param>
+    /// <param name="modelDirectory">The model the silos serve (default: the generated decode model).</param>
+    public static async Task<ProcessCluster> StartAsync(int silos, string[]? settings = null, string? modelDirectory = null)
     {
         var redis = await RedisServer.StartAsync(new RedisServerOptions { FirstPort = 43500, LastPort = 43999 });
-        var cluster = new ProcessCluster(redis, EnsureModel());
+        var cluster = new ProcessCluster(redis, modelDirectory ?? EnsureModel(), settings ?? []);
         try
         {
-            for (var i = 0; i < silos; i++)
-            {
-                var silo = new SiloProcess($"silo-{i}", GatewayProcess.FreePort(), Secret, cluster._common);
-                cluster.Silos.Add(silo);
-                await silo.StartAsync();
-            }
+            await Task.WhenAll(Enumerable.Range(0, silos).Select(_ => cluster.AddSiloAsync()));
 
             await cluster.WaitForActiveAsync(silos);
             cluster.Gateway = new GatewayProcess(
@@ -86,6 +87,23 @@ public sealed class ProcessCluster : IAsyncDisposable
     }
 
     public SiloProcess Silo(string name) => Silos.Single(s => s.Name == name);
+
+    /// <summary>Starts one more silo (named silo-N in start order) and waits until it has joined.</summary>
+    public async Task<SiloProcess> AddSiloAsync()
+    {
+        SiloProcess silo;
+        lock (Silos)
+        {
+            silo = new SiloProcess($"silo-{Silos.Count}", GatewayProcess.FreePort(), Secret, _common);
+            Silos.Add(silo);
+        }
+
+        await silo.StartAsync();
+        return silo;
+    }
+
+    /// <summary>A client of the gateway's operator API (dev mode: every caller holds the admin role).</summary>
+    public AdminGrpc.AdminClient Admin => new(Gateway.Channel.CreateCallInvoker());
 
     /// <summary>The membership table's status of each silo endpoint.</summary>
     public async Task<IReadOnlyDictionary<string, SiloStatus>> MembersAsync() =>

@@ -12,8 +12,6 @@ namespace KvCache.Gateway.Tests.Infrastructure;
 /// </summary>
 public sealed class SiloProcess : IAsyncDisposable
 {
-    private static readonly string SiloDll = Path.Combine(AppContext.BaseDirectory, "KvCache.SiloHost.dll");
-
     private readonly string[] _settings;
     private readonly StringBuilder _output = new();
     private Process? _process;
@@ -34,6 +32,11 @@ public sealed class SiloProcess : IAsyncDisposable
     public int Port { get; }
 
     public string Secret { get; }
+
+    /// <summary>The folder the silo runs from: this test's output, or a published image's /app.</summary>
+    public string AppDirectory { get; init; } = AppContext.BaseDirectory;
+
+    private string SiloDll => Path.Combine(AppDirectory, "KvCache.SiloHost.dll");
 
     /// <summary>host:port, the endpoint of its membership row.</summary>
     public string Endpoint => $"127.0.0.1:{Port}";
@@ -58,7 +61,7 @@ public sealed class SiloProcess : IAsyncDisposable
     {
         var start = new ProcessStartInfo("dotnet")
         {
-            WorkingDirectory = AppContext.BaseDirectory,
+            WorkingDirectory = AppDirectory,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
@@ -114,6 +117,25 @@ public sealed class SiloProcess : IAsyncDisposable
         _process = null;
     }
 
+    /// <summary>SIGSTOP: the process freezes (no heartbeat, no serving) until <see cref="ResumeAsync"/>.</summary>
+    public Task PauseAsync() => SignalAsync("STOP");
+
+    /// <summary>SIGCONT: a paused process runs on, unaware of the time it lost.</summary>
+    public Task ResumeAsync() => SignalAsync("CONT");
+
+    /// <summary>Waits for the process to exit on its own; returns its exit code.</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        var process = _process ?? throw new InvalidOperationException("Not started.");
+        using var cancel = new CancellationTokenSource(timeout);
+        await process.WaitForExitAsync(cancel.Token);
+        _process = null;
+        return process.ExitCode;
+    }
+
+    /// <summary>Whether the process is running.</summary>
+    public bool IsRunning => _process is { HasExited: false };
+
     /// <summary>SIGKILL: no shutdown code runs.</summary>
     public async Task KillAsync()
     {
@@ -132,6 +154,13 @@ public sealed class SiloProcess : IAsyncDisposable
         }
 
         Channel.Dispose();
+    }
+
+    private async Task SignalAsync(string signal)
+    {
+        var process = _process ?? throw new InvalidOperationException("Not started.");
+        using var kill = Process.Start("kill", [$"-{signal}", process.Id.ToString()]);
+        await kill.WaitForExitAsync();
     }
 
     private void Append(string? line)

@@ -5,6 +5,8 @@ using KvCache.Silo.Storage;
 using KvCache.Testing.Time;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Hosting.Internal;
 using Xunit;
 
 namespace KvCache.Silo.Tests.Cluster;
@@ -34,6 +36,7 @@ public sealed class GrainOwnershipUnitTests : IAsyncLifetime
         }).Build();
         var services = new ServiceCollection();
         services.AddLogging();
+        services.AddSingleton<IHostApplicationLifetime, ApplicationLifetime>();
         services.AddSingleton<TimeProvider>(new ManualTimeProvider());
         services.AddSingleton<ISiloStatusOracle>(_oracle);
         services.AddSilo(configuration);

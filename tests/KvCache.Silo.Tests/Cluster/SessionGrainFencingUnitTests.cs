@@ -6,6 +6,8 @@ using KvCache.Silo.Storage;
 using KvCache.Testing.Time;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Hosting.Internal;
 using Xunit;
 
 namespace KvCache.Silo.Tests.Cluster;
@@ -31,6 +33,7 @@ public sealed class SessionGrainFencingUnitTests : IAsyncLifetime
         }).Build();
         var services = new ServiceCollection();
         services.AddLogging();
+        services.AddSingleton<IHostApplicationLifetime, ApplicationLifetime>();
         services.AddSingleton<TimeProvider>(new ManualTimeProvider());
         services.AddSilo(configuration);
         _services = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });

@@ -6,6 +6,8 @@ using KvCache.Silo.Storage;
 using KvCache.Testing.Time;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Hosting.Internal;
 using Xunit;
 
 namespace KvCache.Silo.Tests.Sessions;
@@ -198,6 +200,7 @@ public sealed class SessionServiceUnitTests : IAsyncLifetime
         }).Build();
         var services = new ServiceCollection();
         services.AddLogging();
+        services.AddSingleton<IHostApplicationLifetime, ApplicationLifetime>();
         services.AddSingleton<TimeProvider>(_time);
         services.AddSilo(configuration);
         return services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using KvCache.Contracts.Internal.V1;
+using KvCache.Gateway.Observability;
 using KvCache.Silo.Cluster.Directory;
 using KvCache.Silo.Cluster.Membership;
 using KvCache.Silo.Cluster.Serving;
@@ -33,6 +34,7 @@ internal sealed class ClusterSessionService : ISessionService
     private readonly RoutingOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger<ClusterSessionService> _logger;
+    private readonly GatewayMetrics _metrics;
 
     public ClusterSessionService(
         RedisSessionStore store,
@@ -41,7 +43,8 @@ internal sealed class ClusterSessionService : ISessionService
         IPlacementDirector placement,
         IOptions<RoutingOptions> options,
         TimeProvider time,
-        ILogger<ClusterSessionService> logger)
+        ILogger<ClusterSessionService> logger,
+        GatewayMetrics metrics)
     {
         _store = store;
         _view = view;
@@ -50,6 +53,7 @@ internal sealed class ClusterSessionService : ISessionService
         _options = options.Value;
         _time = time;
         _logger = logger;
+        _metrics = metrics;
         _view.SilosLost += DropRoutes;
     }
 
@@ -270,6 +274,7 @@ internal sealed class ClusterSessionService : ISessionService
         }
 
         RoutingLog.SiloFailed(_logger, silo, failure.Status.StatusCode, failure.Status.Detail);
+        _metrics.Failover();
         DropRoutes(new HashSet<SiloAddress> { silo });
         await WaitForFailoverAsync(key, silo, cancellationToken);
         return null;

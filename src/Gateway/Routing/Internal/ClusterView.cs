@@ -51,6 +51,10 @@ internal sealed class ClusterView(
             .ToList();
     }
 
+    /// <summary>Every membership row as of the last refresh, with the silo's last load report if it is live and reported.</summary>
+    public IReadOnlyList<(MembershipEntry Entry, SiloStats? Stats)> Members() =>
+        _members.Select(m => (m, _stats.GetValueOrDefault(m.SiloAddress))).ToList();
+
     /// <summary>Counts an activation sent to <paramref name="silo"/> until its next load report includes it.</summary>
     public void NotePlaced(SiloAddress silo) => _placedSinceStats.AddOrUpdate(silo, 1, (_, n) => n + 1);
 

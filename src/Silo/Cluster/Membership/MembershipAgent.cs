@@ -56,6 +56,9 @@ public sealed class MembershipAgent : BackgroundService
     public SiloStatus GetApproximateStatus(SiloAddress silo) =>
         _view?.Find(silo) is { } row ? row.Entry.Status : SiloStatus.None;
 
+    /// <summary>Every row as of the last table read (empty before the first).</summary>
+    public IReadOnlyList<MembershipEntry> Members => _view?.Members.Select(m => m.Entry).ToArray() ?? [];
+
     /// <summary>Inserts this silo's row as Joining, then marks it Active.</summary>
     public async Task JoinAsync(CancellationToken cancellationToken)
     {

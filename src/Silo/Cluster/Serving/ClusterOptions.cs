@@ -20,6 +20,13 @@ public sealed class ClusterOptions : IValidatableObject
     /// </summary>
     public string AdvertisedEndpoint { get; set; } = "";
 
+    /// <summary>
+    /// When another silo joins, this silo moves it up to this many idle sessions (its fair share); 0 turns
+    /// rebalancing off. Bounded so a join never floods the newcomer or the spill store.
+    /// </summary>
+    [Range(0, 10_000)]
+    public int MaxSessionsMovedPerJoin { get; set; } = 16;
+
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
         if (Secret.Length < 16)
@@ -50,5 +57,5 @@ public sealed class ClusterOptions : IValidatableObject
         }
     }
 
-    public override string ToString() => $"AdvertisedEndpoint={AdvertisedEndpoint}, Secret=***";
+    public override string ToString() => $"AdvertisedEndpoint={AdvertisedEndpoint}, MaxSessionsMovedPerJoin={MaxSessionsMovedPerJoin}, Secret=***";
 }

@@ -3,6 +3,7 @@ using System.Text;
 using KvCache.Contracts.Internal.V1;
 using KvCache.Silo.Cluster.Directory;
 using KvCache.Silo.Cluster.Membership;
+using KvCache.Silo.Cluster.Migration.Internal;
 using KvCache.Silo.Models;
 using KvCache.Silo.Runtime;
 using KvCache.Silo.Sessions;
@@ -10,6 +11,7 @@ using KvCache.Silo.Storage;
 using KvCache.Transport;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using V1 = KvCache.Contracts.V1;
@@ -29,6 +31,8 @@ internal sealed class SiloGrpcService(
     ISiloStatusOracle oracle,
     MembershipAgent agent,
     ClusterSiloLifecycle lifecycle,
+    SessionMigrator migrator,
+    IHostApplicationLifetime lifetime,
     IOptions<ClusterOptions> options,
     ILogger<SiloGrpcService> logger)
 {
@@ -44,6 +48,9 @@ internal sealed class SiloGrpcService(
         endpoints.MapGrpcUnary(SiloGrpc.DeleteSessionMethod, DeleteSession);
         endpoints.MapGrpcUnary(SiloGrpc.ListSessionsMethod, ListSessions);
         endpoints.MapGrpcUnary(SiloGrpc.GetStatsMethod, GetStats);
+        endpoints.MapGrpcUnary(SiloGrpc.MigrateSessionMethod, MigrateSession);
+        endpoints.MapGrpcUnary(SiloGrpc.AcceptSessionMethod, AcceptSession);
+        endpoints.MapGrpcUnary(SiloGrpc.DrainMethod, Drain);
     }
 
     private Task<V1.Session> CreateSession(CreateSessionCall call, ServerCallContext context) =>
@@ -134,6 +141,44 @@ internal sealed class SiloGrpcService(
             };
             stats.Models.AddRange(sessions.ListModels().Select(SiloProtoMapping.ToProto));
             return Task.FromResult(stats);
+        });
+
+    private Task<MigrateResult> MigrateSession(MigrateCall call, ServerCallContext context)
+    {
+        var key = new SessionKey(call.Tenant, call.SessionId);
+        return Serve(context, key, () => migrator.MigrateAsync(key, call.TargetSilo, context.CancellationToken));
+    }
+
+    private Task<V1.Session> AcceptSession(AcceptCall call, ServerCallContext context)
+    {
+        var key = new SessionKey(call.Tenant, call.SessionId);
+        return Serve(context, key, async () =>
+        {
+            GrainAddress? previous = null;
+            if (call.PreviousActivation.Length > 0)
+            {
+                try
+                {
+                    previous = new GrainAddress(key, SiloAddress.Parse(call.PreviousSilo), ActivationId.Parse(call.PreviousActivation));
+                }
+                catch (Exception e) when (e is FormatException or ArgumentException)
+                {
+                    throw new SessionException(SessionErrorCode.InvalidArgument, $"Bad previous activation: {e.Message}");
+                }
+            }
+
+            return SiloProtoMapping.ToProto(await catalog.AcceptAsync(key, previous, context.CancellationToken));
+        });
+    }
+
+    private Task<DrainResult> Drain(DrainCall call, ServerCallContext context) =>
+        Serve(context, null, async () =>
+        {
+            var (moved, spilled) = await lifecycle.DrainAsync();
+
+            // Drained means leaving: the process stops as on SIGTERM (the shutdown finds nothing left to move).
+            lifetime.StopApplication();
+            return new DrainResult { Moved = moved, Spilled = spilled };
         });
 
     /// <summary>

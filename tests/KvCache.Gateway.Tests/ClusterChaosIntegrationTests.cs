@@ -1,0 +1,144 @@
+using KvCache.Contracts.V1;
+using KvCache.Gateway.Tests.Infrastructure;
+using KvCache.Silo.Storage;
+using KvCache.Silo.Storage.Redis;
+using KvCache.Transport;
+using Microsoft.Extensions.Options;
+using Xunit;
+
+namespace KvCache.Gateway.Tests;
+
+/// <summary>
+/// Silo processes stopped (SIGTERM) and killed (SIGKILL) at random, and started again, under a light decode load
+/// through the gateway: every session's token log ends intact and decodable. Runs for
+/// <c>KVCACHE_CHAOS_SECONDS</c> (default 60).
+/// </summary>
+[Collection(ClusterProcessesCollection.Name)]
+public sealed class ClusterChaosIntegrationTests : IAsyncLifetime
+{
+    private const int Sessions = 6;
+    private const int TokensPerTurn = 4;
+    private static readonly int[] Prompt = Enumerable.Range(0, 16).Select(i => (i * 331 + 17) % 8192).ToArray();
+
+    private ProcessCluster _cluster = null!;
+
+    public async Task InitializeAsync() => _cluster = await ProcessCluster.StartAsync(silos: 3, ["--Models:CacheBudgetMiB=256"]);
+
+    public async Task DisposeAsync() => await _cluster.DisposeAsync();
+
+    [Fact]
+    public async Task Random_stops_and_kills_of_silos_under_load_leave_every_token_log_intact_and_decodable()
+    {
+        var seconds = int.TryParse(Environment.GetEnvironmentVariable("KVCACHE_CHAOS_SECONDS"), out var s) ? s : 60;
+        var client = _cluster.Gateway.Client;
+        for (var i = 0; i < Sessions; i++)
+        {
+            await client.CreateSessionAsync(new CreateSessionRequest { SessionId = $"c{i}" });
+            await client.AppendAsync(new AppendRequest { SessionId = $"c{i}", TokenIds = { Prompt } });
+        }
+
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(seconds));
+        var seen = Enumerable.Range(0, Sessions).Select(_ => new List<DecodeEvent>()).ToArray();
+        var load = Enumerable.Range(0, Sessions).Select(i => ConverseAsync($"c{i}", seen[i], stop.Token)).ToArray();
+        var random = new Random(4);
+        var actions = new List<string>();
+        while (!stop.IsCancellationRequested)
+        {
+            await Task.Delay(TimeSpan.FromSeconds(3 + random.Next(5)));
+            var running = _cluster.Silos.Where(x => x.IsRunning).ToList();
+            if (running.Count > 1 && random.Next(3) > 0)
+            {
+                // Stop or kill 1 or 2 of them, never the last one.
+                foreach (var victim in running.OrderBy(_ => random.Next()).Take(1 + random.Next(Math.Min(2, running.Count - 1))))
+                {
+                    var kill = random.Next(2) == 0;
+                    actions.Add($"{(kill ? "kill" : "stop")} {victim.Name}");
+                    await (kill ? victim.KillAsync() : victim.StopAsync());
+                }
+            }
+            else
+            {
+                actions.Add($"start {(await _cluster.AddSiloAsync()).Name}");
+            }
+        }
+
+        var turns = await Task.WhenAll(load);
+
+        // Every session's log: the prompt, then exactly the tokens its client saw, each once, in order.
+        await using var store = new RedisSessionStore(Options.Create(new RedisStoreOptions { Endpoint = _cluster.RedisEndpoint }));
+        for (var i = 0; i < Sessions; i++)
+        {
+            var key = new SessionKey("dev", $"c{i}");
+            var count = await store.GetTokenCountAsync(key);
+            var log = new int[count];
+            Assert.Equal((int)count, await store.ReadTokensAsync(key, 0, log));
+            Assert.Equal(Prompt, log[..Prompt.Length]);
+            Assert.Equal(Enumerable.Range(Prompt.Length, seen[i].Count).Select(p => (long)p), seen[i].Select(e => e.Position));
+            Assert.Equal(log[Prompt.Length..].Take(seen[i].Count), seen[i].Select(e => e.TokenId));
+            Assert.True(count - Prompt.Length - seen[i].Count < TokensPerTurn, $"c{i}: the log holds {count} tokens, the client saw {seen[i].Count}");
+            Assert.True(turns[i] > 0, $"c{i} completed no turn; chaos: {string.Join(", ", actions)}");
+        }
+
+        for (var i = 0; i < Sessions; i++)
+        {
+            using var call = client.Decode(new DecodeRequest { SessionId = $"c{i}", MaxTokens = 2, Sampling = new SamplingParams { Temperature = 0 } });
+            var events = 0;
+            while (await call.ResponseStream.MoveNext())
+            {
+                events++;
+            }
+
+            Assert.Equal(2, events);
+        }
+    }
+
+    /// <summary>
+    /// Greedy turns with a request id until stopped; a failed turn is retried with the same id until it completes,
+    /// so the client never loses or repeats a token. Returns the turns completed.
+    /// </summary>
+    private async Task<int> ConverseAsync(string id, List<DecodeEvent> seen, CancellationToken stop)
+    {
+        var turns = 0;
+        while (!stop.IsCancellationRequested)
+        {
+            var request = new DecodeRequest
+            {
+                SessionId = id,
+                MaxTokens = TokensPerTurn,
+                Sampling = new SamplingParams { Temperature = 0 },
+                RequestId = Guid.NewGuid().ToString("N"),
+            };
+            var received = 0;
+            while (true)
+            {
+                try
+                {
+                    using var call = _cluster.Gateway.Client.Decode(request);
+                    var replay = 0;
+                    while (await call.ResponseStream.MoveNext())
+                    {
+                        // A retried request replays its earlier tokens first: those this client has are skipped.
+                        if (replay++ < received)
+                        {
+                            continue;
+                        }
+
+                        seen.Add(call.ResponseStream.Current);
+                        received++;
+                    }
+
+                    break;
+                }
+                catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.Internal or StatusCode.Unknown or StatusCode.Aborted)
+                {
+                    // Every silo may be down for a moment: the same request continues once one is back.
+                    await Task.Delay(200, CancellationToken.None);
+                }
+            }
+
+            turns++;
+        }
+
+        return turns;
+    }
+}

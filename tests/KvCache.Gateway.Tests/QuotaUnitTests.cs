@@ -1,0 +1,208 @@
+using KvCache.Gateway.Auth;
+using KvCache.Gateway.Quotas;
+using KvCache.Gateway.Quotas.Internal;
+using KvCache.Silo.Sessions;
+using KvCache.Silo.Storage;
+using KvCache.Testing.Time;
+using KvCache.Transport;
+using Microsoft.Extensions.Options;
+using Xunit;
+
+namespace KvCache.Gateway.Tests;
+
+public sealed class QuotaUnitTests
+{
+    private const long BytesPerToken = 1000;
+
+    [Fact]
+    public async Task Session_quota_refuses_one_more_and_is_restored_when_a_session_ends()
+    {
+        var sessions = new FakeSessions();
+        var quotas = Quotas(sessions, new QuotaOptions { Default = new() { MaxSessions = 2 } });
+
+        await Create(quotas, sessions, "t", "a");
+        await Create(quotas, sessions, "t", "b");
+        Assert.Equal(StatusCode.ResourceExhausted, (await Assert.ThrowsAsync<RpcException>(() => Create(quotas, sessions, "t", "c"))).StatusCode);
+        await Create(quotas, sessions, "other", "c");
+
+        sessions.Remove(new SessionKey("t", "a"));
+        quotas.Deleted(new SessionKey("t", "a"));
+        await Create(quotas, sessions, "t", "c");
+    }
+
+    [Fact]
+    public async Task Session_counts_come_from_the_store_so_they_survive_a_restart()
+    {
+        var sessions = new FakeSessions();
+        sessions.Add(new SessionKey("t", "old-1"), 10);
+        sessions.Add(new SessionKey("t", "old-2"), 0);
+        var quotas = Quotas(sessions, new QuotaOptions { Default = new() { MaxSessions = 2 } });
+
+        Assert.Equal(StatusCode.ResourceExhausted, (await Assert.ThrowsAsync<RpcException>(() => Create(quotas, sessions, "t", "new"))).StatusCode);
+
+        // Deleted elsewhere (another gateway): the recount before refusing sees it.
+        sessions.Remove(new SessionKey("t", "old-2"));
+        await Create(quotas, sessions, "t", "new");
+    }
+
+    [Fact]
+    public async Task Cache_byte_quota_counts_every_session_at_its_position_and_is_restored_by_delete()
+    {
+        var sessions = new FakeSessions();
+        var a = new SessionKey("t", "a");
+        var b = new SessionKey("t", "b");
+        sessions.Add(a, 60);
+        sessions.Add(b, 0);
+        var quotas = Quotas(sessions, new QuotaOptions { Tenants = { ["t"] = new() { MaxCacheBytes = 100 * BytesPerToken } } });
+
+        await quotas.CheckCacheAsync(b, 40, default);
+        quotas.Advanced(b, 40);
+        var refused = await Assert.ThrowsAsync<RpcException>(() => quotas.CheckCacheAsync(b, 1, default).AsTask());
+        Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
+        await quotas.CheckCacheAsync(new SessionKey("other", "x"), 1_000_000, default);
+
+        quotas.Deleted(a);
+        await quotas.CheckCacheAsync(b, 60, default);
+
+        // Another tenant's id is looked up under the caller's tenant: NOT_FOUND, never the other's size.
+        var missing = await Assert.ThrowsAsync<SessionException>(() => quotas.CheckCacheAsync(new SessionKey("t", "unknown"), 1, default).AsTask());
+        Assert.Equal(SessionErrorCode.NotFound, missing.Code);
+    }
+
+    [Fact]
+    public void Decode_rate_is_a_token_bucket_on_the_clock()
+    {
+        var time = new ManualTimeProvider();
+        var quotas = Quotas(new FakeSessions(), new QuotaOptions { Default = new() { DecodeTokensPerSecond = 10, DecodeBurstTokens = 3 } }, time);
+
+        for (var i = 0; i < 3; i++)
+        {
+            quotas.TakeDecodeToken("t");
+        }
+
+        Assert.Equal(StatusCode.ResourceExhausted, Assert.Throws<RpcException>(() => quotas.TakeDecodeToken("t")).StatusCode);
+        quotas.TakeDecodeToken("other");
+
+        time.Advance(TimeSpan.FromMilliseconds(100));
+        quotas.TakeDecodeToken("t");
+        Assert.Throws<RpcException>(() => quotas.TakeDecodeToken("t"));
+
+        quotas.ReturnDecodeToken("t");
+        quotas.TakeDecodeToken("t");
+
+        // Refill stops at the burst size.
+        time.Advance(TimeSpan.FromHours(1));
+        for (var i = 0; i < 3; i++)
+        {
+            quotas.TakeDecodeToken("t");
+        }
+
+        Assert.Throws<RpcException>(() => quotas.TakeDecodeToken("t"));
+    }
+
+    [Fact]
+    public void Concurrent_decode_streams_are_limited_per_tenant()
+    {
+        var quotas = Quotas(new FakeSessions(), new QuotaOptions { Default = new() { MaxConcurrentDecodes = 1 }, Tenants = { ["big"] = new() { MaxConcurrentDecodes = 0 } } });
+
+        var first = quotas.EnterDecode("t");
+        Assert.Equal(StatusCode.ResourceExhausted, Assert.Throws<RpcException>(() => quotas.EnterDecode("t")).StatusCode);
+        using (quotas.EnterDecode("u"))
+        using (quotas.EnterDecode("big"))
+        using (quotas.EnterDecode("big"))
+        {
+        }
+
+        first.Dispose();
+        quotas.EnterDecode("t").Dispose();
+    }
+
+    [Fact]
+    public void Tenant_settings_override_the_defaults_field_by_field_and_negative_limits_fail_validation()
+    {
+        var options = new QuotaOptions
+        {
+            Default = new() { MaxSessions = 5, MaxCacheBytes = 7, DecodeTokensPerSecond = 2.5 },
+            Tenants = { ["t"] = new() { MaxSessions = 9 } },
+        };
+
+        Assert.Equal(new TenantLimits(9, 7, 2.5, 3, 0), options.For("t"));
+        Assert.Equal(new TenantLimits(5, 7, 2.5, 3, 0), options.For("u"));
+        Assert.True(new QuotaOptionsValidator().Validate(null, options).Succeeded);
+
+        options.Tenants["bad"] = new() { MaxSessions = -1, DecodeBurstTokens = 0 };
+        var result = new QuotaOptionsValidator().Validate(null, options);
+        Assert.True(result.Failed);
+        Assert.Contains("Quotas:Tenants:bad:MaxSessions", result.FailureMessage);
+        Assert.Contains("Quotas:Tenants:bad:DecodeBurstTokens", result.FailureMessage);
+    }
+
+    [Fact]
+    public void Admin_calls_need_a_key_with_the_admin_role()
+    {
+        var auth = new TenantAuthenticator(Options.Create(new AuthOptions
+        {
+            ApiKeys = [new() { Tenant = "ops", Key = "admin-key", Admin = true }, new() { Tenant = "acme", Key = "tenant-key" }],
+        }));
+
+        Assert.Equal("ops", auth.AuthenticateAdmin(Bearer("admin-key")));
+        Assert.Equal("acme", auth.Authenticate(Bearer("tenant-key")));
+        Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => auth.AuthenticateAdmin(Bearer("tenant-key"))).StatusCode);
+        Assert.Equal(StatusCode.Unauthenticated, Assert.Throws<RpcException>(() => auth.AuthenticateAdmin(Bearer("unknown"))).StatusCode);
+        Assert.Equal(StatusCode.Unauthenticated, Assert.Throws<RpcException>(() => auth.AuthenticateAdmin(new Metadata())).StatusCode);
+
+        var dev = new TenantAuthenticator(Options.Create(new AuthOptions { DevTenant = "dev" }));
+        Assert.Equal("dev", dev.AuthenticateAdmin(new Metadata()));
+    }
+
+    private static Metadata Bearer(string key) => new() { { "authorization", $"Bearer {key}" } };
+
+    private static TenantQuotas Quotas(FakeSessions sessions, QuotaOptions options, TimeProvider? time = null) =>
+        new(sessions, Options.Create(options), time ?? TimeProvider.System);
+
+    private static Task<SessionInfo> Create(TenantQuotas quotas, FakeSessions sessions, string tenant, string id) =>
+        quotas.CreateSessionAsync(tenant, () => Task.FromResult(sessions.Add(new SessionKey(tenant, id), 0)), default);
+
+    /// <summary>Just enough of a session service for the quotas: list, get, and a position per session.</summary>
+    private sealed class FakeSessions : ISessionService
+    {
+        private readonly SortedDictionary<string, (SessionKey Key, long Position)> _sessions = new(StringComparer.Ordinal);
+
+        public SessionInfo Add(SessionKey key, long position)
+        {
+            _sessions[key.ToString()] = (key, position);
+            return Info(key.SessionId, position);
+        }
+
+        public void Remove(SessionKey key) => _sessions.Remove(key.ToString());
+
+        public Task<SessionInfo> GetAsync(SessionKey key, CancellationToken cancellationToken) =>
+            _sessions.TryGetValue(key.ToString(), out var s)
+                ? Task.FromResult(Info(key.SessionId, s.Position))
+                : throw new SessionException(SessionErrorCode.NotFound, $"Session '{key.SessionId}' does not exist.");
+
+        public Task<SessionListPage> ListAsync(string tenant, int pageSize, string? pageToken, CancellationToken cancellationToken)
+        {
+            // One session per page, to exercise paging.
+            var next = _sessions.Values.Where(s => s.Key.Tenant == tenant && string.CompareOrdinal(s.Key.SessionId, pageToken ?? "") > 0).Take(1).ToArray();
+            return Task.FromResult(new SessionListPage(
+                next.Select(s => Info(s.Key.SessionId, s.Position)).ToArray(),
+                next.Length == 0 ? null : next[0].Key.SessionId));
+        }
+
+        public Task<SessionInfo> CreateAsync(string tenant, string? model, string? codec, string? sessionId, CancellationToken cancellationToken) => throw new NotSupportedException();
+
+        public Task<AppendResult> AppendAsync(SessionKey key, ReadOnlyMemory<int> tokens, int topLogprobs, CancellationToken cancellationToken) => throw new NotSupportedException();
+
+        public IAsyncEnumerable<DecodedToken> DecodeAsync(SessionKey key, DecodeRequestOptions options, CancellationToken cancellationToken) => throw new NotSupportedException();
+
+        public Task<SessionInfo> SpillAsync(SessionKey key, CancellationToken cancellationToken) => throw new NotSupportedException();
+
+        public Task DeleteAsync(SessionKey key, CancellationToken cancellationToken) => throw new NotSupportedException();
+
+        public IReadOnlyList<ModelDescription> ListModels() => throw new NotSupportedException();
+
+        private static SessionInfo Info(string id, long position) =>
+            new(id, "m", "full", position, SessionResidency.Spilled, null, 0, BytesPerToken, 1 << 20);
+    }
+}
