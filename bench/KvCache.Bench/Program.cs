@@ -2,6 +2,7 @@
 //   dotnet run -c Release --project bench/KvCache.Bench -- decode [--contexts 1024,4096,8192] [--steps N]
 //   dotnet run -c Release --project bench/KvCache.Bench -- spill  [--mib 256]
 //   dotnet run -c Release --project bench/KvCache.Bench -- quality [--contexts 512,2048] [--tokens 16384]
+//   dotnet run -c Release --project bench/KvCache.Bench -- cluster [--contexts 512,2048,4096]
 using KvCache.Bench;
 
 return args.FirstOrDefault() switch
@@ -15,6 +16,6 @@ return args.FirstOrDefault() switch
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: KvCache.Bench (decode | spill | quality) [options]");
+    Console.Error.WriteLine("usage: KvCache.Bench (decode | spill | quality | cluster) [options]");
     return 2;
 }

@@ -22,7 +22,7 @@ public sealed class ClusterChaosIntegrationTests : IAsyncLifetime
 
     private ProcessCluster _cluster = null!;
 
-    public async Task InitializeAsync() => _cluster = await ProcessCluster.StartAsync(silos: 3, ["--Models:CacheBudgetMiB=256"]);
+    public async Task InitializeAsync() => _cluster = await ProcessCluster.StartAsync(silos: 3, ["--Models:CacheBudgetMiB=1024"]);
 
     public async Task DisposeAsync() => await _cluster.DisposeAsync();
 
@@ -137,6 +137,9 @@ public sealed class ClusterChaosIntegrationTests : IAsyncLifetime
             }
 
             turns++;
+
+            // A light load: a chat turn now and then, so sessions stay within one silo's cache budget for long runs.
+            await Task.Delay(250, CancellationToken.None);
         }
 
         return turns;
