@@ -229,8 +229,15 @@ public sealed class FuzzIntegrationTests(ITestOutputHelper output) : IAsyncLifet
         {
             var garbage = RandomBytes(random, random.Next(1, 200));
             garbage[0] = (byte)'X'; // never a valid preface
-            await stream.WriteAsync(garbage);
-            socket.Shutdown(SocketShutdown.Send); // a short garbage preface is otherwise waited on
+            try
+            {
+                await stream.WriteAsync(garbage);
+                socket.Shutdown(SocketShutdown.Send); // a short garbage preface is otherwise waited on
+            }
+            catch (Exception e) when (e is IOException or SocketException)
+            {
+                return; // closed by the server while we were still sending: a clean close
+            }
         }
         else
         {
@@ -249,11 +256,26 @@ public sealed class FuzzIntegrationTests(ITestOutputHelper output) : IAsyncLifet
                 header[3] = (byte)random.Next(0, 12);
                 header[4] = (byte)random.Next(256);
                 BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(5), random.Next(0, 16));
-                await stream.WriteAsync(header);
-                await stream.WriteAsync(payload);
+                try
+                {
+                    await stream.WriteAsync(header);
+                    await stream.WriteAsync(payload);
+                }
+                catch (IOException)
+                {
+                    // The server already closed the connection over an earlier frame: a clean close.
+                    return;
+                }
             }
 
-            socket.Shutdown(SocketShutdown.Send);
+            try
+            {
+                socket.Shutdown(SocketShutdown.Send);
+            }
+            catch (SocketException)
+            {
+                return;
+            }
         }
 
         await DrainUntilClosedAsync(stream);

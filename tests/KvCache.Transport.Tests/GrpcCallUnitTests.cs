@@ -218,7 +218,7 @@ public sealed class GrpcCallUnitTests
         }));
         using var channel = server.CreateChannel();
 
-        var deadline = DateTime.UtcNow.AddMilliseconds(300);
+        var deadline = DateTime.UtcNow.AddSeconds(2);
         var error = await Assert.ThrowsAsync<RpcException>(() =>
             channel.CreateCallInvoker().UnaryAsync(TestMethods.Echo, new StringValue(), new CallOptions(Deadline: deadline)));
 
@@ -239,7 +239,7 @@ public sealed class GrpcCallUnitTests
         }));
         using var channel = server.CreateChannel();
 
-        using var call = channel.CreateCallInvoker().ServerStreaming(TestMethods.Count, new Int32Value(), new CallOptions(Deadline: DateTime.UtcNow.AddMilliseconds(300)));
+        using var call = channel.CreateCallInvoker().ServerStreaming(TestMethods.Count, new Int32Value(), new CallOptions(Deadline: DateTime.UtcNow.AddSeconds(2)));
         Assert.True(await call.ResponseStream.MoveNext());
         var error = await Assert.ThrowsAsync<RpcException>(() => call.ResponseStream.MoveNext());
 
