@@ -2,6 +2,7 @@ using KvCache.Contracts.Admin.V1;
 using KvCache.GpuWorker;
 using KvCache.Silo.Cluster.Membership;
 using KvCache.Testing.Redis;
+using KvCache.Transport;
 using Microsoft.Extensions.Options;
 
 namespace KvCache.Gateway.Tests.Infrastructure;
@@ -56,7 +57,8 @@ public sealed class ProcessCluster : IAsyncDisposable
 
     /// <param name="settings">Extra settings of every process, after the cluster's own (so these win).</param>
     /// <param name="modelDirectory">The model the silos serve (default: the generated decode model).</param>
-    public static async Task<ProcessCluster> StartAsync(int silos, string[]? settings = null, string? modelDirectory = null)
+    /// <param name="gatewayHeaders">Metadata the gateway needs for a ListModels call (an API key when keys are configured).</param>
+    public static async Task<ProcessCluster> StartAsync(int silos, string[]? settings = null, string? modelDirectory = null, Metadata? gatewayHeaders = null)
     {
         var redis = await RedisServer.StartAsync(new RedisServerOptions { FirstPort = 43500, LastPort = 43999 });
         var cluster = new ProcessCluster(redis, modelDirectory ?? EnsureModel(), settings ?? []);
@@ -68,10 +70,10 @@ public sealed class ProcessCluster : IAsyncDisposable
             cluster.Gateway = new GatewayProcess(
                 GatewayProcess.FreePort(),
                 [.. cluster._common, "--Cluster:Mode=Routed", "--Cluster:RefreshPeriod=00:00:00.250", $"--Cluster:Secret={Secret}"]);
-            await cluster.Gateway.StartAsync();
+            await cluster.Gateway.StartAsync(gatewayHeaders);
 
             // The gateway lists the silos' models once it has read their load: then it can place on all of them.
-            while ((await cluster.Gateway.Client.ListModelsAsync(new())).Models.Count == 0)
+            while ((await cluster.Gateway.Client.ListModelsAsync(new(), new CallOptions(gatewayHeaders))).Models.Count == 0)
             {
                 await Task.Delay(100);
             }
