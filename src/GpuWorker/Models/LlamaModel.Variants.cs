@@ -58,6 +58,7 @@ public sealed unsafe partial class LlamaModel
         }
     }
 
+    /// <summary>The argument checks every codec's Forward makes before touching its cache.</summary>
     private void CheckInput(int position, ReadOnlySpan<int> tokens, Span<float> logits)
     {
         if (tokens.IsEmpty)

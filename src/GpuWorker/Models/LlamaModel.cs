@@ -225,29 +225,7 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
             throw new ArgumentException("The cache was not created by this model.", nameof(cache));
         }
 
-        if (tokens.IsEmpty)
-        {
-            throw new ArgumentException("At least one token is needed.", nameof(tokens));
-        }
-
-        if (logits.Length < Config.VocabSize)
-        {
-            throw new ArgumentException($"Logits need {Config.VocabSize} elements, got {logits.Length}.", nameof(logits));
-        }
-
-        foreach (int t in tokens)
-        {
-            if ((uint)t >= (uint)Config.VocabSize)
-            {
-                throw new ArgumentOutOfRangeException(nameof(tokens), t, $"Token id outside the vocabulary [0, {Config.VocabSize}).");
-            }
-        }
-
-        if (paged.Position + tokens.Length > Config.MaxPositionEmbeddings)
-        {
-            throw new ArgumentOutOfRangeException(
-                nameof(tokens), $"Position {paged.Position} + {tokens.Length} tokens exceeds max positions {Config.MaxPositionEmbeddings}.");
-        }
+        CheckInput(paged.Position, tokens, logits);
 
         paged.EnsureCapacity(paged.Position + tokens.Length);
         var scratch = RentScratch();

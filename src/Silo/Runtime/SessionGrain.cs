@@ -496,7 +496,21 @@ internal sealed class SessionGrain
 
     /// <summary>Runs the model over tokens, spilling other idle sessions if the cache pool is full.</summary>
     /// <param name="logged">The tokens are already in the token log, so a failure leaves the cache behind it.</param>
-    private async Task ForwardAsync(ReadOnlyMemory<int> tokens, bool logged = false)
+    private ValueTask ForwardAsync(ReadOnlyMemory<int> tokens, bool logged = false)
+    {
+        // The decode hot path: no closure and no task unless the pool is full and other sessions must be spilled.
+        try
+        {
+            _model!.Forward(_cache!, tokens.Span, _logits);
+            return ValueTask.CompletedTask;
+        }
+        catch (CacheCapacityException)
+        {
+            return new ValueTask(ForwardAfterSpillingAsync(tokens, logged));
+        }
+    }
+
+    private async Task ForwardAfterSpillingAsync(ReadOnlyMemory<int> tokens, bool logged)
     {
         var model = _model!;
         try
