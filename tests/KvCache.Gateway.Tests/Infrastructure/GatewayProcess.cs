@@ -1,7 +1,5 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using System.Text;
 using KvCache.Contracts.V1;
 using KvCache.Transport;
 
@@ -17,8 +15,7 @@ public sealed class GatewayProcess : IAsyncDisposable
     private static readonly HashSet<int> s_handedOut = [];
 
     private readonly string[] _settings;
-    private readonly StringBuilder _output = new();
-    private Process? _process;
+    private ServiceProcess? _service;
 
     /// <param name="settings">Configuration as <c>Section:Key=value</c> command-line arguments.</param>
     public GatewayProcess(int port, params string[] settings)
@@ -34,25 +31,14 @@ public sealed class GatewayProcess : IAsyncDisposable
     /// <summary>The folder the gateway runs from: this test's output, or a published image's /app.</summary>
     public string AppDirectory { get; init; } = AppContext.BaseDirectory;
 
-    private string GatewayDll => Path.Combine(AppDirectory, "KvCache.Gateway.dll");
-
-    public string Target => $"127.0.0.1:{Port}";
+        public string Target => $"127.0.0.1:{Port}";
 
     public GrpcChannel Channel { get; }
 
     public KvCacheGrpc.KvCacheClient Client { get; }
 
     /// <summary>What the process printed so far (for failure messages).</summary>
-    public string Output
-    {
-        get
-        {
-            lock (_output)
-            {
-                return _output.ToString();
-            }
-        }
-    }
+    public string Output => _service?.Output ?? "";
 
     /// <summary>
     /// Whether the process printed <paramref name="text"/>, waiting up to 30 s: its logger writes from a
@@ -76,66 +62,23 @@ public sealed class GatewayProcess : IAsyncDisposable
 
     public async Task StartAsync(Metadata? headers = null)
     {
-        if (!File.Exists(GatewayDll))
-        {
-            throw new InvalidOperationException($"{GatewayDll} is missing: the test project must reference src/Gateway.");
-        }
-
-        var start = new ProcessStartInfo("dotnet")
-        {
-            WorkingDirectory = AppDirectory,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        start.ArgumentList.Add(GatewayDll);
-        foreach (var setting in _settings)
-        {
-            start.ArgumentList.Add(setting);
-        }
-
-        start.Environment["DOTNET_ENVIRONMENT"] = "Production";
-        _process = Process.Start(start) ?? throw new InvalidOperationException("Could not start the gateway process.");
-        _process.OutputDataReceived += (_, e) => Append(e.Data);
-        _process.ErrorDataReceived += (_, e) => Append(e.Data);
-        _process.BeginOutputReadLine();
-        _process.BeginErrorReadLine();
+        // One ServiceProcess across restarts, so Output keeps what every run printed.
+        _service ??= new ServiceProcess("the gateway", Path.Combine(AppDirectory, "KvCache.Gateway.dll"));
+        _service.Start(_settings);
         await WaitUntilServingAsync(headers);
     }
 
     /// <summary>SIGTERM, as Kubernetes stops a pod; waits for a clean exit.</summary>
-    public async Task StopAsync()
-    {
-        var process = _process ?? throw new InvalidOperationException("Not started.");
-        using (var kill = Process.Start("kill", ["-TERM", process.Id.ToString()]))
-        {
-            await kill.WaitForExitAsync();
-        }
-
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await process.WaitForExitAsync(timeout.Token);
-        if (process.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"The gateway exited with {process.ExitCode}:\n{Output}");
-        }
-
-        _process = null;
-    }
+    public Task StopAsync() => Service.StopAsync();
 
     /// <summary>SIGKILL: no shutdown code runs.</summary>
-    public async Task KillAsync()
-    {
-        var process = _process ?? throw new InvalidOperationException("Not started.");
-        process.Kill(entireProcessTree: true);
-        await process.WaitForExitAsync();
-        _process = null;
-    }
+    public Task KillAsync() => Service.KillAsync();
 
     public async ValueTask DisposeAsync()
     {
-        if (_process is { HasExited: false } process)
+        if (_service is not null)
         {
-            process.Kill(entireProcessTree: true);
-            await process.WaitForExitAsync();
+            await _service.DisposeAsync();
         }
 
         Channel.Dispose();
@@ -174,9 +117,9 @@ public sealed class GatewayProcess : IAsyncDisposable
         var deadline = DateTime.UtcNow.AddSeconds(90);
         while (true)
         {
-            if (_process is { HasExited: true } exited)
+            if (Service.ExitCode is { } exitCode)
             {
-                throw new InvalidOperationException($"The gateway exited with {exited.ExitCode} during start:\n{Output}");
+                throw new InvalidOperationException($"The gateway exited with {exitCode} during start:\n{Output}");
             }
 
             try
@@ -191,16 +134,5 @@ public sealed class GatewayProcess : IAsyncDisposable
         }
     }
 
-    private void Append(string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        lock (_output)
-        {
-            _output.AppendLine(line);
-        }
-    }
+    private ServiceProcess Service => _service ?? throw new InvalidOperationException("The gateway is not started.");
 }
