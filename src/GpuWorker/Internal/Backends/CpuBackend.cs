@@ -13,11 +13,9 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
 {
     // Below this many multiply-adds a job runs inline: handing it to the pool costs more than it saves.
     private const long ParallelThreshold = 1 << 14;
-    private const int MatMulTile = 16;
 
     private readonly ComputePool _pool;
     private readonly Lock _gate = new();
-    private readonly MatMulJob _matMul = new();
     private readonly AttentionJob _attention;
     private readonly float* _scores;
 
@@ -40,27 +38,6 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
         for (int r = 0; r < tokens.Length; r++)
         {
             new ReadOnlySpan<float>(table + (long)tokens[r] * dim, dim).CopyTo(new Span<float>(x + (long)r * dim, dim));
-        }
-    }
-
-    public void MatMul(float* x, int rows, int inDim, float* weight, int outDim, float* y)
-    {
-        int tiles = (outDim + MatMulTile - 1) / MatMulTile;
-        bool parallel = (long)rows * inDim * outDim >= ParallelThreshold;
-        lock (_gate)
-        {
-            _matMul.Set(x, rows, inDim, weight, outDim, y);
-            if (parallel)
-            {
-                _pool.Run(_matMul, tiles);
-            }
-            else
-            {
-                for (int t = 0; t < tiles; t++)
-                {
-                    _matMul.Execute(t, 0);
-                }
-            }
         }
     }
 
@@ -196,37 +173,6 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
     {
         _pool.Dispose();
         NativeMemory.AlignedFree(_scores);
-    }
-
-    private sealed class MatMulJob : ParallelJob
-    {
-        private float* _x, _w, _y;
-        private int _rows, _in, _out;
-
-        public void Set(float* x, int rows, int inDim, float* weight, int outDim, float* y)
-        {
-            _x = x;
-            _rows = rows;
-            _in = inDim;
-            _w = weight;
-            _out = outDim;
-            _y = y;
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public override void Execute(int index, int thread)
-        {
-            int end = Math.Min(_out, (index + 1) * MatMulTile);
-            for (int o = index * MatMulTile; o < end; o++)
-            {
-                // Weight row outer, token rows inner: the row is read from memory once per chunk.
-                float* w = _w + (long)o * _in;
-                for (int r = 0; r < _rows; r++)
-                {
-                    _y[(long)r * _out + o] = Kernels.Dot(_x + (long)r * _in, w, _in);
-                }
-            }
-        }
     }
 
     private sealed class AttentionJob(float* scores, int scoreStride) : ParallelJob
