@@ -45,4 +45,24 @@ public interface ILanguageModel : IDisposable
     /// <exception cref="CacheCapacityException">The pool has no room for the new tokens; the cache is unchanged.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A token id outside the vocabulary, or past max positions.</exception>
     void Forward(IKvCache cache, ReadOnlySpan<int> tokens, Span<float> logits);
+
+    /// <summary>Most tokens one <see cref="ForwardBatch"/> pass carries, over all its items.</summary>
+    int MaxBatchTokens { get; }
+
+    /// <summary>
+    /// Checks <paramref name="tokens"/> against <paramref name="cache"/> and takes the cache memory they need, so that
+    /// a later <see cref="Forward"/> or <see cref="ForwardBatch"/> of them cannot fail for either reason.
+    /// </summary>
+    /// <exception cref="CacheCapacityException">The pool has no room for the new tokens; the cache is unchanged.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A token id outside the vocabulary, or past max positions.</exception>
+    void Reserve(IKvCache cache, ReadOnlySpan<int> tokens);
+
+    /// <summary>
+    /// One forward pass over several caches (at most <see cref="MaxBatchTokens"/> tokens in all, each cache once):
+    /// every weight is read once for the whole batch while each cache's tokens attend over that cache alone. The
+    /// results equal those of separate <see cref="Forward"/> calls bit for bit (a pass is batch-invariant).
+    /// </summary>
+    /// <exception cref="ArgumentException">Too many tokens, a cache twice, a cache of another model or short logits.</exception>
+    /// <exception cref="CacheCapacityException">A cache needs memory the pool does not have (reserve first to learn which).</exception>
+    void ForwardBatch(ReadOnlySpan<ForwardItem> items);
 }

@@ -22,7 +22,7 @@ namespace KvCache.GpuWorker;
 /// the position.</para>
 /// <para>Memory comes from the model's shared block pool, block by block as the cache grows.</para>
 /// </remarks>
-public sealed unsafe class FourierKvCache : IKvCache
+public sealed unsafe class FourierKvCache : IKvCache, IForwardCache
 {
     public const string CodecId = "fourier";
 
@@ -147,7 +147,11 @@ public sealed unsafe class FourierKvCache : IKvCache
         _middleBlocks += addMiddle;
     }
 
-    internal void Advance(int tokens) => Position += tokens;
+    object IForwardCache.Owner => Owner;
+
+    void IForwardCache.EnsureCapacity(int tokens) => EnsureCapacity(tokens);
+
+    void IForwardCache.Advance(int tokens) => Position += tokens;
 
     /// <summary>
     /// Appends one token's post-RoPE K and V rows ([kvHeads · head_dim]) of one layer at <paramref name="position"/>:

@@ -17,7 +17,7 @@ namespace KvCache.GpuWorker;
 /// = 2 · layers · heads · dim · 4 bytes, and the state at a position p is a prefix of the state at any later position.</para>
 /// <para>Not thread-safe: one caller at a time (a session's turns are serialized).</para>
 /// </remarks>
-public sealed unsafe class PagedKvCache : IKvCache
+public sealed unsafe class PagedKvCache : IKvCache, IForwardCache
 {
     private readonly KvBlockPool _pool;
     private readonly int _blockTokens;
@@ -116,7 +116,11 @@ public sealed unsafe class PagedKvCache : IKvCache
         _blockCount = needed;
     }
 
-    internal void Advance(int tokens) => Position += tokens;
+    object IForwardCache.Owner => Owner;
+
+    void IForwardCache.EnsureCapacity(int tokens) => EnsureCapacity(tokens);
+
+    void IForwardCache.Advance(int tokens) => Position += tokens;
 
     private int BlocksFor(int tokens) => (tokens + _blockTokens - 1) / _blockTokens;
 

@@ -21,7 +21,7 @@ namespace KvCache.GpuWorker;
 /// <para>Memory: each ring is ⌈C / BlockTokens⌉ pool blocks of the global K̂V̂'s shape; appending never allocates.
 /// Not thread-safe: one caller at a time.</para>
 /// </remarks>
-public sealed unsafe class YocoKvCache : IKvCache
+public sealed unsafe class YocoKvCache : IKvCache, IForwardCache
 {
     public const string CodecId = "yoco";
 
@@ -180,7 +180,11 @@ public sealed unsafe class YocoKvCache : IKvCache
         _globalBlocks += global;
     }
 
-    internal void Advance(int tokens) => Position += tokens;
+    object IForwardCache.Owner => Owner;
+
+    void IForwardCache.EnsureCapacity(int tokens) => EnsureCapacity(tokens);
+
+    void IForwardCache.Advance(int tokens) => Position += tokens;
 
     private CacheCapacityException Full(int blocks, int tokens) => new(
         $"The cache pool has {_pool.FreeBlocks} free blocks of {_blockTokens} tokens; {blocks} more are needed for {tokens} tokens.");

@@ -1,14 +1,27 @@
 using System.Runtime.InteropServices;
 
+using KvCache.GpuWorker.Internal.Backends;
+
 namespace KvCache.GpuWorker.Internal;
 
-/// <summary>Activation buffers for one chunk of tokens, allocated once and reused by Forward calls.</summary>
+/// <summary>
+/// Activation buffers and row bookkeeping for one forward pass of up to <see cref="Capacity"/> rows, allocated once
+/// and reused by every pass.
+/// </summary>
 internal sealed unsafe class ForwardScratch : IDisposable
 {
     private readonly float* _memory;
+    private readonly int _vocab;
+    private float* _logits;
 
     public ForwardScratch(ModelConfig c, int chunk)
     {
+        Capacity = chunk;
+        HiddenSize = c.HiddenSize;
+        _vocab = c.VocabSize;
+        Tokens = new int[chunk];
+        Segments = new PassSegment[chunk];
+        Attend = new AttentionRows(chunk);
         long h = (long)chunk * c.HiddenSize, q = (long)chunk * c.QueryDim, kv = (long)chunk * c.KeyValueDim;
         long f = (long)chunk * c.IntermediateSize;
 
@@ -41,6 +54,27 @@ internal sealed unsafe class ForwardScratch : IDisposable
         KeyCompressed = Next(ck);
     }
 
+    public int Capacity { get; }
+
+    public int HiddenSize { get; }
+
+    /// <summary>Token of each row of the pass.</summary>
+    public int[] Tokens { get; }
+
+    /// <summary>The pass's caches, each with its consecutive rows, in row order.</summary>
+    public PassSegment[] Segments { get; }
+
+    public int SegmentCount { get; private set; }
+
+    public int Rows { get; private set; }
+
+    /// <summary>The rows that attend over a paged cache (per-codec paths handle the others).</summary>
+    public AttentionRows Attend { get; }
+
+    /// <summary>Logits of up to <see cref="Capacity"/> rows [rows, vocab]; allocated by the first batch that needs it.</summary>
+    public float* Logits => _logits != null ? _logits
+        : _logits = (float*)NativeMemory.AlignedAlloc((nuint)((long)Capacity * _vocab * sizeof(float)), 64);
+
     /// <summary>Residual stream [chunk, hidden].</summary>
     public float* X { get; }
 
@@ -67,5 +101,30 @@ internal sealed unsafe class ForwardScratch : IDisposable
     /// <summary>SVD-GQA compressed keys c [chunk, groups · rank].</summary>
     public float* KeyCompressed { get; }
 
-    public void Dispose() => NativeMemory.AlignedFree(_memory);
+    public void Begin()
+    {
+        SegmentCount = 0;
+        Rows = 0;
+        Segments.AsSpan().Clear();
+    }
+
+    /// <summary>Adds a cache's tokens as the pass's next rows, at the cache's current position.</summary>
+    public void Add(IForwardCache cache, ReadOnlySpan<int> tokens, bool logits, int item)
+    {
+        tokens.CopyTo(Tokens.AsSpan(Rows));
+        Segments[SegmentCount++] = new PassSegment(cache, Rows, tokens.Length, cache.Position, logits, item);
+        Rows += tokens.Length;
+    }
+
+    public void Dispose()
+    {
+        NativeMemory.AlignedFree(_memory);
+        NativeMemory.AlignedFree(_logits);
+    }
 }
+
+/// <summary>
+/// One cache's rows in a pass: rows [Row, Row + Count) hold its tokens at positions Start.. ; the last row's
+/// logits are wanted when <see cref="Logits"/> is set. <see cref="Item"/> is the caller's index for the cache.
+/// </summary>
+internal readonly record struct PassSegment(IForwardCache Cache, int Row, int Count, int Start, bool Logits, int Item);

@@ -23,80 +23,29 @@ public sealed unsafe partial class LlamaModel
         return fits || File.Exists(Path.Combine(directory, FourierConfig.FileName)) ? fourier : null;
     }
 
-    private void ForwardFourier(FourierKvCache cache, ReadOnlySpan<int> tokens, Span<float> logits)
-    {
-        if (cache.Owner != this || _fourier is null)
-        {
-            throw new ArgumentException("The cache was not created by this model.", nameof(cache));
-        }
-
-        CheckInput(cache.Position, tokens, logits);
-
-        cache.EnsureCapacity(cache.Position + tokens.Length);
-        var scratch = RentScratch();
-        try
-        {
-            for (int start = 0; start < tokens.Length; start += ChunkTokens)
-            {
-                var chunk = tokens.Slice(start, Math.Min(ChunkTokens, tokens.Length - start));
-                ForwardFourierChunk(cache, chunk, scratch);
-                cache.Advance(chunk.Length);
-            }
-
-            int h = Config.HiddenSize;
-            int last = (tokens.Length - 1) % ChunkTokens;
-            fixed (float* l = logits)
-            {
-                _backend.RmsNorm(scratch.X + (long)last * h, _finalNorm, scratch.Normed, 1, h, _eps);
-                _backend.MatMul(scratch.Normed, 1, h, _lmHead, Config.VocabSize, l);
-            }
-        }
-        finally
-        {
-            ReturnScratch(scratch);
-        }
-    }
-
     /// <summary>
-    /// Like the full cache's chunk, except attention: rows go one at a time (append, which may push a token out of
-    /// the window into the coefficients, then attend), so every row sees exactly the state a token-by-token
-    /// decode would, whatever the chunking. Matmuls stay batched (they are row-independent).
+    /// A fourier segment's attention in one layer: rows go one at a time (append, which may push a token out of the
+    /// window into the coefficients, then attend), so every row sees exactly the state a token-by-token decode would,
+    /// whatever the chunking.
     /// </summary>
-    private void ForwardFourierChunk(FourierKvCache cache, ReadOnlySpan<int> tokens, ForwardScratch s)
+    private void FourierAttention(FourierKvCache cache, int layer, in PassSegment seg, ForwardScratch s)
     {
-        var c = Config;
-        var job = _fourier!.Job;
-        int n = tokens.Length, h = c.HiddenSize, f = c.IntermediateSize, start = cache.Position;
-        _backend.Embed(_embedding, tokens, h, s.X);
-        for (int l = 0; l < _layers.Length; l++)
+        if (_fourier is null)
         {
-            ref readonly var w = ref _layers[l];
-            _backend.RmsNorm(s.X, w.InputNorm, s.Normed, n, h, _eps);
-            _backend.MatMul(s.Normed, n, h, w.Q, c.QueryDim, s.Q);
-            _backend.MatMul(s.Normed, n, h, w.K, c.KeyValueDim, s.K);
-            _backend.MatMul(s.Normed, n, h, w.V, c.KeyValueDim, s.V);
-            _backend.Rope(s.Q, n, c.NumAttentionHeads, c.HeadDim, start, _cos, _sin);
-            _backend.Rope(s.K, n, c.NumKeyValueHeads, c.HeadDim, start, _cos, _sin);
-            for (int r = 0; r < n; r++)
+            throw new InvalidOperationException("A fourier cache in a model without fourier parameters.");
+        }
+
+        var c = Config;
+        for (int r = seg.Row; r < seg.Row + seg.Count; r++)
+        {
+            int position = seg.Start + r - seg.Row;
+            cache.Append(layer, s.K + (long)r * c.KeyValueDim, s.V + (long)r * c.KeyValueDim, position);
+            lock (_fourier.Gate)
             {
-                cache.Append(l, s.K + (long)r * c.KeyValueDim, s.V + (long)r * c.KeyValueDim, start + r);
-                lock (_fourier.Gate)
-                {
-                    // One job serves every fourier cache of the model: concurrent Forward calls take turns.
-                    job.Set(cache, l, s.Q + (long)r * c.QueryDim, c.NumAttentionHeads, start + r, _attentionScale, s.Attention + (long)r * c.QueryDim);
-                    _backend.Run(job, c.NumAttentionHeads);
-                }
+                // One job serves every fourier cache of the model: concurrent passes take turns.
+                _fourier.Job.Set(cache, layer, s.Q + (long)r * c.QueryDim, c.NumAttentionHeads, position, _attentionScale, s.Attention + (long)r * c.QueryDim);
+                _backend.Run(_fourier.Job, c.NumAttentionHeads);
             }
-
-            _backend.MatMul(s.Attention, n, c.QueryDim, w.O, h, s.Projected);
-            _backend.Add(s.X, s.Projected, (long)n * h);
-
-            _backend.RmsNorm(s.X, w.PostNorm, s.Normed, n, h, _eps);
-            _backend.MatMul(s.Normed, n, h, w.Gate, f, s.Gate);
-            _backend.MatMul(s.Normed, n, h, w.Up, f, s.Up);
-            _backend.SiluMul(s.Gate, s.Up, s.Gate, (long)n * f);
-            _backend.MatMul(s.Gate, n, f, w.Down, h, s.Projected);
-            _backend.Add(s.X, s.Projected, (long)n * h);
         }
     }
 

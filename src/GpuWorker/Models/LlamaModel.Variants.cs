@@ -8,7 +8,7 @@ namespace KvCache.GpuWorker;
 /// (<see cref="FusedKvConfig"/>, codecs "fusedkv" / "fusedkv-lite", <see cref="FusedKvCache"/>) architectures.
 /// </summary>
 /// <remarks>
-/// YOCO prefill runs the cross-decoder for the last token of a Forward call only: the cache (rings and K̂V̂) depends
+/// YOCO runs the cross-decoder only for rows whose logits are wanted (a prefill's last token, each decode row): the cache (rings and K̂V̂) depends
 /// on the self-decoder alone, so skipping the cross-decoder for the other tokens changes neither the cache nor the
 /// logits, and any chunking stays bit-identical.
 /// </remarks>
@@ -24,51 +24,20 @@ public sealed unsafe partial class LlamaModel
         _ => null,
     };
 
-    private void ForwardYoco(YocoKvCache cache, ReadOnlySpan<int> tokens, Span<float> logits)
+    private void CheckLogits(int length)
     {
-        if (cache.Owner != this)
+        if (length < Config.VocabSize)
         {
-            throw new ArgumentException("The cache was not created by this model.", nameof(cache));
-        }
-
-        CheckInput(cache.Position, tokens, logits);
-        cache.EnsureCapacity(cache.Position + tokens.Length);
-        var scratch = RentScratch();
-        try
-        {
-            for (int start = 0; start < tokens.Length; start += ChunkTokens)
-            {
-                var chunk = tokens.Slice(start, Math.Min(ChunkTokens, tokens.Length - start));
-                YocoSelfDecoderChunk(cache, cache.Position, chunk, scratch);
-                cache.Advance(chunk.Length);
-            }
-
-            int h = Config.HiddenSize;
-            float* x = scratch.X + (long)((tokens.Length - 1) % ChunkTokens) * h;
-            YocoCrossDecoder(cache.Global, cache.Position - 1, x, scratch);
-            fixed (float* l = logits)
-            {
-                _backend.RmsNorm(x, _finalNorm, scratch.Normed, 1, h, _eps);
-                _backend.MatMul(scratch.Normed, 1, h, _lmHead, Config.VocabSize, l);
-            }
-        }
-        finally
-        {
-            ReturnScratch(scratch);
+            throw new ArgumentException($"Logits need {Config.VocabSize} elements, got {length}.", "logits");
         }
     }
 
-    /// <summary>The argument checks every codec's Forward makes before touching its cache.</summary>
-    private void CheckInput(int position, ReadOnlySpan<int> tokens, Span<float> logits)
+    /// <summary>The argument checks every codec's forward pass makes before touching its cache.</summary>
+    private void CheckInput(int position, ReadOnlySpan<int> tokens)
     {
         if (tokens.IsEmpty)
         {
             throw new ArgumentException("At least one token is needed.", nameof(tokens));
-        }
-
-        if (logits.Length < Config.VocabSize)
-        {
-            throw new ArgumentException($"Logits need {Config.VocabSize} elements, got {logits.Length}.", nameof(logits));
         }
 
         foreach (int t in tokens)
@@ -86,84 +55,106 @@ public sealed unsafe partial class LlamaModel
         }
     }
 
-    /// <summary>Self-decoder layers (sliding window over the rings), then the chunk's global K̂V̂ into the cache.</summary>
-    private void YocoSelfDecoderChunk(YocoKvCache cache, int start, ReadOnlySpan<int> tokens, ForwardScratch s)
+    /// <summary>
+    /// Self-decoder layers (sliding window over each cache's rings), then every row's global K̂V̂ into its cache.
+    /// </summary>
+    private void YocoSelfDecoder(ForwardScratch s)
     {
         var c = Config;
-        int n = tokens.Length, h = c.HiddenSize, window = cache.Window;
-        _backend.Embed(_embedding, tokens, h, s.X);
+        int n = s.Rows, h = c.HiddenSize, heads = c.NumAttentionHeads;
         for (int l = 0; l < _layers.Length / 2; l++)
         {
             ref readonly var w = ref _layers[l];
-            ProjectQkv(w, n, start, s);
-            var ring = cache.Ring(l);
+            ProjectQkv(w, s);
+            for (int i = 0; i < s.SegmentCount; i++)
+            {
+                ref readonly var seg = ref s.Segments[i];
+                var cache = (YocoKvCache)seg.Cache;
+                var ring = cache.Ring(l);
+                long q = (long)seg.Row * c.QueryDim, kv = (long)seg.Row * c.KeyValueDim;
 
-            // Attend before storing: the chunk's later rows would overwrite ring slots its earlier rows still need.
-            _backend.SlidingAttention(ring, s.Q, s.K, s.V, n, c.NumAttentionHeads, start, window, _attentionScale, s.Attention);
-            _backend.StoreRing(ring, s.K, s.V, n, start, window);
+                // Attend before storing: a segment's later rows would overwrite ring slots its earlier rows still need.
+                _backend.SlidingAttention(ring, s.Q + q, s.K + kv, s.V + kv, seg.Count, heads, seg.Start, cache.Window, _attentionScale, s.Attention + q);
+                _backend.StoreRing(ring, s.K + kv, s.V + kv, seg.Count, seg.Start, cache.Window);
+            }
+
             OutputAndMlp(w, s.X, n, s);
         }
 
         _backend.RmsNorm(s.X, _variant.CrossKvNorm, s.Normed, n, h, _eps);
         _backend.MatMul(s.Normed, n, h, _variant.CrossKvK, c.KeyValueDim, s.K);
         _backend.MatMul(s.Normed, n, h, _variant.CrossKvV, c.KeyValueDim, s.V);
-        _backend.Rope(s.K, n, c.NumKeyValueHeads, c.HeadDim, start, _cos, _sin);
-        _backend.StoreKv(cache.Global, 0, s.K, s.V, n, start);
+        RopeSegments(s, s.K, c.NumKeyValueHeads);
+        for (int i = 0; i < s.SegmentCount; i++)
+        {
+            ref readonly var seg = ref s.Segments[i];
+            long kv = (long)seg.Row * c.KeyValueDim;
+            _backend.StoreKv(((YocoKvCache)seg.Cache).Global, 0, s.K + kv, s.V + kv, seg.Count, seg.Start);
+        }
     }
 
-    /// <summary>Cross-decoder layers for one token at <paramref name="position"/> (residual row x), over the global K̂V̂.</summary>
-    private void YocoCrossDecoder(in KvView global, int position, float* x, ForwardScratch s)
+    /// <summary>
+    /// Cross-decoder layers for the top <paramref name="rows"/> rows of X (the rows whose logits are wanted, one per
+    /// segment in order), each at its segment's last position over its cache's global K̂V̂.
+    /// </summary>
+    private void YocoCrossDecoder(ForwardScratch s, int rows)
     {
         var c = Config;
+        var attend = s.Attend;
+        attend.Clear();
+        for (int i = 0; i < s.SegmentCount; i++)
+        {
+            ref readonly var seg = ref s.Segments[i];
+            if (seg.Logits)
+            {
+                attend.Add(attend.Count, ((YocoKvCache)seg.Cache).Global, seg.Start + seg.Count - 1);
+            }
+        }
+
         for (int l = _layers.Length / 2; l < _layers.Length; l++)
         {
             ref readonly var w = ref _layers[l];
-            _backend.RmsNorm(x, w.InputNorm, s.Normed, 1, c.HiddenSize, _eps);
-            _backend.MatMul(s.Normed, 1, c.HiddenSize, w.Q, c.QueryDim, s.Q);
-            _backend.Rope(s.Q, 1, c.NumAttentionHeads, c.HeadDim, position, _cos, _sin);
-            _backend.Attention(global, 0, s.Q, 1, c.NumAttentionHeads, position, _attentionScale, s.Attention);
-            OutputAndMlp(w, x, 1, s);
+            _backend.RmsNorm(s.X, w.InputNorm, s.Normed, rows, c.HiddenSize, _eps);
+            _backend.MatMul(s.Normed, rows, c.HiddenSize, w.Q, c.QueryDim, s.Q);
+            for (int r = 0; r < rows; r++)
+            {
+                _backend.Rope(s.Q + (long)r * c.QueryDim, 1, c.NumAttentionHeads, c.HeadDim, attend.Positions[r], _cos, _sin);
+            }
+
+            _backend.Attention(attend, 0, s.Q, c.NumAttentionHeads, _attentionScale, s.Attention);
+            OutputAndMlp(w, s.X, rows, s);
         }
     }
 
-    /// <summary>FusedKV: the lower half caches its K, V; the upper half attends over keys and values fused from them.</summary>
-    private void ForwardFusedChunk(in KvView view, int start, ReadOnlySpan<int> tokens, ForwardScratch s)
+    /// <summary>A FusedKV upper layer: attends over keys and values fused from the lower half's first and last layers.</summary>
+    private void FusedUpperLayer(in LayerWeights w, in KvFusion fusion, ForwardScratch s)
     {
         var c = Config;
-        int n = tokens.Length, half = _layers.Length / 2;
-        _backend.Embed(_embedding, tokens, c.HiddenSize, s.X);
-        for (int l = 0; l < _layers.Length; l++)
+        int n = s.Rows;
+        _backend.RmsNorm(s.X, w.InputNorm, s.Normed, n, c.HiddenSize, _eps);
+        _backend.MatMul(s.Normed, n, c.HiddenSize, w.Q, c.QueryDim, s.Q);
+        RopeSegments(s, s.Q, c.NumAttentionHeads);
+        for (int i = 0; i < s.SegmentCount; i++)
         {
-            ref readonly var w = ref _layers[l];
-            if (l < half)
-            {
-                ProjectQkv(w, n, start, s);
-                _backend.StoreKv(view, l, s.K, s.V, n, start);
-                _backend.Attention(view, l, s.Q, n, c.NumAttentionHeads, start, _attentionScale, s.Attention);
-            }
-            else
-            {
-                _backend.RmsNorm(s.X, w.InputNorm, s.Normed, n, c.HiddenSize, _eps);
-                _backend.MatMul(s.Normed, n, c.HiddenSize, w.Q, c.QueryDim, s.Q);
-                _backend.Rope(s.Q, n, c.NumAttentionHeads, c.HeadDim, start, _cos, _sin);
-                _backend.FusedAttention(view, _variant.Fusion![l - half], s.Q, n, c.NumAttentionHeads, start, _attentionScale, s.Attention);
-            }
-
-            OutputAndMlp(w, s.X, n, s);
+            ref readonly var seg = ref s.Segments[i];
+            long q = (long)seg.Row * c.QueryDim;
+            _backend.FusedAttention(((PagedKvCache)seg.Cache).View, fusion, s.Q + q, seg.Count, c.NumAttentionHeads, seg.Start, _attentionScale, s.Attention + q);
         }
+
+        OutputAndMlp(w, s.X, n, s);
     }
 
-    /// <summary>Normed input, then post-RoPE Q, K, V of n rows at positions start.. (rows of s.X).</summary>
-    private void ProjectQkv(in LayerWeights w, int n, int start, ForwardScratch s)
+    /// <summary>Normed input, then post-RoPE Q, K, V of the pass's rows (rows of s.X).</summary>
+    private void ProjectQkv(in LayerWeights w, ForwardScratch s)
     {
         var c = Config;
-        int h = c.HiddenSize;
+        int h = c.HiddenSize, n = s.Rows;
         _backend.RmsNorm(s.X, w.InputNorm, s.Normed, n, h, _eps);
         _backend.MatMul(s.Normed, n, h, w.Q, c.QueryDim, s.Q);
         _backend.MatMul(s.Normed, n, h, w.K, c.KeyValueDim, s.K);
         _backend.MatMul(s.Normed, n, h, w.V, c.KeyValueDim, s.V);
-        _backend.Rope(s.Q, n, c.NumAttentionHeads, c.HeadDim, start, _cos, _sin);
-        _backend.Rope(s.K, n, c.NumKeyValueHeads, c.HeadDim, start, _cos, _sin);
+        RopeSegments(s, s.Q, c.NumAttentionHeads);
+        RopeSegments(s, s.K, c.NumKeyValueHeads);
     }
 
     /// <summary>x += o_proj(s.Attention); x += mlp(post-norm x), for n rows of x.</summary>
@@ -171,7 +162,7 @@ public sealed unsafe partial class LlamaModel
     {
         var c = Config;
         int h = c.HiddenSize, f = c.IntermediateSize;
-        _backend.MatMul(s.Attention, n, c.QueryDim, w.O, h, s.Projected);
+        _backend.MatMul(s.Attention, n, c.NumAttentionHeads * _layout.Dim, w.O, h, s.Projected);
         _backend.Add(x, s.Projected, (long)n * h);
         _backend.RmsNorm(x, w.PostNorm, s.Normed, n, h, _eps);
         _backend.MatMul(s.Normed, n, h, w.Gate, f, s.Gate);

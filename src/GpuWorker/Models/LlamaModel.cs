@@ -147,10 +147,10 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
             var pointers = new Dictionary<string, nint>(StringComparer.Ordinal);
             var hash = new Hash64(0x6B76636163686531UL);
             hash.Append(System.Text.Encoding.UTF8.GetBytes(config.ToJson()));
-            if (File.Exists(Path.Combine(directory, FourierConfig.FileName)))
+            if (fourier is not null && File.Exists(Path.Combine(directory, FourierConfig.FileName)))
             {
                 // Fourier state is only meaningful under the dims and basis it was built with.
-                hash.Append(System.Text.Encoding.UTF8.GetBytes(fourier!.ToJson()));
+                hash.Append(System.Text.Encoding.UTF8.GetBytes(fourier.ToJson()));
             }
 
             using (var reader = SafetensorsReader.Open(weightsPath))
@@ -205,52 +205,108 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
             : throw new ArgumentException($"Unknown codec '{codec}'; this model has: {string.Join(", ", Codecs)}.", nameof(codec));
     }
 
+    public int MaxBatchTokens => ChunkTokens;
+
     public void Forward(IKvCache cache, ReadOnlySpan<int> tokens, Span<float> logits)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (cache is FourierKvCache fourier)
-        {
-            ForwardFourier(fourier, tokens, logits);
-            return;
-        }
-
-        if (cache is YocoKvCache yoco)
-        {
-            ForwardYoco(yoco, tokens, logits);
-            return;
-        }
-
-        if (cache is not PagedKvCache paged || paged.Owner != this)
-        {
-            throw new ArgumentException("The cache was not created by this model.", nameof(cache));
-        }
-
-        CheckInput(paged.Position, tokens, logits);
-
-        paged.EnsureCapacity(paged.Position + tokens.Length);
-        var scratch = RentScratch();
+        CheckLogits(logits.Length);
+        var target = Reserve(cache, tokens);
+        var s = RentScratch();
         try
         {
-            var view = paged.View;
             for (int start = 0; start < tokens.Length; start += ChunkTokens)
             {
                 var chunk = tokens.Slice(start, Math.Min(ChunkTokens, tokens.Length - start));
-                ForwardChunk(view, paged.Position, chunk, scratch);
-                paged.Advance(chunk.Length);
+                bool last = start + chunk.Length == tokens.Length;
+                s.Begin();
+                s.Add(target, chunk, logits: last, item: 0);
+                Pass(s);
             }
 
-            int h = Config.HiddenSize;
-            int last = (tokens.Length - 1) % ChunkTokens;
             fixed (float* l = logits)
             {
-                _backend.RmsNorm(scratch.X + (long)last * h, _finalNorm, scratch.Normed, 1, h, _eps);
-                _backend.MatMul(scratch.Normed, 1, h, _lmHead, Config.VocabSize, l);
+                Head(s, 1, l);
             }
         }
         finally
         {
-            ReturnScratch(scratch);
+            ReturnScratch(s);
         }
+    }
+
+    public void ForwardBatch(ReadOnlySpan<ForwardItem> items)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        int total = 0;
+        for (int i = 0; i < items.Length; i++)
+        {
+            total += items[i].Tokens.Length;
+            for (int j = 0; j < i; j++)
+            {
+                if (ReferenceEquals(items[j].Cache, items[i].Cache))
+                {
+                    throw new ArgumentException("A cache appears twice in one batch.", nameof(items));
+                }
+            }
+
+            if (!items[i].Logits.IsEmpty)
+            {
+                CheckLogits(items[i].Logits.Length);
+            }
+        }
+
+        if (items.IsEmpty || total > MaxBatchTokens)
+        {
+            throw new ArgumentException($"A batch carries 1 to {MaxBatchTokens} tokens, got {total}.", nameof(items));
+        }
+
+        var s = RentScratch();
+        try
+        {
+            s.Begin();
+            for (int i = 0; i < items.Length; i++)
+            {
+                var tokens = items[i].Tokens.Span;
+                s.Add(Reserve(items[i].Cache, tokens), tokens, logits: !items[i].Logits.IsEmpty, item: i);
+            }
+
+            int rows = Pass(s);
+            if (rows > 0)
+            {
+                // One LM-head matmul for every row, then each row's logits to its caller.
+                Head(s, rows, s.Logits);
+                int vocab = Config.VocabSize;
+                for (int i = 0, k = 0; i < s.SegmentCount; i++)
+                {
+                    if (s.Segments[i].Logits)
+                    {
+                        new ReadOnlySpan<float>(s.Logits + (long)k++ * vocab, vocab).CopyTo(items[s.Segments[i].Item].Logits.Span);
+                    }
+                }
+            }
+        }
+        finally
+        {
+            ReturnScratch(s);
+        }
+    }
+
+    void ILanguageModel.Reserve(IKvCache cache, ReadOnlySpan<int> tokens) => Reserve(cache, tokens);
+
+    /// <summary>
+    /// Checks tokens against the cache and takes the cache memory they need, so that a pass cannot fail halfway.
+    /// </summary>
+    private IForwardCache Reserve(IKvCache cache, ReadOnlySpan<int> tokens)
+    {
+        if (cache is not IForwardCache target || target.Owner != this)
+        {
+            throw new ArgumentException("The cache was not created by this model.", nameof(cache));
+        }
+
+        CheckInput(target.Position, tokens);
+        target.EnsureCapacity(target.Position + tokens.Length);
+        return target;
     }
 
     public void Dispose()
@@ -274,51 +330,144 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
         NativeMemory.AlignedFree(_sin);
     }
 
-    private void ForwardChunk(in KvView view, int start, ReadOnlySpan<int> tokens, ForwardScratch s)
+    /// <summary>
+    /// One forward pass over the scratch's rows: every layer's weights are read once for all of them, each row attends
+    /// over its own cache. Leaves the rows whose logits are wanted compacted at the top of X, final-normed by
+    /// <see cref="Head"/>, and returns how many there are.
+    /// </summary>
+    private int Pass(ForwardScratch s)
     {
-        if (_variant.Fusion is not null)
+        _backend.Embed(_embedding, s.Tokens.AsSpan(0, s.Rows), Config.HiddenSize, s.X);
+        if (Config.Yoco is not null)
         {
-            ForwardFusedChunk(view, start, tokens, s);
-            return;
+            YocoSelfDecoder(s);
+        }
+        else
+        {
+            Layers(s);
         }
 
+        int rows = GatherLogitRows(s);
+        if (Config.Yoco is not null && rows > 0)
+        {
+            YocoCrossDecoder(s, rows);
+        }
+
+        for (int i = 0; i < s.SegmentCount; i++)
+        {
+            s.Segments[i].Cache.Advance(s.Segments[i].Count);
+        }
+
+        return rows;
+    }
+
+    /// <summary>The decoder layers of a plain, SVD-GQA or FusedKV model.</summary>
+    private void Layers(ForwardScratch s)
+    {
         var c = Config;
-        int n = tokens.Length, h = c.HiddenSize, f = c.IntermediateSize;
-        _backend.Embed(_embedding, tokens, h, s.X);
+        int n = s.Rows, h = c.HiddenSize, heads = c.NumAttentionHeads, kvWidth = _layout.Heads * _layout.Dim;
+        var attend = s.Attend;
+        attend.Clear();
+        for (int i = 0; i < s.SegmentCount; i++)
+        {
+            ref readonly var seg = ref s.Segments[i];
+            if (seg.Cache is PagedKvCache paged)
+            {
+                var view = paged.View;
+                for (int r = 0; r < seg.Count; r++)
+                {
+                    attend.Add(seg.Row + r, view, seg.Start + r);
+                }
+            }
+        }
+
         for (int l = 0; l < _layers.Length; l++)
         {
             ref readonly var w = ref _layers[l];
+            if (_variant.Fusion is not null && l >= _layers.Length / 2)
+            {
+                FusedUpperLayer(w, _variant.Fusion[l - _layers.Length / 2], s);
+                continue;
+            }
+
             _backend.RmsNorm(s.X, w.InputNorm, s.Normed, n, h, _eps);
             _backend.MatMul(s.Normed, n, h, w.Q, c.QueryDim, s.Q);
             _backend.MatMul(s.Normed, n, h, w.K, c.KeyValueDim, s.K);
-            _backend.MatMul(s.Normed, n, h, w.V, _layout.Heads * _layout.Dim, s.V);
-            _backend.Rope(s.Q, n, c.NumAttentionHeads, c.HeadDim, start, _cos, _sin);
-            _backend.Rope(s.K, n, c.NumKeyValueHeads, c.HeadDim, start, _cos, _sin);
+            _backend.MatMul(s.Normed, n, h, w.V, kvWidth, s.V);
+            RopeSegments(s, s.Q, heads);
+            RopeSegments(s, s.K, c.NumKeyValueHeads);
+            float* q = s.Q, k = s.K;
             if (c.SvdGqa is { } svd)
             {
                 // Keys with RoPE cannot fold into W_K: cache c = [R k¹ … R kᵗ] Ψ_K and attend with q̃ = (R q) Ψ_K,j;
                 // values are already x W_V' (rank-wide), and W_O' takes the rank-wide attention output.
                 _backend.ProjectGroups(s.K, n, _layout.Heads, svd.GroupSize * c.HeadDim, w.KeyBasis, svd.Rank, s.KeyCompressed);
-                _backend.ProjectQueries(s.Q, n, c.NumAttentionHeads, c.HeadDim, c.NumKeyValueHeads, svd.GroupSize, w.KeyBasis, svd.Rank, s.QueryTilde);
-                _backend.StoreKv(view, l, s.KeyCompressed, s.V, n, start);
-                _backend.Attention(view, l, s.QueryTilde, n, c.NumAttentionHeads, start, _attentionScale, s.Attention);
+                _backend.ProjectQueries(s.Q, n, heads, c.HeadDim, c.NumKeyValueHeads, svd.GroupSize, w.KeyBasis, svd.Rank, s.QueryTilde);
+                q = s.QueryTilde;
+                k = s.KeyCompressed;
             }
-            else
+
+            for (int i = 0; i < s.SegmentCount; i++)
             {
-                _backend.StoreKv(view, l, s.K, s.V, n, start);
-                _backend.Attention(view, l, s.Q, n, c.NumAttentionHeads, start, _attentionScale, s.Attention);
+                ref readonly var seg = ref s.Segments[i];
+                if (seg.Cache is PagedKvCache paged)
+                {
+                    _backend.StoreKv(paged.View, l, k + (long)seg.Row * kvWidth, s.V + (long)seg.Row * kvWidth, seg.Count, seg.Start);
+                }
+                else
+                {
+                    FourierAttention((FourierKvCache)seg.Cache, l, seg, s);
+                }
             }
 
-            _backend.MatMul(s.Attention, n, c.NumAttentionHeads * _layout.Dim, w.O, h, s.Projected);
-            _backend.Add(s.X, s.Projected, (long)n * h);
+            if (attend.Count > 0)
+            {
+                _backend.Attention(attend, l, q, heads, _attentionScale, s.Attention);
+            }
 
-            _backend.RmsNorm(s.X, w.PostNorm, s.Normed, n, h, _eps);
-            _backend.MatMul(s.Normed, n, h, w.Gate, f, s.Gate);
-            _backend.MatMul(s.Normed, n, h, w.Up, f, s.Up);
-            _backend.SiluMul(s.Gate, s.Up, s.Gate, (long)n * f);
-            _backend.MatMul(s.Gate, n, f, w.Down, h, s.Projected);
-            _backend.Add(s.X, s.Projected, (long)n * h);
+            OutputAndMlp(w, s.X, n, s);
         }
+    }
+
+    /// <summary>Rotary embedding of each segment's rows at its own positions.</summary>
+    private void RopeSegments(ForwardScratch s, float* x, int heads)
+    {
+        int hd = Config.HeadDim;
+        for (int i = 0; i < s.SegmentCount; i++)
+        {
+            ref readonly var seg = ref s.Segments[i];
+            _backend.Rope(x + (long)seg.Row * heads * hd, seg.Count, heads, hd, seg.Start, _cos, _sin);
+        }
+    }
+
+    /// <summary>Moves the last row of each segment that wants logits to the top of X, in segment order.</summary>
+    private static int GatherLogitRows(ForwardScratch s)
+    {
+        int h = s.HiddenSize, rows = 0;
+        for (int i = 0; i < s.SegmentCount; i++)
+        {
+            ref readonly var seg = ref s.Segments[i];
+            if (seg.Logits)
+            {
+                int from = seg.Row + seg.Count - 1;
+                if (from != rows)
+                {
+                    new ReadOnlySpan<float>(s.X + (long)from * h, h).CopyTo(new Span<float>(s.X + (long)rows * h, h));
+                }
+
+                rows++;
+            }
+        }
+
+        return rows;
+    }
+
+    /// <summary>Final norm and LM head of the top <paramref name="rows"/> rows of X into logits [rows, vocab].</summary>
+    private void Head(ForwardScratch s, int rows, float* logits)
+    {
+        int h = Config.HiddenSize;
+        _backend.RmsNorm(s.X, _finalNorm, s.Normed, rows, h, _eps);
+        _backend.MatMul(s.Normed, rows, h, _lmHead, Config.VocabSize, logits);
     }
 
     private ForwardScratch RentScratch()

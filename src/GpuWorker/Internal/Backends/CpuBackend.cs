@@ -93,13 +93,13 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
         }
     }
 
-    public void Attention(in KvView cache, int layer, float* q, int rows, int heads, int startPosition, float scale, float* output)
+    public void Attention(AttentionRows rows, int layer, float* q, int heads, float scale, float* output)
     {
-        int count = rows * heads;
-        bool parallel = count > 1 && (long)count * (startPosition + rows) * cache.HeadDim >= ParallelThreshold;
+        int count = rows.Count * heads;
+        bool parallel = count > 1 && rows.Keys * heads * rows.Views[0].HeadDim >= ParallelThreshold;
         lock (_gate)
         {
-            _attention.Set(cache, layer, q, heads, startPosition, scale, output);
+            _attention.Set(rows, layer, q, heads, scale, output);
             if (parallel)
             {
                 _pool.Run(_attention, count);
@@ -177,37 +177,39 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
 
     private sealed class AttentionJob(float* scores, int scoreStride) : ParallelJob
     {
-        private KvView _cache;
+        private AttentionRows? _rows;
         private float* _q, _out;
-        private int _layer, _heads, _start;
+        private int _layer, _heads;
         private float _scale;
 
-        public void Set(in KvView cache, int layer, float* q, int heads, int startPosition, float scale, float* output)
+        public void Set(AttentionRows rows, int layer, float* q, int heads, float scale, float* output)
         {
+            _rows = rows;
             _scale = scale;
-            _cache = cache;
             _layer = layer;
             _q = q;
             _heads = heads;
-            _start = startPosition;
             _out = output;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int thread)
         {
-            int r = index / _heads, h = index % _heads;
-            int hd = _cache.HeadDim, bt = _cache.BlockTokens;
-            int g = h / (_heads / _cache.KvHeads);
-            int n = _start + r + 1;
-            float* q = _q + ((long)r * _heads + h) * hd;
-            float* o = _out + ((long)r * _heads + h) * hd;
+            var rows = _rows!;
+            int i = index / _heads, h = index % _heads;
+            ref readonly var cache = ref rows.Views[i];
+            int hd = cache.HeadDim, bt = cache.BlockTokens;
+            int g = h / (_heads / cache.KvHeads);
+            int n = rows.Positions[i] + 1;
+            long r = rows.Rows[i];
+            float* q = _q + (r * _heads + h) * hd;
+            float* o = _out + (r * _heads + h) * hd;
             float* s = scores + (long)thread * scoreStride;
             float scale = _scale;
 
             for (int j0 = 0, b = 0; j0 < n; j0 += bt, b++)
             {
-                float* k = _cache.Slab(b, _layer, 0, g);
+                float* k = cache.Slab(b, _layer, 0, g);
                 int m = Math.Min(bt, n - j0);
                 for (int t = 0; t < m; t++)
                 {
@@ -224,7 +226,7 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
             new Span<float>(o, hd).Clear();
             for (int j0 = 0, b = 0; j0 < n; j0 += bt, b++)
             {
-                float* v = _cache.Slab(b, _layer, 1, g);
+                float* v = cache.Slab(b, _layer, 1, g);
                 int m = Math.Min(bt, n - j0);
                 for (int t = 0; t < m; t++)
                 {

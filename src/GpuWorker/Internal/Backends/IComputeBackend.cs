@@ -44,10 +44,11 @@ internal unsafe partial interface IComputeBackend : IDisposable
     void StoreKv(in KvView cache, int layer, float* k, float* v, int rows, int startPosition);
 
     /// <summary>
-    /// Causal grouped-query attention of query rows at startPosition.. over the cache (which already holds them):
-    /// q[rows, heads * cache.HeadDim], scores scaled by <paramref name="scale"/>, output[rows, heads * cache.HeadDim].
+    /// Causal grouped-query attention of each row over its own cache, which already holds the row's key and value:
+    /// row i reads q and writes output at row rows.Rows[i] ([.., heads * HeadDim] each) and attends over positions
+    /// [0, rows.Positions[i]] of rows.Views[i], scores scaled by <paramref name="scale"/>.
     /// </summary>
-    void Attention(in KvView cache, int layer, float* q, int rows, int heads, int startPosition, float scale, float* output);
+    void Attention(AttentionRows rows, int layer, float* q, int heads, float scale, float* output);
 
     /// <summary>
     /// Per group, x's slice times the group's basis: y[r, g·outDim + e] = x[r, g·inDim ..] · basis[g·outDim + e, ..]
