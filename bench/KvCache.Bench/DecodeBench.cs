@@ -1,140 +1,320 @@
 using System.Diagnostics;
-using System.Runtime.InteropServices;
+using System.Globalization;
 using System.Runtime.Intrinsics;
 using KvCache.Bench.Internal;
 using KvCache.GpuWorker;
-using KvCache.GpuWorker.Sampling;
+using KvCache.GpuWorker.Batching;
 
 namespace KvCache.Bench;
 
 /// <summary>
-/// Greedy decode on DESIGN.md's benchmark model at several contexts, against the memory read ceiling measured
-/// in the same run. Decode is memory-bound: every step reads all weights once plus the whole KV cache.
+/// Greedy decode of 1 to 64 concurrent sessions of every codec on DESIGN.md's benchmark model at several contexts,
+/// against the memory read ceiling measured in the same run. Decode is memory-bound: a pass reads every weight once
+/// for the whole batch plus each session's cache, so batching S sessions divides the weight traffic per token by S.
 /// </summary>
 public static class DecodeBench
 {
-    private const int WarmupSteps = 2;
+    private const string Usage =
+        "usage: decode [--codecs full,svd-gqa,yoco,fusedkv,fourier] [--contexts 1024,8192,32768] [--sessions 1,4,16,64 (at most 64)] "
+        + "[--steps 8] [--memory-gib 12] [--scheduler]";
 
-    public static Task<int> RunAsync(string[] args)
+    private const int WarmupSteps = 2;
+    private const int BlockTokens = 256;
+
+    // A fourier cache keeps three block lists (slots, coefficients, middle tokens), each rounded up to whole blocks.
+    private const int SpareBlocksPerCache = 2;
+
+    private static readonly string[] s_codecs =
+        [FullKvCache.CodecId, SvdGqaKvCache.CodecId, YocoKvCache.CodecId, FusedKvCache.CodecId, FourierKvCache.CodecId];
+
+    private sealed record Options(string[] Codecs, int[] Contexts, int[] Sessions, int Steps, double MemoryGiB, bool Scheduler)
     {
-        int[] contexts = [1024, 4096, 8192];
-        int steps = 32;
-        for (int i = 0; i < args.Length; i++)
+        public long BudgetBytes => (long)(MemoryGiB * (1L << 30));
+
+        /// <summary>Tokens a cache filled to <paramref name="context"/> holds after the warmup and timed steps.</summary>
+        public int FinalTokens(int context) => context + WarmupSteps + Steps;
+    }
+
+    /// <summary>One measured cell, kept for the summary.</summary>
+    private readonly record struct Result(string Codec, int Context, int Sessions, double TokensPerSecond, double OfCeiling);
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        if (Parse(args) is not { } o)
         {
-            switch (args[i])
-            {
-                case "--contexts" when i + 1 < args.Length:
-                    contexts = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
-                    break;
-                case "--steps" when i + 1 < args.Length:
-                    steps = int.Parse(args[++i]);
-                    break;
-                default:
-                    Console.Error.WriteLine("usage: decode [--contexts 1024,4096,8192] [--steps N]");
-                    return Task.FromResult(2);
-            }
+            Console.Error.WriteLine(Usage);
+            return 2;
         }
 
-        var config = ModelConfig.Benchmark;
         int threads = Environment.ProcessorCount;
-        Console.WriteLine($"decode bench: {threads} threads, Vector512 accelerated: {Vector512.IsHardwareAccelerated}");
+        double ceiling = MeasureCeiling(threads);
+        int[] contexts = ClampContexts(o);
+        PrintHeader(o);
 
-        var sw = Stopwatch.StartNew();
-        double ceiling = MemoryBandwidth.MeasureReadGBps(1L << 30, threads, runs: 5);
-        double ceilingOne = MemoryBandwidth.MeasureReadGBps(1L << 30, 1, runs: 3);
-        Console.WriteLine($"memory read ceiling (Vector512 sum over 1 GiB, 8 accumulators, best of 5): {ceiling:F1} GB/s on {threads} threads, {ceilingOne:F1} GB/s on 1 ({sw.Elapsed.TotalSeconds:F1} s)");
-
-        var dir = Directory.CreateTempSubdirectory("kvcache-decode-bench-");
+        var results = new List<Result>();
+        var root = Directory.CreateTempSubdirectory("kvcache-decode-bench-");
         try
         {
-            sw.Restart();
-            ModelGenerator.Write(dir.FullName, config, seed: 1);
-            Console.WriteLine($"generated benchmark model ({config.ParameterCount / 1e6:F1}M parameters, f32) in {sw.Elapsed.TotalSeconds:F1} s");
-
-            const int blockTokens = 256;
-            int maxTokens = contexts.Max() + WarmupSteps + steps;
-            long bytesPerToken = FullKvCache.BytesPerTokenFor(config);
-            var options = new ModelLoadOptions
+            // Full and fourier caches come from the same plain model: one load serves both.
+            foreach (var group in o.Codecs.GroupBy(ConfigFor))
             {
-                CacheBudgetBytes = (maxTokens + blockTokens - 1) / blockTokens * (long)blockTokens * bytesPerToken,
-                BlockTokens = blockTokens,
-                ComputeThreads = threads,
-            };
-            sw.Restart();
-            using var model = LlamaModel.Load(dir.FullName, options);
-            Console.WriteLine($"loaded in {sw.Elapsed.TotalSeconds:F1} s: cache pool {model.CacheBytesTotal / (1 << 20)} MiB, {bytesPerToken} bytes/token");
-
-            // Weights read per step: everything except the embedding table, of which one row is read (unless tied).
-            long weightBytes = (config.ParameterCount - (config.TieWordEmbeddings ? 0 : (long)config.VocabSize * config.HiddenSize)
-                + config.HiddenSize) * sizeof(float);
-            Console.WriteLine("cache filled by BeginRestore/WriteState with generated values (no prefill); timed steps are real greedy decode");
-            Console.WriteLine();
-            Console.WriteLine($"{"context",8} {"tok/s",8} {"ms/step",8} {"MB/step",9} {"GB/s",7} {"of ceiling",10} {"alloc B/step",12}");
-            foreach (int context in contexts)
-            {
-                RunContext(model, context, steps, weightBytes, bytesPerToken, ceiling);
+                using var model = GenerateAndLoad(Path.Combine(root.FullName, string.Join('+', group)), group.Key, [.. group], contexts, o, threads);
+                foreach (string codec in group)
+                {
+                    await RunCodecAsync(model, codec, contexts, o, ceiling, results);
+                }
             }
         }
         finally
         {
-            dir.Delete(recursive: true);
+            root.Delete(recursive: true);
         }
 
-        return Task.FromResult(0);
+        PrintSummary(results, o);
+        return 0;
     }
 
-    private static void RunContext(LlamaModel model, int context, int steps, long weightBytes, long bytesPerToken, double ceiling)
+    private static Options? Parse(string[] args)
     {
-        using var cache = model.CreateCache(FullKvCache.CodecId);
-        Fill(cache, context);
-        var logits = new float[model.Config.VocabSize];
-        var scratch = new float[TokenSampler.ScratchLength(logits.Length)];
-        int[] token = [1];
-        var greedy = new SamplingOptions(0, 0, 0, 0);
-        for (int i = 0; i < WarmupSteps; i++)
+        var o = new Options(s_codecs, [1024, 8192, 32768], [1, 4, 16, 64], Steps: 8, MemoryGiB: 12, Scheduler: false);
+        try
         {
-            model.Forward(cache, token, logits);
-            token[0] = TokenSampler.Sample(logits, greedy, cache.Position, scratch).TokenId;
-        }
-
-        long firstPosition = cache.Position;
-        long allocated = GC.GetAllocatedBytesForCurrentThread();
-        long start = Stopwatch.GetTimestamp();
-        for (int i = 0; i < steps; i++)
-        {
-            model.Forward(cache, token, logits);
-            token[0] = TokenSampler.Sample(logits, greedy, cache.Position, scratch).TokenId;
-        }
-
-        double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
-        allocated = GC.GetAllocatedBytesForCurrentThread() - allocated;
-
-        // Step i attends over positions [0, firstPosition + i], i.e. firstPosition + i + 1 cached tokens.
-        double cacheBytes = (firstPosition + 1 + (steps - 1) / 2.0) * bytesPerToken;
-        double bytesPerStep = weightBytes + cacheBytes;
-        double perStep = seconds / steps;
-        double gbps = bytesPerStep / perStep / 1e9;
-        Console.WriteLine(
-            $"{context,8} {1 / perStep,8:F1} {perStep * 1e3,8:F2} {bytesPerStep / 1e6,9:F1} {gbps,7:F1} {gbps / ceiling,10:P0} {(double)allocated / steps,12:F0}");
-    }
-
-    /// <summary>Writes <paramref name="context"/> tokens of generated K/V (uniform in [-1, 1)) in 1 MiB chunks.</summary>
-    private static void Fill(IKvCache cache, int context)
-    {
-        cache.BeginRestore(context);
-        var chunk = new float[1 << 18];
-        ulong state = 0x9E3779B97F4A7C15UL;
-        for (long offset = 0; offset < cache.StateLength;)
-        {
-            int bytes = (int)Math.Min(chunk.Length * sizeof(float), cache.StateLength - offset);
-            for (int i = 0; i < bytes / sizeof(float); i++)
+            for (int i = 0; i < args.Length; i++)
             {
-                state = state * 6364136223846793005UL + 1442695040888963407UL;
-                chunk[i] = (int)(state >> 40) * (1f / (1 << 23)) - 1f;
+                bool hasValue = i + 1 < args.Length;
+                switch (args[i])
+                {
+                    case "--codecs" when hasValue:
+                        o = o with { Codecs = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries) };
+                        break;
+                    case "--contexts" when hasValue:
+                        o = o with { Contexts = Ints(args[++i]) };
+                        break;
+                    case "--sessions" when hasValue:
+                        o = o with { Sessions = Ints(args[++i]) };
+                        break;
+                    case "--steps" when hasValue:
+                        o = o with { Steps = int.Parse(args[++i], CultureInfo.InvariantCulture) };
+                        break;
+                    case "--memory-gib" when hasValue:
+                        o = o with { MemoryGiB = double.Parse(args[++i], CultureInfo.InvariantCulture) };
+                        break;
+                    case "--scheduler":
+                        o = o with { Scheduler = true };
+                        break;
+                    default:
+                        return null;
+                }
             }
+        }
+        catch (Exception e) when (e is FormatException or OverflowException)
+        {
+            return null;
+        }
 
-            cache.WriteState(offset, MemoryMarshal.AsBytes(chunk.AsSpan()).Slice(0, bytes));
-            offset += bytes;
+        // A direct pass carries one token per session, and at most MaxBatchTokens (= ChunkTokens) tokens.
+        bool valid = o.Codecs.Length > 0 && o.Codecs.All(s_codecs.Contains)
+            && o.Contexts.Length > 0 && o.Contexts.All(c => c > 0)
+            && o.Sessions.Length > 0 && o.Sessions.All(s => s is >= 1 and <= LlamaModel.ChunkTokens)
+            && o.Steps > 0 && o.MemoryGiB > 0;
+        return valid ? o : null;
+    }
+
+    private static int[] Ints(string list) =>
+        [.. list.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture))];
+
+    private static double MeasureCeiling(int threads)
+    {
+        Console.WriteLine($"decode bench: {threads} threads, Vector512 accelerated: {Vector512.IsHardwareAccelerated}");
+        var sw = Stopwatch.StartNew();
+        double ceiling = MemoryBandwidth.MeasureReadGBps(1L << 30, threads, runs: 5);
+        double ceilingOne = MemoryBandwidth.MeasureReadGBps(1L << 30, 1, runs: 3);
+        Console.WriteLine(
+            $"memory read ceiling (Vector512 sum over 1 GiB, 8 accumulators, best of 5): {ceiling:F1} GB/s on {threads} threads, {ceilingOne:F1} GB/s on 1 ({sw.Elapsed.TotalSeconds:F1} s)");
+
+        // Both runs bound the machine from below; on a shared machine either may be the one another load slowed down.
+        return Math.Max(ceiling, ceilingOne);
+    }
+
+    /// <summary>Contexts with room left for the warmup and timed steps below max positions.</summary>
+    private static int[] ClampContexts(Options o)
+    {
+        int max = ModelConfig.Benchmark.MaxPositionEmbeddings - WarmupSteps - o.Steps;
+        foreach (int context in o.Contexts.Where(c => c > max))
+        {
+            Console.WriteLine(
+                $"context {context} clamped to {max}: max positions {ModelConfig.Benchmark.MaxPositionEmbeddings} - {WarmupSteps} warmup - {o.Steps} timed steps");
+        }
+
+        return [.. o.Contexts.Select(c => Math.Min(c, max)).Distinct()];
+    }
+
+    private static void PrintHeader(Options o)
+    {
+        Console.WriteLine(
+            $"model: ModelConfig.Benchmark ({ModelConfig.Benchmark.ParameterCount / 1e6:F1}M parameters, f32) or its codec variant, random weights; "
+            + $"{BlockTokens}-token cache blocks; cells whose caches need more than {o.MemoryGiB:G} GiB are skipped");
+        Console.WriteLine(
+            $"each cell: S caches filled to the context by BeginRestore/WriteState with generated values (no prefill), then {WarmupSteps} warmup "
+            + $"and {o.Steps} timed greedy decode steps of all S sessions, "
+            + (o.Scheduler
+                ? "each session a concurrent task awaiting BatchScheduler.ForwardAsync (the scheduler forms the passes)"
+                : "one ForwardBatch of S items per step"));
+        Console.WriteLine(
+            "bytes read per pass = weights (all but the embedding table, + one embedding row per token) "
+            + "+ per token CacheBytesAt(codec, context), taken as the cache bytes a step reads; MB/token = that / tokens");
+        Console.WriteLine(
+            (o.Scheduler
+                ? "alloc B/pass: managed bytes allocated by the whole process (the bench's session tasks included) per pass; "
+                : "alloc B/pass: managed bytes allocated on the bench thread per pass (must be 0); ")
+            + "of ceiling: GB/s over the better of the two ceiling runs; "
+            + "resident and codec MiB per session: (CacheBytesTotal - CacheBytesFree) / S and sum of CacheBytes / S after the timed steps");
+    }
+
+    /// <summary>The model a codec runs on: the benchmark model, converted or rebuilt for the codecs that need it.</summary>
+    private static ModelConfig ConfigFor(string codec) => codec switch
+    {
+        FullKvCache.CodecId or FourierKvCache.CodecId => ModelConfig.Benchmark,
+
+        // Groups of two KV heads of 64 dims kept at rank 64 (the converter's default group size at ratio 1/2): half the cache.
+        SvdGqaKvCache.CodecId => ModelConfig.Benchmark with { SvdGqa = new SvdGqaConfig { Ratio = 0.5, GroupSize = 2, Rank = 64 } },
+        YocoKvCache.CodecId => ModelConfig.Benchmark with { Yoco = new YocoConfig { SlidingWindow = 1024 } },
+        FusedKvCache.CodecId => ModelConfig.Benchmark with { FusedKv = new FusedKvConfig() },
+        _ => throw new ArgumentException($"Unknown codec '{codec}'.", nameof(codec)),
+    };
+
+    /// <summary>
+    /// Writes the model and loads it with a cache pool for the largest of its cells that fit the budget. The pool is
+    /// fixed at load, so a first load without one answers CacheBytesAt for the sizing.
+    /// </summary>
+    private static LlamaModel GenerateAndLoad(string directory, ModelConfig config, string[] codecs, int[] contexts, Options o, int threads)
+    {
+        Console.WriteLine();
+        var sw = Stopwatch.StartNew();
+        ModelGenerator.Write(directory, config, seed: 1);
+        var options = new ModelLoadOptions { CacheBudgetBytes = 0, BlockTokens = BlockTokens, ComputeThreads = threads };
+        long pool;
+        using (var probe = LlamaModel.Load(directory, options))
+        {
+            pool = PoolBytes(probe, codecs, contexts, o);
+        }
+
+        var model = LlamaModel.Load(directory, options with { CacheBudgetBytes = pool });
+        Console.WriteLine(
+            $"model for {string.Join(", ", codecs)}: {model.ParameterCount / 1e6:F1}M parameters, codecs offered: {string.Join(", ", model.Codecs)}, "
+            + $"cache pool {GiB(model.CacheBytesTotal):F2} GiB (generated and loaded in {sw.Elapsed.TotalSeconds:F1} s)");
+        return model;
+    }
+
+    private static long PoolBytes(LlamaModel probe, string[] codecs, int[] contexts, Options o)
+    {
+        // A pool block holds BlockTokens tokens of the model's own codec (Codecs[0]), whose bytes grow linearly.
+        string own = probe.Codecs[0];
+        long block = probe.CacheBytesAt(own, 2 * BlockTokens) - probe.CacheBytesAt(own, BlockTokens);
+        long pool = 0;
+        foreach (string codec in codecs.Where(probe.Codecs.Contains))
+        {
+            foreach (int context in contexts)
+            {
+                long perCache = probe.CacheBytesAt(codec, o.FinalTokens(context));
+                long blocks = (perCache + block - 1) / block + SpareBlocksPerCache;
+                foreach (int sessions in o.Sessions.Where(s => s * perCache <= o.BudgetBytes))
+                {
+                    pool = Math.Max(pool, sessions * blocks * block);
+                }
+            }
+        }
+
+        return pool;
+    }
+
+    private static async Task RunCodecAsync(LlamaModel model, string codec, int[] contexts, Options o, double ceiling, List<Result> results)
+    {
+        Console.WriteLine();
+        if (!model.Codecs.Contains(codec))
+        {
+            Console.WriteLine($"{codec}: not offered by its model (codecs: {string.Join(", ", model.Codecs)}), skipped");
+            return;
+        }
+
+        Console.WriteLine(
+            $"{codec}: CacheBytesAt per session {string.Join(", ", contexts.Select(c => $"{MiB(model.CacheBytesAt(codec, c)):F1} MiB at {c}"))}");
+        Console.WriteLine(
+            $"{"context",8} {"sessions",8} {"tok/s",9} {"ms/pass",8} {"MB/token",9} {"GB/s",7} {"of ceiling",10} {"alloc B/pass",12} "
+            + $"{"resident MiB",12} {"codec MiB",10} {"overhead",9}");
+        foreach (int context in contexts)
+        {
+            foreach (int sessions in o.Sessions)
+            {
+                long need = sessions * model.CacheBytesAt(codec, o.FinalTokens(context));
+                if (need > o.BudgetBytes)
+                {
+                    Console.WriteLine($"{context,8} {sessions,8}   skipped: the caches need {GiB(need):F1} GiB, more than the {o.MemoryGiB:G} GiB budget");
+                    continue;
+                }
+
+                results.Add(await RunCellAsync(model, codec, context, sessions, o, ceiling));
+            }
         }
     }
+
+    private static async Task<Result> RunCellAsync(LlamaModel model, string codec, int context, int sessions, Options o, double ceiling)
+    {
+        using var batch = new DecodeBatch(model, codec, sessions, context);
+        using var scheduler = o.Scheduler ? new BatchScheduler(model, new BatchSchedulerOptions()) : null;
+        Task<DecodeTiming> Run(int steps) => scheduler is null ? Task.FromResult(batch.RunPasses(steps)) : batch.RunScheduledAsync(scheduler, steps);
+        await Run(WarmupSteps);
+        var timing = await Run(o.Steps);
+        long resident = model.CacheBytesTotal - model.CacheBytesFree;
+        long held = batch.CacheBytes;
+
+        var c = model.Config;
+        long tokens = (long)sessions * o.Steps;
+        long embedding = c.TieWordEmbeddings ? 0 : (long)c.VocabSize * c.HiddenSize;
+        double bytesRead = timing.Passes * (double)(model.ParameterCount - embedding) * sizeof(float)
+            + tokens * ((double)c.HiddenSize * sizeof(float) + model.CacheBytesAt(codec, context));
+        double tokensPerSecond = tokens / timing.Seconds;
+        double gbps = bytesRead / timing.Seconds / 1e9;
+        Console.WriteLine(
+            $"{context,8} {sessions,8} {tokensPerSecond,9:F1} {timing.Seconds / timing.Passes * 1e3,8:F2} {bytesRead / tokens / 1e6,9:F1} {gbps,7:F1} "
+            + $"{gbps / ceiling,10:P0} {(double)timing.AllocatedBytes / timing.Passes,12:F0} {MiB(resident / sessions),12:F1} {MiB(held / sessions),10:F1} "
+            + $"{(double)resident / held - 1,9:P1}");
+        return new Result(codec, context, sessions, tokensPerSecond, gbps / ceiling);
+    }
+
+    private static void PrintSummary(List<Result> results, Options o)
+    {
+        Console.WriteLine();
+        Console.WriteLine("summary against the issue's targets, from the cells measured in this run:");
+        var single = results.Where(r => r.Sessions == 1).ToList();
+        Console.WriteLine(single.Count == 0
+            ? "  (a) 1 session, share of the memory read ceiling: no 1-session cell measured"
+            : $"  (a) 1 session, share of the memory read ceiling: best {Describe(single.MaxBy(r => r.OfCeiling))}, worst {Describe(single.MinBy(r => r.OfCeiling))}");
+
+        Console.WriteLine("  (b) 16 sessions / 1 session, aggregate tok/s (target >= 6x):");
+        foreach (string codec in results.Select(r => r.Codec).Distinct())
+        {
+            var ratios = results.Where(r => r.Codec == codec).Select(r => r.Context).Distinct()
+                .Select(context => $"{context}: {Ratio(results, (codec, context, 16), (codec, context, 1))}");
+            Console.WriteLine($"      {codec,-8} {string.Join("   ", ratios)}");
+        }
+
+        int at = Math.Min(8192, ModelConfig.Benchmark.MaxPositionEmbeddings - WarmupSteps - o.Steps);
+        Console.WriteLine(
+            $"  (c) 1 session at {at}: yoco / full {Ratio(results, ("yoco", at, 1), ("full", at, 1))} (target >= 3x), "
+            + $"svd-gqa / full {Ratio(results, ("svd-gqa", at, 1), ("full", at, 1))} (target >= 1.6x)");
+    }
+
+    private static string Describe(Result r) => $"{r.OfCeiling:P0} ({r.Codec} at {r.Context})";
+
+    private static string Ratio(List<Result> results, (string Codec, int Context, int Sessions) a, (string Codec, int Context, int Sessions) b)
+    {
+        double? Rate((string Codec, int Context, int Sessions) cell) => results
+            .Where(r => (r.Codec, r.Context, r.Sessions) == cell).Select(r => (double?)r.TokensPerSecond).FirstOrDefault();
+        return Rate(a) is { } x && Rate(b) is { } y ? $"{x / y:F2}x" : "n/a";
+    }
+
+    private static double GiB(long bytes) => bytes / (double)(1L << 30);
+
+    private static double MiB(long bytes) => bytes / (double)(1 << 20);
 }

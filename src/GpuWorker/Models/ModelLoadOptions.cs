@@ -10,7 +10,7 @@ public sealed record ModelLoadOptions
     public long CacheBudgetBytes { get; init; } = 256L << 20;
 
     /// <summary>Tokens per cache block (the pool's allocation unit).</summary>
-    public int BlockTokens { get; init; } = 256;
+    public int BlockTokens { get; init; } = 32;
 
     /// <summary>Threads that share each matmul and attention op.</summary>
     public int ComputeThreads { get; init; } = Environment.ProcessorCount;

@@ -1,4 +1,5 @@
 using KvCache.GpuWorker;
+using KvCache.GpuWorker.Batching;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -13,6 +14,7 @@ public sealed class ModelCatalog : IDisposable
     private const ulong DemoModelSeed = 20241122;
 
     private readonly Dictionary<string, ILanguageModel> _models = new(StringComparer.Ordinal);
+    private readonly Dictionary<ILanguageModel, BatchScheduler> _schedulers = [];
     private readonly List<ILanguageModel> _ordered = [];
 
     public ModelCatalog(IOptions<ModelCatalogOptions> options, ILogger<ModelCatalog> logger)
@@ -33,6 +35,11 @@ public sealed class ModelCatalog : IDisposable
             }
 
             _ordered.Add(model);
+            _schedulers[model] = new BatchScheduler(model, new BatchSchedulerOptions
+            {
+                GatherWindow = TimeSpan.FromMilliseconds(o.BatchGatherWindowMs),
+                PrefillRowsReserved = o.PrefillRowsReserved,
+            });
             ModelCatalogLog.ModelLoaded(logger, model.Id, directory, model.ParameterCount, model.CacheBytesTotal >> 20);
         }
 
@@ -46,10 +53,14 @@ public sealed class ModelCatalog : IDisposable
 
     public ILanguageModel? Get(string id) => _models.GetValueOrDefault(id);
 
+    /// <summary>The scheduler every forward pass of <paramref name="model"/> goes through.</summary>
+    public BatchScheduler Scheduler(ILanguageModel model) => _schedulers[model];
+
     public void Dispose()
     {
         foreach (var model in _ordered)
         {
+            _schedulers[model].Dispose();
             model.Dispose();
         }
     }

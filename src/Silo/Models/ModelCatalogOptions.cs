@@ -26,4 +26,15 @@ public sealed class ModelCatalogOptions
     /// <summary>Threads one forward pass may use (0 = all cores).</summary>
     [Range(0, 1024)]
     public int ComputeThreads { get; set; }
+
+    /// <summary>
+    /// After a batched decode pass, how long the model waits for the sessions it served to send their next step
+    /// before running a pass without them (bounds the latency batching adds).
+    /// </summary>
+    [Range(0.0, 100.0)]
+    public double BatchGatherWindowMs { get; set; } = 2;
+
+    /// <summary>Rows of each pass kept for prompt chunks while a prompt waits, so decoding cannot starve prefill.</summary>
+    [Range(0, 63)]
+    public int PrefillRowsReserved { get; set; } = 16;
 }

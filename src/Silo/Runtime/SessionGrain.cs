@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using KvCache.GpuWorker;
+using KvCache.GpuWorker.Batching;
 using KvCache.GpuWorker.Sampling;
 using KvCache.Silo.Cluster.Directory;
 using KvCache.Silo.Models;
@@ -38,6 +39,8 @@ internal sealed class SessionGrain
     private SessionRecord? _record;
     private ILanguageModel? _model;
     private IKvCache? _cache;
+    private BatchScheduler? _scheduler;
+    private readonly ForwardRequest _forward = new();
     private float[] _logits = [];
     private float[] _samplerScratch = [];
     private bool _logitsValid;
@@ -346,6 +349,7 @@ internal sealed class SessionGrain
 
             _record = record;
             _model = model;
+            _scheduler = _catalog.Models.Scheduler(model);
             _logits = new float[model.Config.VocabSize];
             _samplerScratch = new float[TokenSampler.ScratchLength(model.Config.VocabSize)];
             _tokenCount = tokenCount;
@@ -494,15 +498,17 @@ internal sealed class SessionGrain
         }
     }
 
-    /// <summary>Runs the model over tokens, spilling other idle sessions if the cache pool is full.</summary>
+    /// <summary>
+    /// Runs the model over tokens in the model's shared batched passes, spilling other idle sessions if the cache
+    /// pool is full.
+    /// </summary>
     /// <param name="logged">The tokens are already in the token log, so a failure leaves the cache behind it.</param>
     private ValueTask ForwardAsync(ReadOnlyMemory<int> tokens, bool logged = false)
     {
         // The decode hot path: no closure and no task unless the pool is full and other sessions must be spilled.
         try
         {
-            _model!.Forward(_cache!, tokens.Span, _logits);
-            return ValueTask.CompletedTask;
+            return _scheduler!.ForwardAsync(_forward, _cache!, tokens, _logits);
         }
         catch (CacheCapacityException)
         {
@@ -517,7 +523,7 @@ internal sealed class SessionGrain
         {
             await _catalog.WithCacheMemoryAsync(model, this, () =>
             {
-                model.Forward(_cache!, tokens.Span, _logits);
+                model.Reserve(_cache!, tokens.Span);
                 return 0;
             });
         }
@@ -530,6 +536,8 @@ internal sealed class SessionGrain
 
             throw new SessionException(SessionErrorCode.ResourceExhausted, $"The KV-cache memory of model '{model.Id}' is full.", ex);
         }
+
+        await _scheduler!.ForwardAsync(_forward, _cache!, tokens, _logits);
     }
 
     private async Task AppendToLogAsync(ReadOnlyMemory<int> tokens)
