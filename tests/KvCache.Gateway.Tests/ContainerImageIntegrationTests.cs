@@ -47,6 +47,9 @@ public sealed class ContainerImageIntegrationTests
         Assert.True(metrics["kvcache_restore_duration_seconds_sum"] > 0);
         Assert.Equal(0, metrics["kvcache_migration_duration_seconds_count"]);
         Assert.Equal(0, metrics["kvcache_decode_queue_depth"]);
+        Assert.Equal(25, metrics["kvcache_batch_decode_rows_total{model=\"demo-llama\"}"]);
+        Assert.Equal(Prompt.Length, metrics["kvcache_batch_prefill_rows_total{model=\"demo-llama\"}"]);
+        Assert.Equal(26, metrics["kvcache_batch_passes_total{model=\"demo-llama\"}"]);
         var used = metrics["kvcache_cache_bytes_used{model=\"demo-llama\"}"];
         var free = metrics["kvcache_cache_bytes_free{model=\"demo-llama\"}"];
         Assert.True(used > 0, $"cache bytes used: {used}");

@@ -21,14 +21,12 @@ public sealed class PrometheusTextWriter
     }
 
     /// <summary>A gauge with one sample per label value.</summary>
-    public void Gauge(string name, string help, string label, IEnumerable<(string LabelValue, double Value)> samples)
-    {
-        Family(name, "gauge", help);
-        foreach (var (labelValue, value) in samples)
-        {
-            Sample(name, value, label, labelValue);
-        }
-    }
+    public void Gauge(string name, string help, string label, IEnumerable<(string LabelValue, double Value)> samples) =>
+        Labelled(name, "gauge", help, label, samples);
+
+    /// <summary>A counter (<paramref name="name"/> ends in <c>_total</c>) with one sample per label value.</summary>
+    public void Counter(string name, string help, string label, IEnumerable<(string LabelValue, double Value)> samples) =>
+        Labelled(name, "counter", help, label, samples);
 
     /// <summary>A counter; <paramref name="name"/> ends in <c>_total</c>.</summary>
     public void Counter(string name, string help, double value)
@@ -46,6 +44,15 @@ public sealed class PrometheusTextWriter
     }
 
     public override string ToString() => _text.ToString();
+
+    private void Labelled(string name, string type, string help, string label, IEnumerable<(string LabelValue, double Value)> samples)
+    {
+        Family(name, type, help);
+        foreach (var (labelValue, value) in samples)
+        {
+            Sample(name, value, label, labelValue);
+        }
+    }
 
     private void Family(string name, string type, string help) =>
         _text.Append("# HELP ").Append(name).Append(' ').Append(help.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal)).Append('\n')

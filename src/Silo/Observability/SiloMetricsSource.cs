@@ -13,6 +13,9 @@ internal sealed class SiloMetricsSource(SessionCatalog catalog, ModelCatalog mod
         writer.Gauge("kvcache_cache_bytes_used", "KV-cache memory in use, per model.", "model", models.All.Select(m => (m.Id, (double)(m.CacheBytesTotal - m.CacheBytesFree))));
         writer.Gauge("kvcache_cache_bytes_free", "KV-cache memory free, per model.", "model", models.All.Select(m => (m.Id, (double)m.CacheBytesFree)));
         writer.Gauge("kvcache_decode_queue_depth", "Decode turns running or waiting for their session's turn.", metrics.DecodesInFlight);
+        writer.Counter("kvcache_batch_passes_total", "Batched forward passes run, per model (decode rows / passes = mean batch).", "model", models.All.Select(m => (m.Id, (double)models.Scheduler(m).Passes)));
+        writer.Counter("kvcache_batch_decode_rows_total", "Decode steps run in batched passes, per model.", "model", models.All.Select(m => (m.Id, (double)models.Scheduler(m).DecodeRows)));
+        writer.Counter("kvcache_batch_prefill_rows_total", "Prompt tokens run in batched passes, per model.", "model", models.All.Select(m => (m.Id, (double)models.Scheduler(m).PrefillRows)));
         writer.Counter("kvcache_tokens_decoded_total", "Tokens sampled by the model (rate() gives tokens/s).", metrics.TokensDecoded);
         writer.Summary("kvcache_spill_duration_seconds", "Time to snapshot a session to the spill store.", metrics.Spills.Count, metrics.Spills.SumSeconds);
         writer.Summary("kvcache_restore_duration_seconds", "Time to rebuild a session from its snapshot and token log.", metrics.Restores.Count, metrics.Restores.SumSeconds);
