@@ -1,3 +1,4 @@
+using KvCache.GpuWorker.Internal;
 using System.Text;
 
 namespace KvCache.GpuWorker.Tests;
@@ -44,10 +45,10 @@ public sealed class SafetensorsUnitTests : IDisposable
     [Fact]
     public void BFloat16_rounds_to_nearest_even()
     {
-        Assert.Equal(0x3F80, SafetensorsWriter.ToBFloat16(1f));
-        Assert.Equal(0x3F80, SafetensorsWriter.ToBFloat16(BitConverter.UInt32BitsToSingle(0x3F808000))); // tie -> even
-        Assert.Equal(0x3F82, SafetensorsWriter.ToBFloat16(BitConverter.UInt32BitsToSingle(0x3F818000))); // tie -> even (up)
-        Assert.Equal(0x3F81, SafetensorsWriter.ToBFloat16(BitConverter.UInt32BitsToSingle(0x3F808001)));
+        Assert.Equal(0x3F80, Bf16.FromSingle(1f));
+        Assert.Equal(0x3F80, Bf16.FromSingle(BitConverter.UInt32BitsToSingle(0x3F808000))); // tie -> even
+        Assert.Equal(0x3F82, Bf16.FromSingle(BitConverter.UInt32BitsToSingle(0x3F818000))); // tie -> even (up)
+        Assert.Equal(0x3F81, Bf16.FromSingle(BitConverter.UInt32BitsToSingle(0x3F808001)));
     }
 
     [Fact]
@@ -138,6 +139,6 @@ public sealed class SafetensorsUnitTests : IDisposable
     {
         TensorDtype.F32 => x,
         TensorDtype.F16 => (float)(Half)x,
-        _ => BitConverter.UInt32BitsToSingle((uint)SafetensorsWriter.ToBFloat16(x) << 16),
+        _ => BitConverter.UInt32BitsToSingle((uint)Bf16.FromSingle(x) << 16),
     };
 }

@@ -13,7 +13,13 @@ namespace KvCache.GpuWorker.Internal;
 internal static unsafe class Kernels
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    public static float Dot(float* a, float* b, int n)
+    public static float Dot(float* a, float* b, int n) => Dot<F32Weights, float>(a, b, n);
+
+    /// <summary>Dot with the weight-side operand w in any format: bit-identical to Dot over w's f32 widening.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    public static float Dot<TFormat, T>(float* x, T* w, int n)
+        where TFormat : IWeightFormat<T>
+        where T : unmanaged
     {
         int i = 0;
         float s;
@@ -22,15 +28,15 @@ internal static unsafe class Kernels
             Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
             for (; i <= n - 64; i += 64)
             {
-                acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), acc0);
-                acc1 = Vector512.FusedMultiplyAdd(Vector512.Load(a + i + 16), Vector512.Load(b + i + 16), acc1);
-                acc2 = Vector512.FusedMultiplyAdd(Vector512.Load(a + i + 32), Vector512.Load(b + i + 32), acc2);
-                acc3 = Vector512.FusedMultiplyAdd(Vector512.Load(a + i + 48), Vector512.Load(b + i + 48), acc3);
+                acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), TFormat.Load512(w + i), acc0);
+                acc1 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 16), TFormat.Load512(w + i + 16), acc1);
+                acc2 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 32), TFormat.Load512(w + i + 32), acc2);
+                acc3 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 48), TFormat.Load512(w + i + 48), acc3);
             }
 
             for (; i <= n - 16; i += 16)
             {
-                acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), acc0);
+                acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), TFormat.Load512(w + i), acc0);
             }
 
             s = Vector512.Sum((acc0 + acc1) + (acc2 + acc3));
@@ -40,15 +46,15 @@ internal static unsafe class Kernels
             Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
             for (; i <= n - 32; i += 32)
             {
-                acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), acc0);
-                acc1 = Vector256.FusedMultiplyAdd(Vector256.Load(a + i + 8), Vector256.Load(b + i + 8), acc1);
-                acc2 = Vector256.FusedMultiplyAdd(Vector256.Load(a + i + 16), Vector256.Load(b + i + 16), acc2);
-                acc3 = Vector256.FusedMultiplyAdd(Vector256.Load(a + i + 24), Vector256.Load(b + i + 24), acc3);
+                acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), TFormat.Load256(w + i), acc0);
+                acc1 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 8), TFormat.Load256(w + i + 8), acc1);
+                acc2 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 16), TFormat.Load256(w + i + 16), acc2);
+                acc3 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 24), TFormat.Load256(w + i + 24), acc3);
             }
 
             for (; i <= n - 8; i += 8)
             {
-                acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), acc0);
+                acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), TFormat.Load256(w + i), acc0);
             }
 
             s = Vector256.Sum((acc0 + acc1) + (acc2 + acc3));
@@ -58,9 +64,82 @@ internal static unsafe class Kernels
             s = 0;
         }
 
+        return Tail<TFormat, T>(x, w, i, n, s);
+    }
+
+    /// <summary>
+    /// y[r * yStride] = Dot(x + r * xStride, w, n) for r in 0..3, bit for bit: each weight load feeds four rows'
+    /// FMAs (a batch reads its weights once) and each row keeps Dot's own accumulators, steps and reduction.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Dot4<TFormat, T>(float* x, long xStride, T* w, int n, float* y, long yStride)
+        where TFormat : IWeightFormat<T>
+        where T : unmanaged
+    {
+        if (!Vector512.IsHardwareAccelerated || n < 16)
+        {
+            for (int r = 0; r < 4; r++)
+            {
+                y[r * yStride] = Dot<TFormat, T>(x + r * xStride, w, n);
+            }
+
+            return;
+        }
+
+        float* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default;
+        int i = 0;
+        for (; i <= n - 64; i += 64)
+        {
+            var w0 = TFormat.Load512(w + i);
+            a00 = Vector512.FusedMultiplyAdd(Vector512.Load(x0 + i), w0, a00);
+            a10 = Vector512.FusedMultiplyAdd(Vector512.Load(x1 + i), w0, a10);
+            a20 = Vector512.FusedMultiplyAdd(Vector512.Load(x2 + i), w0, a20);
+            a30 = Vector512.FusedMultiplyAdd(Vector512.Load(x3 + i), w0, a30);
+            var w1 = TFormat.Load512(w + i + 16);
+            a01 = Vector512.FusedMultiplyAdd(Vector512.Load(x0 + i + 16), w1, a01);
+            a11 = Vector512.FusedMultiplyAdd(Vector512.Load(x1 + i + 16), w1, a11);
+            a21 = Vector512.FusedMultiplyAdd(Vector512.Load(x2 + i + 16), w1, a21);
+            a31 = Vector512.FusedMultiplyAdd(Vector512.Load(x3 + i + 16), w1, a31);
+            var w2 = TFormat.Load512(w + i + 32);
+            a02 = Vector512.FusedMultiplyAdd(Vector512.Load(x0 + i + 32), w2, a02);
+            a12 = Vector512.FusedMultiplyAdd(Vector512.Load(x1 + i + 32), w2, a12);
+            a22 = Vector512.FusedMultiplyAdd(Vector512.Load(x2 + i + 32), w2, a22);
+            a32 = Vector512.FusedMultiplyAdd(Vector512.Load(x3 + i + 32), w2, a32);
+            var w3 = TFormat.Load512(w + i + 48);
+            a03 = Vector512.FusedMultiplyAdd(Vector512.Load(x0 + i + 48), w3, a03);
+            a13 = Vector512.FusedMultiplyAdd(Vector512.Load(x1 + i + 48), w3, a13);
+            a23 = Vector512.FusedMultiplyAdd(Vector512.Load(x2 + i + 48), w3, a23);
+            a33 = Vector512.FusedMultiplyAdd(Vector512.Load(x3 + i + 48), w3, a33);
+        }
+
+        for (; i <= n - 16; i += 16)
+        {
+            var w0 = TFormat.Load512(w + i);
+            a00 = Vector512.FusedMultiplyAdd(Vector512.Load(x0 + i), w0, a00);
+            a10 = Vector512.FusedMultiplyAdd(Vector512.Load(x1 + i), w0, a10);
+            a20 = Vector512.FusedMultiplyAdd(Vector512.Load(x2 + i), w0, a20);
+            a30 = Vector512.FusedMultiplyAdd(Vector512.Load(x3 + i), w0, a30);
+        }
+
+        y[0] = Tail<TFormat, T>(x0, w, i, n, Vector512.Sum((a00 + a01) + (a02 + a03)));
+        y[yStride] = Tail<TFormat, T>(x1, w, i, n, Vector512.Sum((a10 + a11) + (a12 + a13)));
+        y[2 * yStride] = Tail<TFormat, T>(x2, w, i, n, Vector512.Sum((a20 + a21) + (a22 + a23)));
+        y[3 * yStride] = Tail<TFormat, T>(x3, w, i, n, Vector512.Sum((a30 + a31) + (a32 + a33)));
+    }
+
+    /// <summary>Dot's scalar tail: elements [i, n) fused into s one at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Tail<TFormat, T>(float* x, T* w, int i, int n, float s)
+        where TFormat : IWeightFormat<T>
+        where T : unmanaged
+    {
         for (; i < n; i++)
         {
-            s = MathF.FusedMultiplyAdd(a[i], b[i], s);
+            s = MathF.FusedMultiplyAdd(x[i], TFormat.Load(w + i), s);
         }
 
         return s;
@@ -137,4 +216,46 @@ internal static unsafe class Kernels
             y[i] = MathF.FusedMultiplyAdd(alpha, x[i], y[i]);
         }
     }
+}
+
+/// <summary>
+/// How a weight matrix is stored. Loads widen to f32 lanes, so every format runs the kernels' arithmetic unchanged
+/// and a narrow matrix gives bit-identical results to its f32 widening. A struct type argument specializes and
+/// inlines the loads: no indirection in the hot loops.
+/// </summary>
+internal unsafe interface IWeightFormat<T>
+    where T : unmanaged
+{
+    static abstract Vector512<float> Load512(T* p);
+
+    static abstract Vector256<float> Load256(T* p);
+
+    static abstract float Load(T* p);
+}
+
+internal readonly unsafe struct F32Weights : IWeightFormat<float>
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load512(float* p) => Vector512.Load(p);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(float* p) => Vector256.Load(p);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Load(float* p) => *p;
+}
+
+/// <summary>bf16 is the upper half of an f32: widening is a zero-extend and a 16-bit shift, exact.</summary>
+internal readonly unsafe struct Bf16Weights : IWeightFormat<ushort>
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load512(ushort* p) =>
+        Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load(p).ToVector512Unsafe()), 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(ushort* p) =>
+        Vector256.ShiftLeft(Vector256.WidenLower(Vector128.Load(p).ToVector256Unsafe()), 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Load(ushort* p) => Bf16.ToSingle(*p);
 }

@@ -114,7 +114,7 @@ public sealed unsafe class SafetensorsReader : IDisposable
                 var raw = MemoryMarshal.Cast<byte, ushort>(bytes);
                 for (int i = 0; i < raw.Length; i++)
                 {
-                    destination[i] = BitConverter.UInt32BitsToSingle((uint)raw[i] << 16);
+                    destination[i] = Bf16.ToSingle(raw[i]);
                 }
 
                 break;

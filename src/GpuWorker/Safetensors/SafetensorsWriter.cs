@@ -72,7 +72,7 @@ public sealed class SafetensorsWriter : IDisposable
                         var dst = MemoryMarshal.Cast<byte, ushort>(buffer.AsSpan(0, bytes));
                         for (int i = 0; i < n; i++)
                         {
-                            dst[i] = ToBFloat16(src[i]);
+                            dst[i] = Bf16.FromSingle(src[i]);
                         }
 
                         break;
@@ -108,19 +108,6 @@ public sealed class SafetensorsWriter : IDisposable
             _disposed = true;
             _stream.Dispose();
         }
-    }
-
-    /// <summary>Round to nearest even, as torch does when casting f32 to bf16 (NaN stays NaN).</summary>
-    internal static ushort ToBFloat16(float value)
-    {
-        uint bits = BitConverter.SingleToUInt32Bits(value);
-        if (float.IsNaN(value))
-        {
-            return (ushort)((bits >> 16) | 0x40);
-        }
-
-        uint rounding = 0x7FFF + ((bits >> 16) & 1);
-        return (ushort)((bits + rounding) >> 16);
     }
 
     private void SkipEmpty()

@@ -2,40 +2,66 @@ using System.Runtime.CompilerServices;
 
 namespace KvCache.GpuWorker.Internal.Backends;
 
-/// <summary>Matrix multiplication: output rows split in tiles across the compute threads.</summary>
+/// <summary>
+/// Matrix multiplication: output rows split in tiles across the compute threads. Token rows go four at a time
+/// through Dot4, which shares each weight load; every output is still exactly Dot(x row, weight row), so a row's
+/// result never depends on how many rows share the call, nor on the tiling.
+/// </summary>
 internal sealed unsafe partial class CpuBackend
 {
-    private const int MatMulTile = 16;
+    // Tiles are sized in weight bytes. A GEMV streams each weight once: long contiguous runs per thread keep the
+    // hardware prefetchers ahead (16-row tiles of a bf16 768-wide matrix, 24 KiB, lost a third of the bandwidth on
+    // 2 threads). With four or more token rows a tile must stay in L2 while every row group sweeps it.
+    private const long GemvTileBytes = 512 << 10;
+    private const long GemmTileBytes = 192 << 10;
 
-    private readonly MatMulJob _matMul = new();
+    // Keeps the dynamic split balanced when a matrix has few output rows.
+    private const int MinTilesPerThread = 4;
 
-    public void MatMul(float* x, int rows, int inDim, float* weight, int outDim, float* y)
+    private readonly MatMulJob<F32Weights, float> _matMul = new();
+    private readonly MatMulJob<Bf16Weights, ushort> _matMulBf16 = new();
+
+    public void MatMul(float* x, int rows, int inDim, float* weight, int outDim, float* y) =>
+        MatMul(_matMul, x, rows, inDim, weight, outDim, y);
+
+    /// <summary>MatMul over bf16 weights: half the bytes read, bit-identical to MatMul over their f32 widening.</summary>
+    public void MatMulBf16(float* x, int rows, int inDim, ushort* weight, int outDim, float* y) =>
+        MatMul(_matMulBf16, x, rows, inDim, weight, outDim, y);
+
+    private void MatMul<TFormat, T>(MatMulJob<TFormat, T> job, float* x, int rows, int inDim, T* weight, int outDim, float* y)
+        where TFormat : IWeightFormat<T>
+        where T : unmanaged
     {
-        int tiles = (outDim + MatMulTile - 1) / MatMulTile;
+        long tileBytes = rows < 4 ? GemvTileBytes : GemmTileBytes;
+        int tileRows = (int)Math.Clamp(tileBytes / ((long)inDim * sizeof(T)), 1, Math.Max(1, outDim / (MinTilesPerThread * _pool.Threads)));
+        int tiles = (outDim + tileRows - 1) / tileRows;
         bool parallel = (long)rows * inDim * outDim >= ParallelThreshold;
         lock (_gate)
         {
-            _matMul.Set(x, rows, inDim, weight, outDim, y);
+            job.Set(x, rows, inDim, weight, outDim, y, tileRows);
             if (parallel)
             {
-                _pool.Run(_matMul, tiles);
+                _pool.Run(job, tiles);
             }
             else
             {
                 for (int t = 0; t < tiles; t++)
                 {
-                    _matMul.Execute(t, 0);
+                    job.Execute(t, 0);
                 }
             }
         }
     }
 
-    private sealed class MatMulJob : ParallelJob
+    private sealed class MatMulJob<TFormat, T> : ParallelJob
+        where TFormat : IWeightFormat<T>
+        where T : unmanaged
     {
-        private float* _x, _w, _y;
-        private int _rows, _in, _out;
+        private float* _x, _y;
+        private T* _w;
+        private int _rows, _in, _out, _tileRows;
 
-        public void Set(float* x, int rows, int inDim, float* weight, int outDim, float* y)
+        public void Set(float* x, int rows, int inDim, T* weight, int outDim, float* y, int tileRows)
         {
             _x = x;
             _rows = rows;
@@ -43,19 +69,34 @@ internal sealed unsafe partial class CpuBackend
             _w = weight;
             _out = outDim;
             _y = y;
+            _tileRows = tileRows;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int thread)
         {
-            int end = Math.Min(_out, (index + 1) * MatMulTile);
-            for (int o = index * MatMulTile; o < end; o++)
+            int start = index * _tileRows, end = Math.Min(_out, start + _tileRows);
+            int r = 0;
+
+            // Token rows outer, weight rows inner: the tile's weight rows are read from memory once and stay in
+            // cache while each group of four token rows sweeps them.
+            for (; r <= _rows - 4; r += 4)
             {
-                // Weight row outer, token rows inner: the row is read from memory once per chunk.
-                float* w = _w + (long)o * _in;
-                for (int r = 0; r < _rows; r++)
+                float* x = _x + (long)r * _in;
+                float* y = _y + (long)r * _out;
+                for (int o = start; o < end; o++)
                 {
-                    _y[(long)r * _out + o] = Kernels.Dot(_x + (long)r * _in, w, _in);
+                    Kernels.Dot4<TFormat, T>(x, _in, _w + (long)o * _in, _in, y + o, _out);
+                }
+            }
+
+            for (; r < _rows; r++)
+            {
+                float* x = _x + (long)r * _in;
+                float* y = _y + (long)r * _out;
+                for (int o = start; o < end; o++)
+                {
+                    y[o] = Kernels.Dot<TFormat, T>(x, _w + (long)o * _in, _in);
                 }
             }
         }

@@ -1,0 +1,203 @@
+using System.Runtime.InteropServices;
+using KvCache.GpuWorker.Internal;
+using KvCache.GpuWorker.Internal.Backends;
+
+namespace KvCache.GpuWorker.Tests;
+
+/// <summary>
+/// Batch invariance of the matmul kernels: Dot4 and any row count give exactly Dot's bits, and bf16 weights give
+/// exactly the bits of their f32 widening.
+/// </summary>
+public sealed unsafe class MatMulKernelUnitTests
+{
+    private static readonly int[] Lengths = [1, 7, 15, 16, 17, 63, 64, 65, 100, 768, 2048 + 5];
+
+    public static TheoryData<int, int> LengthsAndOffsets()
+    {
+        var data = new TheoryData<int, int>();
+        foreach (int n in Lengths)
+        {
+            foreach (int offset in (int[])[0, 1, 5])
+            {
+                data.Add(n, offset);
+            }
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(LengthsAndOffsets))]
+    public void Dot4_equals_Dot_bit_for_bit_at_any_length_and_alignment(int n, int offset)
+    {
+        // Rows sit at an odd stride past a misaligned start, so no two rows share an alignment.
+        long stride = n + 3;
+        using var x = new Native<float>(offset + 4 * stride);
+        using var w = new Native<float>(offset + n);
+        using var wb = new Native<ushort>(offset + n);
+        using var widened = new Native<float>(n);
+        Fill(x.Span, seed: n);
+        Fill(w.Span, seed: n + 1);
+        Bf16.Convert(w.Span, wb.Span);
+        float* xp = x.Pointer + offset, wp = w.Pointer + offset;
+        ushort* wbp = wb.Pointer + offset;
+        Widen(wbp, widened.Pointer, n);
+
+        float* y = stackalloc float[8];
+        Kernels.Dot4<F32Weights, float>(xp, stride, wp, n, y, 2);
+        Kernels.Dot4<Bf16Weights, ushort>(xp, stride, wbp, n, y + 1, 2);
+        for (int r = 0; r < 4; r++)
+        {
+            float* xr = xp + r * stride;
+            AssertBits(Kernels.Dot(xr, wp, n), y[2 * r]);
+            AssertBits(Kernels.Dot(xr, widened.Pointer, n), y[2 * r + 1]);
+            AssertBits(Kernels.Dot(xr, widened.Pointer, n), Kernels.Dot<Bf16Weights, ushort>(xr, wbp, n));
+        }
+    }
+
+    [Theory]
+    [InlineData(768, 40)]
+    [InlineData(65, 33)]
+    [InlineData(7, 5)]
+    public void MatMul_gives_each_row_the_bits_it_gets_alone(int inDim, int outDim)
+    {
+        const int MaxRows = 64;
+        using var backend = new CpuBackend(threads: 2, maxPositions: 64);
+        using var x = new Native<float>(3 + (long)MaxRows * inDim);
+        using var w = new Native<float>((long)outDim * inDim);
+        using var y = new Native<float>((long)MaxRows * outDim);
+        using var alone = new Native<float>(outDim);
+        Fill(x.Span, seed: 1);
+        Fill(w.Span, seed: 2);
+        float* xp = x.Pointer + 3;
+        foreach (int rows in (int[])[1, 2, 3, 4, 5, 6, 7, 8, 9, MaxRows])
+        {
+            backend.MatMul(xp, rows, inDim, w.Pointer, outDim, y.Pointer);
+            for (int r = 0; r < rows; r++)
+            {
+                float* xr = xp + (long)r * inDim;
+                backend.MatMul(xr, 1, inDim, w.Pointer, outDim, alone.Pointer);
+                for (int o = 0; o < outDim; o++)
+                {
+                    AssertBits(alone.Pointer[o], y.Pointer[(long)r * outDim + o]);
+                    AssertBits(Kernels.Dot(xr, w.Pointer + (long)o * inDim, inDim), alone.Pointer[o]);
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(768, 40)]
+    [InlineData(65, 33)]
+    [InlineData(7, 5)]
+    public void MatMulBf16_equals_MatMul_over_the_widened_weights(int inDim, int outDim)
+    {
+        const int MaxRows = 64;
+        using var backend = new CpuBackend(threads: 2, maxPositions: 64);
+        long count = (long)outDim * inDim;
+        using var x = new Native<float>((long)MaxRows * inDim);
+        using var w = new Native<float>(count);
+        using var wb = new Native<ushort>(count);
+        using var expected = new Native<float>((long)MaxRows * outDim);
+        using var actual = new Native<float>((long)MaxRows * outDim);
+        Fill(x.Span, seed: 3);
+        Fill(w.Span, seed: 4);
+        Bf16.Convert(w.Span, wb.Span);
+        Widen(wb.Pointer, w.Pointer, count);
+        foreach (int rows in (int[])[1, 3, 4, 5, MaxRows])
+        {
+            backend.MatMul(x.Pointer, rows, inDim, w.Pointer, outDim, expected.Pointer);
+            backend.MatMulBf16(x.Pointer, rows, inDim, wb.Pointer, outDim, actual.Pointer);
+            for (long i = 0; i < (long)rows * outDim; i++)
+            {
+                AssertBits(expected.Pointer[i], actual.Pointer[i]);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(0x3F800000u, 0x3F80)] // exact
+    [InlineData(0x3F807FFFu, 0x3F80)] // below half: down
+    [InlineData(0x3F808001u, 0x3F81)] // above half: up
+    [InlineData(0x3F808000u, 0x3F80)] // tie, even below: down
+    [InlineData(0x3F818000u, 0x3F82)] // tie, odd below: up to even
+    [InlineData(0xBF818000u, 0xBF82)] // sign is kept
+    [InlineData(0x3FFF8000u, 0x4000)] // mantissa carries into the exponent
+    [InlineData(0x7F7FFFFFu, 0x7F80)] // float.MaxValue rounds to infinity
+    [InlineData(0x7F800000u, 0x7F80)] // +infinity
+    [InlineData(0xFF800000u, 0xFF80)] // -infinity
+    [InlineData(0x80000000u, 0x8000)] // -0
+    [InlineData(0x00008000u, 0x0000)] // subnormal tie to even
+    [InlineData(0x00018000u, 0x0002)] // subnormal tie to even, up
+    [InlineData(0x7FC00000u, 0x7FC0)] // quiet NaN
+    [InlineData(0xFFC12345u, 0xFFC1)] // NaN: sign and high payload kept, never rounded into the next value
+    [InlineData(0x7F800001u, 0x7FC0)] // NaN whose payload lies only in the dropped bits stays NaN
+    public void Bf16_FromSingle_rounds_to_nearest_even(uint bits, int expected)
+    {
+        ushort b = Bf16.FromSingle(BitConverter.UInt32BitsToSingle(bits));
+        Assert.Equal((ushort)expected, b);
+        Assert.Equal(float.IsNaN(BitConverter.UInt32BitsToSingle(bits)), float.IsNaN(Bf16.ToSingle(b)));
+    }
+
+    [Fact]
+    public void Bf16_round_trips_every_value_and_Convert_matches_FromSingle()
+    {
+        var values = new float[65536];
+        for (int b = 0; b < values.Length; b++)
+        {
+            float f = Bf16.ToSingle((ushort)b);
+            Assert.Equal((uint)b << 16, BitConverter.SingleToUInt32Bits(f));
+            values[b] = f;
+            if (!float.IsNaN(f))
+            {
+                Assert.Equal((ushort)b, Bf16.FromSingle(f));
+            }
+        }
+
+        var random = new Random(5);
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = BitConverter.UInt32BitsToSingle((uint)random.NextInt64(1L << 32));
+        }
+
+        var converted = new ushort[values.Length];
+        Bf16.Convert(values, converted);
+        for (int i = 0; i < values.Length; i++)
+        {
+            Assert.Equal(Bf16.FromSingle(values[i]), converted[i]);
+        }
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => Bf16.Convert(values, new ushort[10]));
+    }
+
+    private static void AssertBits(float expected, float actual) =>
+        Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(actual));
+
+    private static void Fill(Span<float> values, int seed)
+    {
+        var random = new Random(seed);
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = (float)(random.NextDouble() * 2 - 1);
+        }
+    }
+
+    private static void Widen(ushort* source, float* destination, long count)
+    {
+        for (long i = 0; i < count; i++)
+        {
+            destination[i] = Bf16.ToSingle(source[i]);
+        }
+    }
+
+    /// <summary>64-byte aligned native memory, so offsets from it give known misalignments.</summary>
+    private sealed class Native<T>(long count) : IDisposable
+        where T : unmanaged
+    {
+        public T* Pointer { get; } = (T*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(T)), 64);
+
+        public Span<T> Span => new(Pointer, checked((int)count));
+
+        public void Dispose() => NativeMemory.AlignedFree(Pointer);
+    }
+}
