@@ -16,18 +16,16 @@ public static class DecodeBench
 {
     private const string Usage =
         "usage: decode [--codecs full,svd-gqa,yoco,fusedkv,fourier] [--contexts 1024,8192,32768] [--sessions 1,4,16,64 (at most 64)] "
-        + "[--steps 8] [--memory-gib 12] [--scheduler]";
+        + "[--steps 8] [--memory-gib 12] [--weights f32|bf16] [--block-tokens 32] [--scheduler]";
 
     private const int WarmupSteps = 2;
-    private const int BlockTokens = 256;
-
     // A fourier cache keeps three block lists (slots, coefficients, middle tokens), each rounded up to whole blocks.
     private const int SpareBlocksPerCache = 2;
 
     private static readonly string[] s_codecs =
         [FullKvCache.CodecId, SvdGqaKvCache.CodecId, YocoKvCache.CodecId, FusedKvCache.CodecId, FourierKvCache.CodecId];
 
-    private sealed record Options(string[] Codecs, int[] Contexts, int[] Sessions, int Steps, double MemoryGiB, bool Scheduler)
+    private sealed record Options(string[] Codecs, int[] Contexts, int[] Sessions, int Steps, double MemoryGiB, WeightFormat Weights, int BlockTokens, bool Scheduler)
     {
         public long BudgetBytes => (long)(MemoryGiB * (1L << 30));
 
@@ -47,7 +45,8 @@ public static class DecodeBench
         }
 
         int threads = Environment.ProcessorCount;
-        double ceiling = MeasureCeiling(threads);
+        using var bandwidth = new MemoryBandwidth(1L << 30, threads);
+        MeasureCeiling(bandwidth, threads);
         int[] contexts = ClampContexts(o);
         PrintHeader(o);
 
@@ -61,7 +60,7 @@ public static class DecodeBench
                 using var model = GenerateAndLoad(Path.Combine(root.FullName, string.Join('+', group)), group.Key, [.. group], contexts, o, threads);
                 foreach (string codec in group)
                 {
-                    await RunCodecAsync(model, codec, contexts, o, ceiling, results);
+                    await RunCodecAsync(model, codec, contexts, o, bandwidth, results);
                 }
             }
         }
@@ -76,7 +75,7 @@ public static class DecodeBench
 
     private static Options? Parse(string[] args)
     {
-        var o = new Options(s_codecs, [1024, 8192, 32768], [1, 4, 16, 64], Steps: 8, MemoryGiB: 12, Scheduler: false);
+        var o = new Options(s_codecs, [1024, 8192, 32768], [1, 4, 16, 64], Steps: 8, MemoryGiB: 12, WeightFormat.F32, new ModelLoadOptions().BlockTokens, Scheduler: false);
         try
         {
             for (int i = 0; i < args.Length; i++)
@@ -99,6 +98,12 @@ public static class DecodeBench
                     case "--memory-gib" when hasValue:
                         o = o with { MemoryGiB = double.Parse(args[++i], CultureInfo.InvariantCulture) };
                         break;
+                    case "--weights" when hasValue:
+                        o = o with { Weights = Enum.Parse<WeightFormat>(args[++i], ignoreCase: true) };
+                        break;
+                    case "--block-tokens" when hasValue:
+                        o = o with { BlockTokens = int.Parse(args[++i], CultureInfo.InvariantCulture) };
+                        break;
                     case "--scheduler":
                         o = o with { Scheduler = true };
                         break;
@@ -107,7 +112,7 @@ public static class DecodeBench
                 }
             }
         }
-        catch (Exception e) when (e is FormatException or OverflowException)
+        catch (Exception e) when (e is FormatException or OverflowException or ArgumentException)
         {
             return null;
         }
@@ -116,25 +121,26 @@ public static class DecodeBench
         bool valid = o.Codecs.Length > 0 && o.Codecs.All(s_codecs.Contains)
             && o.Contexts.Length > 0 && o.Contexts.All(c => c > 0)
             && o.Sessions.Length > 0 && o.Sessions.All(s => s is >= 1 and <= LlamaModel.ChunkTokens)
-            && o.Steps > 0 && o.MemoryGiB > 0;
+            && o.Steps > 0 && o.MemoryGiB > 0 && o.BlockTokens > 0;
         return valid ? o : null;
     }
 
     private static int[] Ints(string list) =>
         [.. list.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture))];
 
-    private static double MeasureCeiling(int threads)
+    private static void MeasureCeiling(MemoryBandwidth bandwidth, int threads)
     {
         Console.WriteLine($"decode bench: {threads} threads, Vector512 accelerated: {Vector512.IsHardwareAccelerated}");
-        var sw = Stopwatch.StartNew();
-        double ceiling = MemoryBandwidth.MeasureReadGBps(1L << 30, threads, runs: 5);
-        double ceilingOne = MemoryBandwidth.MeasureReadGBps(1L << 30, 1, runs: 3);
+        double ceiling = bandwidth.MeasureReadGBps(threads, runs: 5);
+        double ceilingOne = bandwidth.MeasureReadGBps(1, runs: 3);
         Console.WriteLine(
-            $"memory read ceiling (Vector512 sum over 1 GiB, 8 accumulators, best of 5): {ceiling:F1} GB/s on {threads} threads, {ceilingOne:F1} GB/s on 1 ({sw.Elapsed.TotalSeconds:F1} s)");
-
-        // Both runs bound the machine from below; on a shared machine either may be the one another load slowed down.
-        return Math.Max(ceiling, ceilingOne);
+            $"memory read ceiling (Vector512 sum over {bandwidth.Bytes >> 20} MiB, 8 accumulators): best of 5 {ceiling:F1} GB/s on {threads} threads, best of 3 {ceilingOne:F1} GB/s on 1; "
+            + "this machine's bandwidth drifts with its neighbours, so every cell measures it again right before it runs");
     }
+
+    /// <summary>The read ceiling now: the better of 2 threads and 1 thread (on a shared machine either may be the slowed one).</summary>
+    private static double CeilingNow(MemoryBandwidth bandwidth) =>
+        Math.Max(bandwidth.MeasureReadGBps(Environment.ProcessorCount, runs: 2), bandwidth.MeasureReadGBps(1, runs: 1));
 
     /// <summary>Contexts with room left for the warmup and timed steps below max positions.</summary>
     private static int[] ClampContexts(Options o)
@@ -152,8 +158,8 @@ public static class DecodeBench
     private static void PrintHeader(Options o)
     {
         Console.WriteLine(
-            $"model: ModelConfig.Benchmark ({ModelConfig.Benchmark.ParameterCount / 1e6:F1}M parameters, f32) or its codec variant, random weights; "
-            + $"{BlockTokens}-token cache blocks; cells whose caches need more than {o.MemoryGiB:G} GiB are skipped");
+            $"model: ModelConfig.Benchmark ({ModelConfig.Benchmark.ParameterCount / 1e6:F1}M parameters, {o.Weights} linear weights) or its codec variant, random weights; "
+            + $"{o.BlockTokens}-token cache blocks; cells whose caches need more than {o.MemoryGiB:G} GiB are skipped");
         Console.WriteLine(
             $"each cell: S caches filled to the context by BeginRestore/WriteState with generated values (no prefill), then {WarmupSteps} warmup "
             + $"and {o.Steps} timed greedy decode steps of all S sessions, "
@@ -167,7 +173,7 @@ public static class DecodeBench
             (o.Scheduler
                 ? "alloc B/pass: managed bytes allocated by the whole process (the bench's session tasks included) per pass; "
                 : "alloc B/pass: managed bytes allocated on the bench thread per pass (must be 0); ")
-            + "of ceiling: GB/s over the better of the two ceiling runs; "
+            + "ceiling: the read ceiling measured right before the cell's timed steps (better of 2 and 1 threads); of ceiling: GB/s / ceiling; "
             + "resident and codec MiB per session: (CacheBytesTotal - CacheBytesFree) / S and sum of CacheBytes / S after the timed steps");
     }
 
@@ -192,7 +198,7 @@ public static class DecodeBench
         Console.WriteLine();
         var sw = Stopwatch.StartNew();
         ModelGenerator.Write(directory, config, seed: 1);
-        var options = new ModelLoadOptions { CacheBudgetBytes = 0, BlockTokens = BlockTokens, ComputeThreads = threads };
+        var options = new ModelLoadOptions { CacheBudgetBytes = 0, BlockTokens = o.BlockTokens, ComputeThreads = threads, WeightFormat = o.Weights };
         long pool;
         using (var probe = LlamaModel.Load(directory, options))
         {
@@ -210,7 +216,7 @@ public static class DecodeBench
     {
         // A pool block holds BlockTokens tokens of the model's own codec (Codecs[0]), whose bytes grow linearly.
         string own = probe.Codecs[0];
-        long block = probe.CacheBytesAt(own, 2 * BlockTokens) - probe.CacheBytesAt(own, BlockTokens);
+        long block = probe.CacheBytesAt(own, 2 * o.BlockTokens) - probe.CacheBytesAt(own, o.BlockTokens);
         long pool = 0;
         foreach (string codec in codecs.Where(probe.Codecs.Contains))
         {
@@ -228,7 +234,7 @@ public static class DecodeBench
         return pool;
     }
 
-    private static async Task RunCodecAsync(LlamaModel model, string codec, int[] contexts, Options o, double ceiling, List<Result> results)
+    private static async Task RunCodecAsync(LlamaModel model, string codec, int[] contexts, Options o, MemoryBandwidth bandwidth, List<Result> results)
     {
         Console.WriteLine();
         if (!model.Codecs.Contains(codec))
@@ -240,7 +246,7 @@ public static class DecodeBench
         Console.WriteLine(
             $"{codec}: CacheBytesAt per session {string.Join(", ", contexts.Select(c => $"{MiB(model.CacheBytesAt(codec, c)):F1} MiB at {c}"))}");
         Console.WriteLine(
-            $"{"context",8} {"sessions",8} {"tok/s",9} {"ms/pass",8} {"MB/token",9} {"GB/s",7} {"of ceiling",10} {"alloc B/pass",12} "
+            $"{"context",8} {"sessions",8} {"tok/s",9} {"ms/pass",8} {"MB/token",9} {"GB/s",7} {"ceiling",7} {"of ceiling",10} {"alloc B/pass",12} "
             + $"{"resident MiB",12} {"codec MiB",10} {"overhead",9}");
         foreach (int context in contexts)
         {
@@ -253,31 +259,32 @@ public static class DecodeBench
                     continue;
                 }
 
-                results.Add(await RunCellAsync(model, codec, context, sessions, o, ceiling));
+                results.Add(await RunCellAsync(model, codec, context, sessions, o, bandwidth));
             }
         }
     }
 
-    private static async Task<Result> RunCellAsync(LlamaModel model, string codec, int context, int sessions, Options o, double ceiling)
+    private static async Task<Result> RunCellAsync(LlamaModel model, string codec, int context, int sessions, Options o, MemoryBandwidth bandwidth)
     {
         using var batch = new DecodeBatch(model, codec, sessions, context);
         using var scheduler = o.Scheduler ? new BatchScheduler(model, new BatchSchedulerOptions()) : null;
         Task<DecodeTiming> Run(int steps) => scheduler is null ? Task.FromResult(batch.RunPasses(steps)) : batch.RunScheduledAsync(scheduler, steps);
         await Run(WarmupSteps);
+        double ceiling = CeilingNow(bandwidth);
         var timing = await Run(o.Steps);
         long resident = model.CacheBytesTotal - model.CacheBytesFree;
         long held = batch.CacheBytes;
 
         var c = model.Config;
         long tokens = (long)sessions * o.Steps;
-        long embedding = c.TieWordEmbeddings ? 0 : (long)c.VocabSize * c.HiddenSize;
-        double bytesRead = timing.Passes * (double)(model.ParameterCount - embedding) * sizeof(float)
+        long embedding = c.TieWordEmbeddings ? 0 : model.EmbeddingBytes;
+        double bytesRead = timing.Passes * (double)(model.WeightBytes - embedding)
             + tokens * ((double)c.HiddenSize * sizeof(float) + model.CacheBytesAt(codec, context));
         double tokensPerSecond = tokens / timing.Seconds;
         double gbps = bytesRead / timing.Seconds / 1e9;
         Console.WriteLine(
             $"{context,8} {sessions,8} {tokensPerSecond,9:F1} {timing.Seconds / timing.Passes * 1e3,8:F2} {bytesRead / tokens / 1e6,9:F1} {gbps,7:F1} "
-            + $"{gbps / ceiling,10:P0} {(double)timing.AllocatedBytes / timing.Passes,12:F0} {MiB(resident / sessions),12:F1} {MiB(held / sessions),10:F1} "
+            + $"{ceiling,7:F1} {gbps / ceiling,10:P0} {(double)timing.AllocatedBytes / timing.Passes,12:F0} {MiB(resident / sessions),12:F1} {MiB(held / sessions),10:F1} "
             + $"{(double)resident / held - 1,9:P1}");
         return new Result(codec, context, sessions, tokensPerSecond, gbps / ceiling);
     }

@@ -9,35 +9,40 @@ namespace KvCache.Bench.Internal;
 /// threads, best of several runs. Eight independent accumulators keep enough loads in flight; a single
 /// accumulator chain is latency-bound and understates the bandwidth.
 /// </summary>
-internal static unsafe class MemoryBandwidth
+internal sealed unsafe class MemoryBandwidth : IDisposable
 {
     private static float s_sink;
 
-    /// <summary>Best read bandwidth in GB/s (10^9 bytes per second) over <paramref name="runs"/> passes.</summary>
-    public static double MeasureReadGBps(long bytes, int threads, int runs)
+    private readonly float* _buffer;
+    private readonly long _floats;
+
+    /// <summary>Allocates and touches the buffer once, so that each measurement is cheap enough to repeat.</summary>
+    public MemoryBandwidth(long bytes, int maxThreads)
     {
-        long floats = bytes / sizeof(float) / (threads * 128L) * (threads * 128L);
-        float* buffer = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
-        try
+        _floats = bytes / sizeof(float) / (maxThreads * 128L) * (maxThreads * 128L);
+        _buffer = (float*)NativeMemory.AlignedAlloc((nuint)(_floats * sizeof(float)), 64);
+        for (long i = 0; i < _floats; i += 1 << 20)
         {
-            for (long i = 0; i < floats; i += 1 << 20)
-            {
-                new Span<float>(buffer + i, (int)Math.Min(1 << 20, floats - i)).Fill(1f); // first touch before timing
-            }
-
-            double best = 0;
-            for (int run = 0; run < runs; run++)
-            {
-                best = Math.Max(best, floats * sizeof(float) / OneRun(buffer, floats, threads) / 1e9);
-            }
-
-            return best;
-        }
-        finally
-        {
-            NativeMemory.AlignedFree(buffer);
+            new Span<float>(_buffer + i, (int)Math.Min(1 << 20, _floats - i)).Fill(1f); // first touch before timing
         }
     }
+
+    public long Bytes => _floats * sizeof(float);
+
+    /// <summary>Best read bandwidth in GB/s (10^9 bytes per second) over <paramref name="runs"/> passes.</summary>
+    public double MeasureReadGBps(int threads, int runs)
+    {
+        long floats = _floats / (threads * 128L) * (threads * 128L);
+        double best = 0;
+        for (int run = 0; run < runs; run++)
+        {
+            best = Math.Max(best, floats * sizeof(float) / OneRun(_buffer, floats, threads) / 1e9);
+        }
+
+        return best;
+    }
+
+    public void Dispose() => NativeMemory.AlignedFree(_buffer);
 
     private static double OneRun(float* buffer, long floats, int threads)
     {

@@ -175,18 +175,19 @@ public sealed unsafe partial class LlamaModel
     /// <summary>YOCO's global K̂V̂ projections, or FusedKV's per-upper-layer fusion; empty for other models.</summary>
     private struct VariantWeights
     {
-        public float* CrossKvNorm, CrossKvK, CrossKvV;
+        public float* CrossKvNorm;
+        public LinearWeight CrossKvK, CrossKvV;
         public KvFusion[]? Fusion;
 
         /// <exception cref="InvalidDataException">Key fusion weights differ within a RoPE pair.</exception>
-        public static VariantWeights Load(ModelConfig c, Dictionary<string, nint> tensors)
+        public static VariantWeights Load(ModelConfig c, LoadedTensors tensors)
         {
             var v = default(VariantWeights);
             if (c.Yoco is not null)
             {
-                v.CrossKvNorm = (float*)tensors[VariantTensors.CrossKvNorm];
-                v.CrossKvK = (float*)tensors[VariantTensors.CrossKvK];
-                v.CrossKvV = (float*)tensors[VariantTensors.CrossKvV];
+                v.CrossKvNorm = tensors.F32(VariantTensors.CrossKvNorm);
+                v.CrossKvK = tensors.Linear(VariantTensors.CrossKvK);
+                v.CrossKvV = tensors.Linear(VariantTensors.CrossKvV);
             }
 
             if (c.FusedKv is { } fused)
@@ -198,16 +199,16 @@ public sealed unsafe partial class LlamaModel
                     string p = $"model.layers.{i}.";
                     v.Fusion[i - half] = fused.Lite
                         ? new KvFusion(0, half - 1, null, null)
-                        : new KvFusion(0, half - 1, PairedKeyWeights(tensors, p + VariantTensors.KeyFusion, c), (float*)tensors[p + VariantTensors.ValueFusion]);
+                        : new KvFusion(0, half - 1, PairedKeyWeights(tensors, p + VariantTensors.KeyFusion, c), tensors.F32(p + VariantTensors.ValueFusion));
                 }
             }
 
             return v;
         }
 
-        private static float* PairedKeyWeights(Dictionary<string, nint> tensors, string name, ModelConfig c)
+        private static float* PairedKeyWeights(LoadedTensors tensors, string name, ModelConfig c)
         {
-            float* a = (float*)tensors[name];
+            float* a = tensors.F32(name);
             int hd = c.HeadDim, half = hd / 2;
             var values = new ReadOnlySpan<float>(a, 2 * c.KeyValueDim);
             for (int v = 0; v < values.Length; v += hd)

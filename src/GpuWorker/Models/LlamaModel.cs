@@ -28,12 +28,12 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
     /// <summary>Tokens processed per pass; longer inputs run in chunks of this size.</summary>
     public const int ChunkTokens = 64;
 
-    private readonly float* _weights;
+    private readonly byte* _weights;
     private readonly float* _cos;
     private readonly float* _sin;
     private readonly float* _embedding;
     private readonly float* _finalNorm;
-    private readonly float* _lmHead;
+    private readonly LinearWeight _lmHead;
     private readonly LayerWeights[] _layers;
     private readonly IComputeBackend _backend;
     private readonly KvBlockPool _pool;
@@ -48,18 +48,19 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
     private readonly float _attentionScale;
     private bool _disposed;
 
-    private LlamaModel(string id, ModelConfig config, float* weights, Dictionary<string, nint> tensors, string fingerprint, ModelLoadOptions options, FourierConfig? fourier)
+    private LlamaModel(string id, ModelConfig config, byte* weights, long weightBytes, LoadedTensors tensors, string fingerprint, ModelLoadOptions options, FourierConfig? fourier)
     {
         Id = id;
+        WeightBytes = weightBytes;
         Config = config;
         Fingerprint = fingerprint;
         ParameterCount = config.ParameterCount;
         _weights = weights;
         _eps = (float)config.RmsNormEps;
         _attentionScale = 1f / MathF.Sqrt(config.HeadDim);
-        _embedding = (float*)tensors[LlamaTensors.Embedding];
-        _finalNorm = (float*)tensors[LlamaTensors.FinalNorm];
-        _lmHead = config.TieWordEmbeddings ? _embedding : (float*)tensors[LlamaTensors.LmHead];
+        _embedding = tensors.F32(LlamaTensors.Embedding);
+        _finalNorm = tensors.F32(LlamaTensors.FinalNorm);
+        _lmHead = config.TieWordEmbeddings ? LinearWeight.F32(_embedding) : tensors.Linear(LlamaTensors.LmHead);
         _variant = VariantWeights.Load(config, tensors);
         _layers = new LayerWeights[config.NumHiddenLayers];
         for (int i = 0; i < _layers.Length; i++)
@@ -67,17 +68,17 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
             string p = $"model.layers.{i}.";
             _layers[i] = new LayerWeights
             {
-                InputNorm = (float*)tensors[p + "input_layernorm.weight"],
-                Q = (float*)tensors[p + "self_attn.q_proj.weight"],
-                // Null in the layers of YOCO's cross-decoder and FusedKV's upper half, which have no K/V projections.
-                K = (float*)tensors.GetValueOrDefault(p + "self_attn.k_proj.weight"),
-                V = (float*)tensors.GetValueOrDefault(p + "self_attn.v_proj.weight"),
-                O = (float*)tensors[p + "self_attn.o_proj.weight"],
-                PostNorm = (float*)tensors[p + "post_attention_layernorm.weight"],
-                Gate = (float*)tensors[p + "mlp.gate_proj.weight"],
-                Up = (float*)tensors[p + "mlp.up_proj.weight"],
-                Down = (float*)tensors[p + "mlp.down_proj.weight"],
-                KeyBasis = config.SvdGqa is null ? null : (float*)tensors[p + LlamaTensors.KeyBasis],
+                InputNorm = tensors.F32(p + "input_layernorm.weight"),
+                Q = tensors.Linear(p + "self_attn.q_proj.weight"),
+                // Absent in the layers of YOCO's cross-decoder and FusedKV's upper half, which have no K/V projections.
+                K = tensors.LinearOrDefault(p + "self_attn.k_proj.weight"),
+                V = tensors.LinearOrDefault(p + "self_attn.v_proj.weight"),
+                O = tensors.Linear(p + "self_attn.o_proj.weight"),
+                PostNorm = tensors.F32(p + "post_attention_layernorm.weight"),
+                Gate = tensors.Linear(p + "mlp.gate_proj.weight"),
+                Up = tensors.Linear(p + "mlp.up_proj.weight"),
+                Down = tensors.Linear(p + "mlp.down_proj.weight"),
+                KeyBasis = config.SvdGqa is null ? null : tensors.F32(p + LlamaTensors.KeyBasis),
             };
         }
 
@@ -111,6 +112,12 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
 
     public long CacheBytesFree => _pool.FreeBlocks * _pool.BlockBytes;
 
+    /// <summary>Bytes the weights take in memory (linear weights at their <see cref="WeightFormat"/>).</summary>
+    public long WeightBytes { get; }
+
+    /// <summary>Bytes of the embedding table, of which a pass reads only its tokens' rows (unless it is the tied LM head).</summary>
+    public long EmbeddingBytes => (long)Config.VocabSize * Config.HiddenSize * sizeof(float);
+
     /// <summary>Name of the compute backend ("cpu").</summary>
     public string Backend => _backend.Name;
 
@@ -140,8 +147,14 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
         var config = ModelConfig.Load(configPath);
         var fourier = FourierFor(directory, config, options);
         var expected = LlamaTensors.List(config);
-        long total = expected.Sum(t => t.ElementCount);
-        float* weights = (float*)NativeMemory.AlignedAlloc((nuint)(total * sizeof(float)), 64);
+        var bf16 = expected.Where(t => options.WeightFormat == WeightFormat.Bf16 && LoadedTensors.MayBeBf16(t)).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        long Bytes(LlamaTensor t) => ((t.ElementCount * (bf16.Contains(t.Name) ? sizeof(ushort) : sizeof(float))) + 63) & ~63L;
+        long weightBytes = expected.Sum(Bytes);
+        byte* weights = (byte*)NativeMemory.AlignedAlloc((nuint)weightBytes, 64);
+
+        // bf16 tensors are read as f32 into one staging buffer, then rounded into the arena.
+        long staging = expected.Where(t => bf16.Contains(t.Name)).Select(t => t.ElementCount).DefaultIfEmpty(0).Max();
+        float* buffer = staging == 0 ? null : (float*)NativeMemory.AlignedAlloc((nuint)(staging * sizeof(float)), 64);
         try
         {
             var pointers = new Dictionary<string, nint>(StringComparer.Ordinal);
@@ -155,7 +168,7 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
 
             using (var reader = SafetensorsReader.Open(weightsPath))
             {
-                float* next = weights;
+                byte* next = weights;
                 foreach (var t in expected)
                 {
                     if (!reader.Tensors.TryGetValue(t.Name, out var info))
@@ -169,21 +182,39 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
                             $"{weightsPath}: tensor '{t.Name}' has shape [{string.Join(", ", info.Shape)}], the config needs [{string.Join(", ", t.Shape)}].");
                     }
 
-                    var span = new Span<float>(next, checked((int)t.ElementCount));
+                    int count = checked((int)t.ElementCount);
+                    bool half = bf16.Contains(t.Name);
+                    var span = new Span<float>(half ? buffer : (float*)next, count);
                     reader.ReadAsSingle(t.Name, span);
+                    if (half)
+                    {
+                        var rounded = new Span<ushort>(next, count);
+                        Bf16.Convert(span, rounded);
+
+                        // The fingerprint hashes the values computed with: a bf16 checkpoint keeps its fingerprint.
+                        for (int i = 0; i < count; i++)
+                        {
+                            span[i] = Bf16.ToSingle(rounded[i]);
+                        }
+                    }
+
                     hash.Append(MemoryMarshal.AsBytes(span));
                     pointers[t.Name] = (nint)next;
-                    next += t.ElementCount;
+                    next += Bytes(t);
                 }
             }
 
             string id = options.Id ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory)));
-            return new LlamaModel(id, config, weights, pointers, hash.Finish().ToString("x16"), options, fourier);
+            return new LlamaModel(id, config, weights, weightBytes, new LoadedTensors(pointers, bf16), hash.Finish().ToString("x16"), options, fourier);
         }
         catch
         {
             NativeMemory.AlignedFree(weights);
             throw;
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(buffer);
         }
     }
 
@@ -521,6 +552,23 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
 
     private struct LayerWeights
     {
-        public float* InputNorm, Q, K, V, O, PostNorm, Gate, Up, Down, KeyBasis;
+        public float* InputNorm, PostNorm, KeyBasis;
+        public LinearWeight Q, K, V, O, Gate, Up, Down;
+    }
+
+    /// <summary>Where each loaded tensor lives, and which linear weights were kept in bf16.</summary>
+    private sealed class LoadedTensors(Dictionary<string, nint> pointers, HashSet<string> bf16)
+    {
+        /// <summary>Linear weights the matmul kernels read; the SVD-GQA key basis feeds f32-only projections.</summary>
+        public static bool MayBeBf16(LlamaTensor t) =>
+            t.Role is TensorRole.Linear or TensorRole.LmHead && !t.Name.EndsWith(LlamaTensors.KeyBasis, StringComparison.Ordinal);
+
+        public float* F32(string name) => bf16.Contains(name)
+            ? throw new InvalidOperationException($"Tensor '{name}' is bf16.")
+            : (float*)pointers[name];
+
+        public LinearWeight Linear(string name) => new((void*)pointers[name], bf16.Contains(name));
+
+        public LinearWeight LinearOrDefault(string name) => pointers.ContainsKey(name) ? Linear(name) : default;
     }
 }

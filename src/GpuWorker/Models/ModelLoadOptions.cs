@@ -14,4 +14,7 @@ public sealed record ModelLoadOptions
 
     /// <summary>Threads that share each matmul and attention op.</summary>
     public int ComputeThreads { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Precision the linear weights are kept in; bf16 halves the bytes a decode step reads.</summary>
+    public WeightFormat WeightFormat { get; init; } = WeightFormat.F32;
 }

@@ -21,6 +21,18 @@ internal sealed unsafe partial class CpuBackend
     private readonly MatMulJob<F32Weights, float> _matMul = new();
     private readonly MatMulJob<Bf16Weights, ushort> _matMulBf16 = new();
 
+    public void MatMul(float* x, int rows, int inDim, in LinearWeight weight, int outDim, float* y)
+    {
+        if (weight.IsBf16)
+        {
+            MatMulBf16(x, rows, inDim, (ushort*)weight.Data, outDim, y);
+        }
+        else
+        {
+            MatMul(x, rows, inDim, (float*)weight.Data, outDim, y);
+        }
+    }
+
     public void MatMul(float* x, int rows, int inDim, float* weight, int outDim, float* y) =>
         MatMul(_matMul, x, rows, inDim, weight, outDim, y);
 

@@ -31,8 +31,8 @@ internal unsafe partial interface IComputeBackend : IDisposable
     /// <summary>x[i] = table row tokens[i] (table [vocab, dim]).</summary>
     void Embed(float* table, ReadOnlySpan<int> tokens, int dim, float* x);
 
-    /// <summary>y[rows, outDim] = x[rows, inDim] · weightᵀ, weight [outDim, inDim] row-major.</summary>
-    void MatMul(float* x, int rows, int inDim, float* weight, int outDim, float* y);
+    /// <summary>y[rows, outDim] = x[rows, inDim] · weightᵀ, weight [outDim, inDim] row-major, accumulated in f32.</summary>
+    void MatMul(float* x, int rows, int inDim, in LinearWeight weight, int outDim, float* y);
 
     /// <summary>y = x / sqrt(mean(x²) + eps) * weight per row.</summary>
     void RmsNorm(float* x, float* weight, float* y, int rows, int dim, float eps);
