@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using KvCache.GpuWorker.Internal;
 
 namespace KvCache.Bench.Internal;
 
@@ -20,7 +21,8 @@ internal sealed unsafe class MemoryBandwidth : IDisposable
     public MemoryBandwidth(long bytes, int maxThreads)
     {
         _floats = bytes / sizeof(float) / (maxThreads * 128L) * (maxThreads * 128L);
-        _buffer = (float*)NativeMemory.AlignedAlloc((nuint)(_floats * sizeof(float)), 64);
+        // The same pages as the engine's weights and caches: with 4 KiB pages the ceiling would understate the machine.
+        _buffer = (float*)LargePages.Allocate((nuint)(_floats * sizeof(float)));
         for (long i = 0; i < _floats; i += 1 << 20)
         {
             new Span<float>(_buffer + i, (int)Math.Min(1 << 20, _floats - i)).Fill(1f); // first touch before timing

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace KvCache.GpuWorker.Internal;
 
@@ -216,6 +217,25 @@ internal static unsafe class Kernels
             y[i] = MathF.FusedMultiplyAdd(alpha, x[i], y[i]);
         }
     }
+
+    /// <summary>
+    /// Asks for the cache lines of next[offset, offset + count) ahead of use (nothing when next is null). Paged caches
+    /// jump to another block every few KiB, where the hardware prefetchers, which stop at page boundaries, lose track.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Prefetch(float* next, long offset, int count)
+    {
+        if (next == null || !Sse.IsSupported)
+        {
+            return;
+        }
+
+        for (int i = 0; i < count; i += 16)
+        {
+            Sse.Prefetch0(next + offset + i);
+        }
+    }
+
 }
 
 /// <summary>

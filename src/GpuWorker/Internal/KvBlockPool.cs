@@ -18,7 +18,7 @@ internal sealed unsafe class KvBlockPool : IDisposable
         BlockFloats = blockFloats;
         BlockCount = (int)Math.Min(int.MaxValue, budgetBytes / (blockFloats * sizeof(float)));
         nuint bytes = (nuint)(BlockCount * blockFloats * sizeof(float));
-        Base = (float*)NativeMemory.AlignedAlloc(Math.Max(bytes, 64), 64);
+        Base = (float*)LargePages.Allocate(bytes);
         NativeMemory.Clear(Base, bytes);
         _free = new int[BlockCount];
         for (int i = 0; i < BlockCount; i++)

@@ -150,7 +150,7 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
         var bf16 = expected.Where(t => options.WeightFormat == WeightFormat.Bf16 && LoadedTensors.MayBeBf16(t)).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
         long Bytes(LlamaTensor t) => ((t.ElementCount * (bf16.Contains(t.Name) ? sizeof(ushort) : sizeof(float))) + 63) & ~63L;
         long weightBytes = expected.Sum(Bytes);
-        byte* weights = (byte*)NativeMemory.AlignedAlloc((nuint)weightBytes, 64);
+        byte* weights = (byte*)LargePages.Allocate((nuint)weightBytes);
 
         // bf16 tensors are read as f32 into one staging buffer, then rounded into the arena.
         long staging = expected.Where(t => bf16.Contains(t.Name)).Select(t => t.ElementCount).DefaultIfEmpty(0).Max();

@@ -210,9 +210,11 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
             for (int j0 = 0, b = 0; j0 < n; j0 += bt, b++)
             {
                 float* k = cache.Slab(b, _layer, 0, g);
+                float* next = j0 + bt < n ? cache.Slab(b + 1, _layer, 0, g) : null;
                 int m = Math.Min(bt, n - j0);
                 for (int t = 0; t < m; t++)
                 {
+                    Kernels.Prefetch(next, (long)t * hd, hd);
                     s[j0 + t] = Kernels.Dot(q, k + (long)t * hd, hd) * scale;
                 }
             }
@@ -227,9 +229,11 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
             for (int j0 = 0, b = 0; j0 < n; j0 += bt, b++)
             {
                 float* v = cache.Slab(b, _layer, 1, g);
+                float* next = j0 + bt < n ? cache.Slab(b + 1, _layer, 1, g) : null;
                 int m = Math.Min(bt, n - j0);
                 for (int t = 0; t < m; t++)
                 {
+                    Kernels.Prefetch(next, (long)t * hd, hd);
                     Kernels.Axpy(s[j0 + t], v + (long)t * hd, o, hd);
                 }
             }
