@@ -59,7 +59,7 @@ public sealed class BatchSchedulerUnitTests : IDisposable
             for (int step = 0; step < 100 && !stop.IsCancellationRequested; step++)
             {
                 await scheduler.ForwardAsync(request, cache, token, logits);
-                token[0] = ArgMax(logits);
+                token[0] = TestModels.ArgMax(logits);
             }
         })).ToArray();
         SpinWait.SpinUntil(() => scheduler.DecodeRows >= 8, TimeSpan.FromSeconds(30));
@@ -118,7 +118,7 @@ public sealed class BatchSchedulerUnitTests : IDisposable
         int[] token = new int[1];
         for (int step = 0; step < steps; step++)
         {
-            token[0] = ArgMax(logits);
+            token[0] = TestModels.ArgMax(logits);
             await scheduler.ForwardAsync(request, cache, token, logits);
             result.Add((float[])logits.Clone());
         }
@@ -129,27 +129,6 @@ public sealed class BatchSchedulerUnitTests : IDisposable
     private List<float[]> Unbatched(string codec, int[] prompt, int steps)
     {
         using var cache = _model.CreateCache(codec);
-        var logits = new float[Config.VocabSize];
-        var result = new List<float[]>();
-        _model.Forward(cache, prompt, logits);
-        result.Add((float[])logits.Clone());
-        for (int step = 0; step < steps; step++)
-        {
-            _model.Forward(cache, [ArgMax(logits)], logits);
-            result.Add((float[])logits.Clone());
-        }
-
-        return result;
-    }
-
-    private static int ArgMax(ReadOnlySpan<float> v)
-    {
-        int best = 0;
-        for (int i = 1; i < v.Length; i++)
-        {
-            best = v[i] > v[best] ? i : best;
-        }
-
-        return best;
+        return CodecChecks.GreedyLogits(_model, cache, prompt, steps);
     }
 }

@@ -12,15 +12,9 @@ public sealed class BatchedForwardUnitTests : IDisposable
 
     private static readonly ModelConfig Plain = ModelConfig.Demo with { MaxPositionEmbeddings = 512 };
 
-    private readonly List<TempModel> _models = [];
+    private readonly TempModels _models = new();
 
-    public void Dispose()
-    {
-        foreach (var m in _models)
-        {
-            m.Dispose();
-        }
-    }
+    public void Dispose() => _models.Dispose();
 
     [Theory]
     [InlineData("full+fourier")]
@@ -40,7 +34,7 @@ public sealed class BatchedForwardUnitTests : IDisposable
         for (int i = 0; i < Sessions; i++)
         {
             using var cache = model.CreateCache(codecs[i % codecs.Length]);
-            expected[i] = Unbatched(model, cache, prompts[i]);
+            expected[i] = CodecChecks.GreedyLogits(model, cache, prompts[i], DecodeSteps);
         }
 
         var caches = Enumerable.Range(0, Sessions).Select(i => model.CreateCache(codecs[i % codecs.Length])).ToArray();
@@ -81,22 +75,6 @@ public sealed class BatchedForwardUnitTests : IDisposable
         Assert.Throws<ArgumentOutOfRangeException>(() => model.ForwardBatch([new ForwardItem(a, one, logits), new ForwardItem(b, new[] { -1 }, logits)]));
         Assert.Equal(0, a.Position);
         Assert.Equal(0, b.Position);
-    }
-
-    /// <summary>Prompt in one Forward, then greedy decode: the logits after the prompt and after each decoded token.</summary>
-    private static List<float[]> Unbatched(LlamaModel model, IKvCache cache, int[] prompt)
-    {
-        var result = new List<float[]>();
-        var logits = new float[model.Config.VocabSize];
-        model.Forward(cache, prompt, logits);
-        result.Add((float[])logits.Clone());
-        for (int step = 0; step < DecodeSteps; step++)
-        {
-            model.Forward(cache, [ArgMax(logits)], logits);
-            result.Add((float[])logits.Clone());
-        }
-
-        return result;
     }
 
     /// <summary>
@@ -152,7 +130,7 @@ public sealed class BatchedForwardUnitTests : IDisposable
                 int i = Array.IndexOf(caches, item.Cache);
                 var logits = item.Logits.ToArray();
                 result[i].Add(logits);
-                next[i] = ArgMax(logits);
+                next[i] = TestModels.ArgMax(logits);
             }
         }
 
@@ -163,18 +141,16 @@ public sealed class BatchedForwardUnitTests : IDisposable
     {
         if (kind is "full+fourier" or "svd-gqa")
         {
-            var plain = TestModels.Generate(Plain, seed: 41);
-            _models.Add(plain);
-            FourierConfig.Default(Plain, dimsFraction: 0.5, window: 16, frequencies: 4).Write(plain.Directory);
+            string plain = _models.Generate(Plain, seed: 41);
+            FourierConfig.Default(Plain, dimsFraction: 0.5, window: 16, frequencies: 4).Write(plain);
             if (kind == "full+fourier")
             {
-                return plain.Directory;
+                return plain;
             }
 
-            var converted = Directory.CreateTempSubdirectory("kvcache-svdgqa-batch-");
-            _models.Add(new TempModel(converted.FullName));
-            SvdGqaConverter.Convert(plain.Directory, converted.FullName, new SvdGqaOptions { Ratio = 0.5, CalibrationTokens = 200, SequenceLength = 100, ComputeThreads = 2 });
-            return converted.FullName;
+            string converted = _models.Add(new TempModel(Directory.CreateTempSubdirectory("kvcache-svdgqa-batch-").FullName));
+            SvdGqaConverter.Convert(plain, converted, new SvdGqaOptions { Ratio = 0.5, CalibrationTokens = 200, SequenceLength = 100, ComputeThreads = 2 });
+            return converted;
         }
 
         var config = kind switch
@@ -183,19 +159,6 @@ public sealed class BatchedForwardUnitTests : IDisposable
             "fusedkv" => Plain with { FusedKv = new FusedKvConfig() },
             _ => Plain with { FusedKv = new FusedKvConfig { Lite = true } },
         };
-        var model = TestModels.Generate(config, seed: 42);
-        _models.Add(model);
-        return model.Directory;
-    }
-
-    private static int ArgMax(ReadOnlySpan<float> v)
-    {
-        int best = 0;
-        for (int i = 1; i < v.Length; i++)
-        {
-            best = v[i] > v[best] ? i : best;
-        }
-
-        return best;
+        return _models.Generate(config, seed: 42);
     }
 }

@@ -8,15 +8,9 @@ public sealed class CacheMemoryUnitTests : IDisposable
 {
     private static readonly ModelConfig Plain = ModelConfig.Demo with { MaxPositionEmbeddings = 8192 };
 
-    private readonly List<TempModel> _models = [];
+    private readonly TempModels _models = new();
 
-    public void Dispose()
-    {
-        foreach (var m in _models)
-        {
-            m.Dispose();
-        }
-    }
+    public void Dispose() => _models.Dispose();
 
     [Theory]
     [InlineData("full")]
@@ -31,10 +25,9 @@ public sealed class CacheMemoryUnitTests : IDisposable
             "fusedkv" => Plain with { FusedKv = new FusedKvConfig() },
             _ => Plain,
         };
-        var directory = TestModels.Generate(config, seed: 61);
-        _models.Add(directory);
+        string directory = _models.Generate(config, seed: 61);
         var options = new ModelLoadOptions { CacheBudgetBytes = 64 << 20, ComputeThreads = 1 };
-        using var model = LlamaModel.Load(directory.Directory, options);
+        using var model = LlamaModel.Load(directory, options);
         int from = 20 * options.BlockTokens;
         foreach (int position in new[] { from, from + 1, from + options.BlockTokens / 2, 3000, 8000 })
         {

@@ -93,6 +93,22 @@ internal static class CodecChecks
         Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
 
+    /// <summary>The prompt in one Forward, then greedy decode: the logits after the prompt and after each decoded token.</summary>
+    public static List<float[]> GreedyLogits(ILanguageModel model, IKvCache cache, int[] prompt, int steps)
+    {
+        var result = new List<float[]>();
+        var logits = new float[model.Config.VocabSize];
+        model.Forward(cache, prompt, logits);
+        result.Add((float[])logits.Clone());
+        for (int step = 0; step < steps; step++)
+        {
+            model.Forward(cache, [TestModels.ArgMax(logits)], logits);
+            result.Add((float[])logits.Clone());
+        }
+
+        return result;
+    }
+
     public static byte[] ReadState(IKvCache cache)
     {
         var state = new byte[cache.StateLength];

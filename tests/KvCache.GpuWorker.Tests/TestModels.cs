@@ -62,6 +62,18 @@ internal static class TestModels
         return new TempModel(dir.FullName);
     }
 
+    /// <summary>The greedy next token: the first index of the largest logit.</summary>
+    public static int ArgMax(ReadOnlySpan<float> logits)
+    {
+        int best = 0;
+        for (int i = 1; i < logits.Length; i++)
+        {
+            best = logits[i] > logits[best] ? i : best;
+        }
+
+        return best;
+    }
+
     public static int[] Tokens(int count, int vocab, ulong seed)
     {
         var random = new Random((int)seed);
@@ -82,6 +94,29 @@ internal sealed class TempModel(string directory) : IDisposable
         catch (IOException)
         {
             // Best effort: a leftover temp directory is harmless.
+        }
+    }
+}
+
+/// <summary>Temporary model directories a test class generates, deleted together.</summary>
+internal sealed class TempModels : IDisposable
+{
+    private readonly List<TempModel> _models = [];
+
+    /// <summary>Generates <paramref name="config"/> into a new temporary directory and returns it.</summary>
+    public string Generate(ModelConfig config, ulong seed, TensorDtype dtype = TensorDtype.F32) => Add(TestModels.Generate(config, seed, dtype));
+
+    public string Add(TempModel model)
+    {
+        _models.Add(model);
+        return model.Directory;
+    }
+
+    public void Dispose()
+    {
+        foreach (var m in _models)
+        {
+            m.Dispose();
         }
     }
 }

@@ -7,15 +7,9 @@ public sealed class WeightFormatUnitTests(ITestOutputHelper output) : IDisposabl
 {
     private static readonly ModelConfig Config = ModelConfig.Demo with { MaxPositionEmbeddings = 256 };
 
-    private readonly List<TempModel> _models = [];
+    private readonly TempModels _models = new();
 
-    public void Dispose()
-    {
-        foreach (var m in _models)
-        {
-            m.Dispose();
-        }
-    }
+    public void Dispose() => _models.Dispose();
 
     [Theory]
     [InlineData("full")]
@@ -74,23 +68,12 @@ public sealed class WeightFormatUnitTests(ITestOutputHelper output) : IDisposabl
         result.Add((float[])logits.Clone());
         for (int step = 0; step < 8; step++)
         {
-            int next = 0;
-            for (int v = 1; v < logits.Length; v++)
-            {
-                next = logits[v] > logits[next] ? v : next;
-            }
-
-            model.Forward(cache, [next], logits);
+            model.Forward(cache, [TestModels.ArgMax(logits)], logits);
             result.Add((float[])logits.Clone());
         }
 
         return result;
     }
 
-    private string Generate(ModelConfig config, TensorDtype dtype)
-    {
-        var model = TestModels.Generate(config, seed: 71, dtype);
-        _models.Add(model);
-        return model.Directory;
-    }
+    private string Generate(ModelConfig config, TensorDtype dtype) => _models.Generate(config, seed: 71, dtype);
 }
