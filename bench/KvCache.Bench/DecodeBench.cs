@@ -168,7 +168,7 @@ public static class DecodeBench
                 : "one ForwardBatch of S items per step"));
         Console.WriteLine(
             "bytes read per pass = weights (all but the embedding table, + one embedding row per token) "
-            + "+ per token CacheBytesAt(codec, context), taken as the cache bytes a step reads; MB/token = that / tokens");
+            + "+ per token CacheBytesReadAt(codec, context) (the bytes held, or more where layers share a cache: YOCO, FusedKV); MB/token = that / tokens");
         Console.WriteLine(
             (o.Scheduler
                 ? "alloc B/pass: managed bytes allocated by the whole process (the bench's session tasks included) per pass; "
@@ -279,7 +279,7 @@ public static class DecodeBench
         long tokens = (long)sessions * o.Steps;
         long embedding = c.TieWordEmbeddings ? 0 : model.EmbeddingBytes;
         double bytesRead = timing.Passes * (double)(model.WeightBytes - embedding)
-            + tokens * ((double)c.HiddenSize * sizeof(float) + model.CacheBytesAt(codec, context));
+            + tokens * ((double)c.HiddenSize * sizeof(float) + model.CacheBytesReadAt(codec, context));
         double tokensPerSecond = tokens / timing.Seconds;
         double gbps = bytesRead / timing.Seconds / 1e9;
         Console.WriteLine(

@@ -39,4 +39,32 @@ public sealed class CacheMemoryUnitTests : IDisposable
             Assert.True(resident <= cache.CacheBytes * 1.05, $"{codec} at {position}: {resident} resident bytes for {cache.CacheBytes} cache bytes (+{(double)resident / cache.CacheBytes - 1:P1})");
         }
     }
+
+    [Theory]
+    [InlineData("full", 1)]
+    [InlineData("fusedkv", 3)]
+    [InlineData("fusedkv-lite", 2)]
+    public void A_decode_step_reads_the_bytes_held_times_the_layers_that_share_them(string codec, int factor)
+    {
+        var config = codec switch
+        {
+            "fusedkv" => Plain with { FusedKv = new FusedKvConfig() },
+            "fusedkv-lite" => Plain with { FusedKv = new FusedKvConfig { Lite = true } },
+            _ => Plain,
+        };
+        using var model = LlamaModel.Load(_models.Generate(config, seed: 62), new ModelLoadOptions { CacheBudgetBytes = 1 << 20, ComputeThreads = 1 });
+
+        // FusedKV holds the lower half's K, V; each upper layer reads two of those layers (Lite: one).
+        Assert.Equal(factor * model.CacheBytesAt(codec, 1000), model.CacheBytesReadAt(codec, 1000));
+    }
+
+    [Fact]
+    public void Every_yoco_cross_decoder_layer_reads_the_global_cache()
+    {
+        var config = Plain with { Yoco = new YocoConfig { SlidingWindow = 512 } };
+        using var model = LlamaModel.Load(_models.Generate(config, seed: 63), new ModelLoadOptions { CacheBudgetBytes = 1 << 20, ComputeThreads = 1 });
+        long global = model.CacheBytesAt("yoco", 1001) - model.CacheBytesAt("yoco", 1000);
+        int cross = config.NumHiddenLayers - config.NumHiddenLayers / 2;
+        Assert.Equal(model.CacheBytesAt("yoco", 1000) + (cross - 1) * 1000 * global, model.CacheBytesReadAt("yoco", 1000));
+    }
 }

@@ -6,7 +6,8 @@ namespace KvCache.GpuWorker;
 
 /// <summary>
 /// A Llama-style decoder (LlamaForCausalLM semantics: RMSNorm, rotate-half RoPE, SwiGLU, grouped-query
-/// attention, optional tied embeddings) with f32 weights in one native arena and a preallocated KV block pool.
+/// attention, optional tied embeddings) with its weights in one native arena (linear weights f32 or bf16, see
+/// <see cref="WeightFormat"/>) and a preallocated KV block pool, both on huge pages where the OS allows.
 /// </summary>
 /// <remarks>
 /// <para>Batch invariance: every output element (matmul, norm, attention per query row and head) is one
@@ -19,6 +20,9 @@ namespace KvCache.GpuWorker;
 /// caches take blocks of the same pool, so CacheBytesTotal and CacheBytesFree count every codec's sessions. YOCO and FusedKV checkpoints
 /// (<see cref="YocoConfig"/>, <see cref="FusedKvConfig"/>) run their own architecture and offer only their codec
 /// ("yoco", "fusedkv" or "fusedkv-lite"; see LlamaModel.Variants.cs).</para>
+/// <para>Batching: <see cref="ForwardBatch"/> runs several caches' tokens as the rows of one pass (a pass is
+/// the same code whether its rows are one cache's chunk or many sessions' decode steps); the service drives it
+/// through a <see cref="Batching.BatchScheduler"/>.</para>
 /// <para>Concurrency: Forward may be called concurrently for different caches. Each call rents activation
 /// buffers from a small pool (one is preallocated at load; a second concurrent caller adds another, once), and
 /// the backend serializes its parallel ops, each of which uses all compute threads.</para>
@@ -223,6 +227,32 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
         : codec == _codec
         ? Config.Yoco is null ? position * _layout.BytesPerToken : YocoKvCache.BytesAt(Config, position)
         : throw new ArgumentException($"Unknown codec '{codec}'; this model has: {string.Join(", ", Codecs)}.", nameof(codec));
+
+    /// <summary>
+    /// Bytes of cache one decode step at <paramref name="position"/> reads: the bytes held, except where layers share
+    /// a cache — each of YOCO's cross-decoder layers reads the global K̂V̂, and each upper FusedKV layer reads the
+    /// K and V of lower layers (two layers' worth; one for FusedKV-Lite, which reads the last layer's K and the
+    /// first's V).
+    /// </summary>
+    /// <exception cref="ArgumentException">Unknown codec.</exception>
+    public long CacheBytesReadAt(string codec, int position)
+    {
+        long held = CacheBytesAt(codec, position);
+        if (codec != _codec)
+        {
+            return held;
+        }
+
+        int upper = _layers.Length - _layers.Length / 2;
+        long layer = _layout.BytesPerToken / _layout.Layers * position;
+        return Config switch
+        {
+            { Yoco: not null } => held + (upper - 1) * layer,
+            { FusedKv.Lite: true } => held + upper * layer,
+            { FusedKv: not null } => held + 2 * upper * layer,
+            _ => held,
+        };
+    }
 
     public IKvCache CreateCache(string codec)
     {
