@@ -209,7 +209,29 @@ public static class DecodeBench
         Console.WriteLine(
             $"model for {string.Join(", ", codecs)}: {model.ParameterCount / 1e6:F1}M parameters, codecs offered: {string.Join(", ", model.Codecs)}, "
             + $"cache pool {GiB(model.CacheBytesTotal):F2} GiB (generated and loaded in {sw.Elapsed.TotalSeconds:F1} s)");
+        WarmUp(model, codecs);
         return model;
+    }
+
+    /// <summary>
+    /// Decode steps on small caches until tiered compilation has promoted every method of the pass; otherwise the
+    /// model's first cell would time tier-0 code (a pass calls its per-layer methods only ~12 times).
+    /// </summary>
+    private static void WarmUp(LlamaModel model, string[] codecs)
+    {
+        var logits = new float[model.Config.VocabSize];
+        foreach (string codec in codecs.Where(model.Codecs.Contains))
+        {
+            using var first = model.CreateCache(codec);
+            using var second = model.CreateCache(codec);
+            for (int step = 0; step < 40; step++)
+            {
+                model.ForwardBatch([new ForwardItem(first, new[] { 1 + step }, logits), new ForwardItem(second, new[] { 2 + step }, Memory<float>.Empty)]);
+            }
+        }
+
+        // Tier-1 code is compiled in the background after a short delay.
+        Thread.Sleep(500);
     }
 
     private static long PoolBytes(LlamaModel probe, string[] codecs, int[] contexts, Options o)
