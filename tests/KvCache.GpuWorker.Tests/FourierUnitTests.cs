@@ -52,7 +52,7 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
                 maxDiff = Math.Max(maxDiff, Math.Abs(full[i][v] - fourier[i][v]));
             }
 
-            agree += ArgMax(full[i]) == ArgMax(fourier[i]) ? 1 : 0;
+            agree += TestModels.ArgMax(full[i]) == TestModels.ArgMax(fourier[i]) ? 1 : 0;
             compared++;
         }
 
@@ -72,22 +72,7 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
         FourierConfig.Default(Config, dimsFraction: fraction, window: 16, frequencies: frequencies).Write(_model.Directory);
         using var model = LlamaModel.Load(_model.Directory, TestModels.SmallOptions());
         int[] tokens = TestModels.Tokens(150, Config.VocabSize, 7);
-        var single = PerPosition(model, "fourier", tokens, out byte[] reference);
-        int[][] splits = [[150], [1, 63, 1, 64, 21], [7, 33, 100, 10], [19, 2, 129]];
-        foreach (var split in splits)
-        {
-            using var cache = model.CreateCache("fourier");
-            var logits = new float[Config.VocabSize];
-            int at = 0;
-            foreach (int n in split)
-            {
-                model.Forward(cache, tokens.AsSpan(at, n), logits);
-                at += n;
-                Assert.Equal(single[at - 1], logits);
-            }
-
-            Assert.Equal(reference, ReadState(cache));
-        }
+        CodecChecks.AssertAnyChunkingIsBitIdentical(model, "fourier", tokens, [[150], [1, 63, 1, 64, 21], [7, 33, 100, 10], [19, 2, 129]]);
     }
 
     [Fact]
@@ -157,7 +142,7 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
                 source.ReadState(offset, state.AsSpan((int)offset, (int)Math.Min(1000, state.Length - offset)));
             }
 
-            Assert.Equal(ReadState(source), state);
+            Assert.Equal(CodecChecks.ReadState(source), state);
             using var restored = model.CreateCache("fourier");
             model.Forward(restored, tokens.AsSpan(0, 60), logits); // restore must empty a non-empty cache
             restored.BeginRestore(at);
@@ -167,13 +152,13 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
                 restored.WriteState(offset, state.AsSpan(offset, Math.Min(777, state.Length - offset)));
             }
 
-            Assert.Equal(state, ReadState(restored));
+            Assert.Equal(state, CodecChecks.ReadState(restored));
             var expected = new float[Config.VocabSize];
             var actual = new float[Config.VocabSize];
             model.Forward(source, tokens.AsSpan(at), expected);
             model.Forward(restored, tokens.AsSpan(at), actual);
             Assert.Equal(expected, actual);
-            Assert.Equal(ReadState(source), ReadState(restored));
+            Assert.Equal(CodecChecks.ReadState(source), CodecChecks.ReadState(restored));
         }
     }
 
@@ -218,10 +203,10 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
         using var fourier = model.CreateCache("fourier");
         model.Forward(fourier, tokens.AsSpan(0, 20), logits);
         Assert.Equal(block, model.CacheBytesFree);
-        byte[] before = ReadState(fourier);
+        byte[] before = CodecChecks.ReadState(fourier);
         Assert.Throws<CacheCapacityException>(() => model.Forward(fourier, tokens.AsSpan(20, 1), logits));
         Assert.Equal(20, fourier.Position);
-        Assert.Equal(before, ReadState(fourier));
+        Assert.Equal(before, CodecChecks.ReadState(fourier));
         Assert.Equal(block, model.CacheBytesFree);
 
         full.Dispose();
@@ -330,9 +315,7 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
         return x;
     }
 
-    private static float[][] PerPosition(LlamaModel model, string codec, int[] tokens) => PerPosition(model, codec, tokens, out _);
-
-    private static float[][] PerPosition(LlamaModel model, string codec, int[] tokens, out byte[] state)
+    private static float[][] PerPosition(LlamaModel model, string codec, int[] tokens)
     {
         using var cache = model.CreateCache(codec);
         var result = new float[tokens.Length][];
@@ -342,16 +325,6 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
             model.Forward(cache, tokens.AsSpan(i, 1), result[i]);
         }
 
-        state = ReadState(cache);
         return result;
-    }
-
-    private static int ArgMax(float[] x) => Array.IndexOf(x, x.Max());
-
-    private static byte[] ReadState(IKvCache cache)
-    {
-        var state = new byte[cache.StateLength];
-        cache.ReadState(0, state);
-        return state;
     }
 }

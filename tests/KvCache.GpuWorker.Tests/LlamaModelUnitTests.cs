@@ -15,34 +15,7 @@ public sealed class LlamaModelUnitTests : IDisposable
     {
         using var model = LlamaModel.Load(_demo.Directory, TestModels.SmallOptions(threads));
         int[] tokens = TestModels.Tokens(150, model.Config.VocabSize, 5);
-        var (referenceState, referenceLogits) = Run(model, tokens, [150]);
-
-        // Reference: one token at a time; compare at the end of every piece, not only the last.
-        int[][] splits = [[1, 63, 1, 64, 21], [7, 33, 100, 10], [64, 64, 22], [2, 129, 19]];
-        using var single = model.CreateCache("full");
-        var perPosition = new float[tokens.Length][];
-        for (int i = 0; i < tokens.Length; i++)
-        {
-            perPosition[i] = new float[model.Config.VocabSize];
-            model.Forward(single, tokens.AsSpan(i, 1), perPosition[i]);
-        }
-
-        Assert.Equal(referenceState, ReadState(single));
-        Assert.Equal(referenceLogits, perPosition[^1]);
-        foreach (var split in splits)
-        {
-            using var cache = model.CreateCache("full");
-            var logits = new float[model.Config.VocabSize];
-            int at = 0;
-            foreach (int n in split)
-            {
-                model.Forward(cache, tokens.AsSpan(at, n), logits);
-                at += n;
-                Assert.Equal(perPosition[at - 1], logits);
-            }
-
-            Assert.Equal(referenceState, ReadState(cache));
-        }
+        CodecChecks.AssertAnyChunkingIsBitIdentical(model, "full", tokens, [[150], [1, 63, 1, 64, 21], [7, 33, 100, 10], [64, 64, 22], [2, 129, 19]]);
     }
 
     [Fact]
@@ -89,7 +62,7 @@ public sealed class LlamaModelUnitTests : IDisposable
             source.ReadState(offset, state.AsSpan((int)offset, (int)Math.Min(1000, state.Length - offset)));
         }
 
-        Assert.Equal(ReadState(source), state);
+        Assert.Equal(CodecChecks.ReadState(source), state);
 
         using var restored = model.CreateCache("full");
         model.Forward(restored, tokens.AsSpan(0, 40), logits); // restore must empty a non-empty cache
@@ -101,7 +74,7 @@ public sealed class LlamaModelUnitTests : IDisposable
             restored.WriteState(offset, state.AsSpan(offset, Math.Min(777, state.Length - offset)));
         }
 
-        Assert.Equal(state, ReadState(restored));
+        Assert.Equal(state, CodecChecks.ReadState(restored));
         var expected = new float[model.Config.VocabSize];
         var actual = new float[model.Config.VocabSize];
         model.Forward(source, tokens.AsSpan(100), expected);
@@ -128,10 +101,10 @@ public sealed class LlamaModelUnitTests : IDisposable
         Assert.Equal(0, b.Position);
         Assert.Throws<CacheCapacityException>(() => b.BeginRestore(1));
 
-        byte[] before = ReadState(a);
+        byte[] before = CodecChecks.ReadState(a);
         Assert.Throws<CacheCapacityException>(() => model.Forward(a, tokens.AsSpan(40, 9), logits));
         Assert.Equal(40, a.Position);
-        Assert.Equal(before, ReadState(a));
+        Assert.Equal(before, CodecChecks.ReadState(a));
         model.Forward(a, tokens.AsSpan(40, 8), logits);
         Assert.Equal(48, a.Position);
 
@@ -211,21 +184,7 @@ public sealed class LlamaModelUnitTests : IDisposable
     public void A_decode_step_allocates_no_managed_memory()
     {
         using var model = LlamaModel.Load(_demo.Directory, TestModels.SmallOptions());
-        using var cache = model.CreateCache("full");
-        var logits = new float[model.Config.VocabSize];
-        int[] token = [1];
-        for (int i = 0; i < 40; i++)
-        {
-            model.Forward(cache, token, logits);
-        }
-
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 20; i++)
-        {
-            model.Forward(cache, token, logits);
-        }
-
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        CodecChecks.AssertDecodeStepAllocatesNothing(model, "full");
     }
 
     private static (byte[] State, float[] Logits) Run(LlamaModel model, int[] tokens, int[] split)
@@ -239,14 +198,7 @@ public sealed class LlamaModelUnitTests : IDisposable
             at += n;
         }
 
-        return (ReadState(cache), logits);
-    }
-
-    private static byte[] ReadState(IKvCache cache)
-    {
-        var state = new byte[cache.StateLength];
-        cache.ReadState(0, state);
-        return state;
+        return (CodecChecks.ReadState(cache), logits);
     }
 
     private static void WriteZeros(string path, IReadOnlyList<SafetensorsTensorSpec> specs)

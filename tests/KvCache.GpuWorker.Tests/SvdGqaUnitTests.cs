@@ -1,5 +1,4 @@
 using System.Text.Json;
-using KvCache.GpuWorker.Sampling;
 using Xunit.Abstractions;
 
 namespace KvCache.GpuWorker.Tests;
@@ -148,7 +147,7 @@ public sealed class SvdGqaUnitTests(SvdGqaModels models, ITestOutputHelper outpu
             original.Forward(full, tokens.AsSpan(i, 1), a);
             converted.Forward(compressed, tokens.AsSpan(i, 1), b);
             Assert.All(b, v => Assert.True(float.IsFinite(v)));
-            agree += ArgMax(a) == ArgMax(b) ? 1 : 0;
+            agree += TestModels.ArgMax(a) == TestModels.ArgMax(b) ? 1 : 0;
             worst = Math.Max(worst, a.Zip(b, (x, y) => Math.Abs(x - y)).Max());
         }
 
@@ -196,7 +195,7 @@ public sealed class SvdGqaUnitTests(SvdGqaModels models, ITestOutputHelper outpu
         model.Forward(source, tokens.AsSpan(90), expected);
         model.Forward(restored, tokens.AsSpan(90), actual);
         Assert.Equal(expected, actual);
-        Assert.Equal(ReadState(source), ReadState(restored));
+        Assert.Equal(CodecChecks.ReadState(source), CodecChecks.ReadState(restored));
     }
 
     [Theory]
@@ -222,7 +221,7 @@ public sealed class SvdGqaUnitTests(SvdGqaModels models, ITestOutputHelper outpu
         Assert.Equal(formula, cache.BytesPerToken);
         Assert.Equal(37 * formula, cache.CacheBytes);
         Assert.Equal(37 * formula, cache.StateLength);
-        Assert.Equal(37 * formula, ReadState(cache).Length);
+        Assert.Equal(37 * formula, CodecChecks.ReadState(cache).Length);
         Assert.Equal(37 * formula, model.CacheBytesAt("svd-gqa", 37));
     }
 
@@ -260,21 +259,7 @@ public sealed class SvdGqaUnitTests(SvdGqaModels models, ITestOutputHelper outpu
     public void A_decode_step_on_the_svd_gqa_cache_allocates_no_managed_memory()
     {
         using var model = LlamaModel.Load(models.Directory("half"), TestModels.SmallOptions());
-        using var cache = model.CreateCache("svd-gqa");
-        var logits = new float[model.Config.VocabSize];
-        int[] token = [1];
-        for (int i = 0; i < 40; i++)
-        {
-            model.Forward(cache, token, logits);
-        }
-
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 20; i++)
-        {
-            model.Forward(cache, token, logits);
-        }
-
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        CodecChecks.AssertDecodeStepAllocatesNothing(model, "svd-gqa");
     }
 
     [Fact]
@@ -336,12 +321,6 @@ public sealed class SvdGqaUnitTests(SvdGqaModels models, ITestOutputHelper outpu
         return worst;
     }
 
-    private static int ArgMax(float[] logits)
-    {
-        var scratch = new float[TokenSampler.ScratchLength(logits.Length)];
-        return TokenSampler.Sample(logits, new SamplingOptions(0, 0, 0, 0), 0, scratch).TokenId;
-    }
-
     private static (byte[] State, float[] Logits) Run(LlamaModel model, int[] tokens, int[] split)
     {
         using var cache = model.CreateCache("svd-gqa");
@@ -353,13 +332,6 @@ public sealed class SvdGqaUnitTests(SvdGqaModels models, ITestOutputHelper outpu
             at += n;
         }
 
-        return (ReadState(cache), logits);
-    }
-
-    private static byte[] ReadState(IKvCache cache)
-    {
-        var state = new byte[cache.StateLength];
-        cache.ReadState(0, state);
-        return state;
+        return (CodecChecks.ReadState(cache), logits);
     }
 }

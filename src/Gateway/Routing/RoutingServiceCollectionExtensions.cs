@@ -1,6 +1,7 @@
 using KvCache.Gateway.Routing;
 using KvCache.Gateway.Routing.Internal;
 using KvCache.Silo.Cluster.Membership;
+using KvCache.Silo.Cluster.Serving;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage.Redis;
 using Microsoft.Extensions.Configuration;
@@ -36,7 +37,7 @@ public static class RoutingServiceCollectionExtensions
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<RedisSessionStore>();
         services.AddSingleton<IMembershipTable, RedisMembershipTable>();
-        services.AddSingleton<SiloConnections>();
+        services.AddSingleton(sp => new SiloConnections(sp.GetRequiredService<IOptions<RoutingOptions>>().Value.Secret));
         services.AddSingleton<ClusterView>();
         services.AddHostedService(sp => sp.GetRequiredService<ClusterView>());
         services.TryAddSingleton<IPlacementDirector, ResourceOptimizedPlacementDirector>();

@@ -2,7 +2,7 @@ using KvCache.Contracts.V1;
 using KvCache.Gateway.Auth;
 using KvCache.Gateway.Quotas;
 using KvCache.Gateway.Routing;
-using KvCache.GpuWorker.Sampling;
+using KvCache.Silo.Cluster.Serving;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
 using KvCache.Transport;
@@ -34,7 +34,7 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
     }
 
     public Task<V1.Session> CreateSession(CreateSessionRequest request, ServerCallContext context) =>
-        Call(context, async tenant => ToProto(await quotas.CreateSessionAsync(
+        Call(context, async tenant => SiloProtoMapping.ToProto(await quotas.CreateSessionAsync(
             tenant,
             () => sessions.CreateAsync(tenant, request.Model, request.Codec, request.SessionId, context.CancellationToken),
             context.CancellationToken)));
@@ -56,25 +56,14 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
                 request.TopLogprobs == 0 ? DefaultTopLogprobs : request.TopLogprobs,
                 context.CancellationToken);
             quotas.Advanced(key, result.Position);
-            var response = new AppendResponse { Position = result.Position };
-            foreach (var top in result.TopLogprobs)
-            {
-                response.TopLogprobs.Add(new V1.TokenLogprob { TokenId = top.TokenId, Logprob = top.Logprob });
-            }
-
-            return response;
+            return SiloProtoMapping.ToProto(result);
         });
 
     public async Task Decode(DecodeRequest request, IServerStreamWriter<DecodeEvent> responseStream, ServerCallContext context)
     {
         await Call(context, async tenant =>
         {
-            var sampling = request.Sampling ?? new SamplingParams();
-            var options = new DecodeRequestOptions(
-                request.MaxTokens,
-                new SamplingOptions(sampling.Temperature, sampling.TopK, sampling.TopP, sampling.Seed),
-                request.StopTokenIds.ToHashSet(),
-                string.IsNullOrEmpty(request.RequestId) ? null : request.RequestId);
+            var options = SiloProtoMapping.ToOptions(request);
             var key = Key(tenant, request.SessionId);
             using var slot = quotas.EnterDecode(tenant);
             await quotas.CheckCacheAsync(key, 1, context.CancellationToken);
@@ -93,16 +82,7 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
 
                 var token = enumerator.Current;
                 quotas.Advanced(key, token.Position + 1);
-                await responseStream.WriteAsync(
-                    new DecodeEvent
-                    {
-                        TokenId = token.TokenId,
-                        Position = token.Position,
-                        Logprob = token.Logprob,
-                        FinishReason = ToProto(token.Finish),
-                        Replayed = token.Replayed,
-                    },
-                    context.CancellationToken);
+                await responseStream.WriteAsync(SiloProtoMapping.ToProto(token), context.CancellationToken);
                 if (token.Finish != Silo.Sessions.FinishReason.None)
                 {
                     break;
@@ -116,10 +96,10 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
     }
 
     public Task<V1.Session> GetSession(GetSessionRequest request, ServerCallContext context) =>
-        Call(context, async tenant => ToProto(await sessions.GetAsync(Key(tenant, request.SessionId), context.CancellationToken)));
+        Call(context, async tenant => SiloProtoMapping.ToProto(await sessions.GetAsync(Key(tenant, request.SessionId), context.CancellationToken)));
 
     public Task<V1.Session> SpillSession(SpillSessionRequest request, ServerCallContext context) =>
-        Call(context, async tenant => ToProto(await sessions.SpillAsync(Key(tenant, request.SessionId), context.CancellationToken)));
+        Call(context, async tenant => SiloProtoMapping.ToProto(await sessions.SpillAsync(Key(tenant, request.SessionId), context.CancellationToken)));
 
     public Task<DeleteSessionResponse> DeleteSession(DeleteSessionRequest request, ServerCallContext context) =>
         Call(context, async tenant =>
@@ -135,7 +115,7 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
         {
             var page = await sessions.ListAsync(tenant, request.PageSize, request.PageToken, context.CancellationToken);
             var response = new ListSessionsResponse { NextPageToken = page.NextPageToken ?? "" };
-            response.Sessions.AddRange(page.Sessions.Select(ToProto));
+            response.Sessions.AddRange(page.Sessions.Select(SiloProtoMapping.ToProto));
             return response;
         });
 
@@ -143,21 +123,7 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
         Call(context, tenant =>
         {
             var response = new ListModelsResponse();
-            foreach (var model in sessions.ListModels())
-            {
-                var proto = new V1.Model
-                {
-                    Id = model.Id,
-                    VocabSize = model.VocabSize,
-                    MaxPosition = model.MaxPosition,
-                    NumLayers = model.NumLayers,
-                    HiddenSize = model.HiddenSize,
-                    Parameters = model.Parameters,
-                };
-                proto.Codecs.AddRange(model.Codecs);
-                response.Models.Add(proto);
-            }
-
+            response.Models.AddRange(sessions.ListModels().Select(SiloProtoMapping.ToProto));
             return Task.FromResult(response);
         });
 
@@ -172,15 +138,8 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
         }
         catch (SessionException ex)
         {
-            var code = ex.Code switch
-            {
-                SessionErrorCode.NotFound => StatusCode.NotFound,
-                SessionErrorCode.AlreadyExists => StatusCode.AlreadyExists,
-                SessionErrorCode.InvalidArgument => StatusCode.InvalidArgument,
-                SessionErrorCode.FailedPrecondition => StatusCode.FailedPrecondition,
-                SessionErrorCode.ResourceExhausted => StatusCode.ResourceExhausted,
-                _ => StatusCode.Unavailable,
-            };
+            // A silo's "not the owner" is routing's business; one that gets this far is a retryable UNAVAILABLE.
+            var code = ex.Code == SessionErrorCode.NotOwner ? StatusCode.Unavailable : SiloProtoMapping.ToStatusCode(ex.Code);
             if (code == StatusCode.Unavailable)
             {
                 GatewayLog.SessionUnavailable(logger, ex, tenant, ex.Message);
@@ -194,27 +153,6 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
         string.IsNullOrEmpty(sessionId) ? throw InvalidArgument("session_id is required.") : new SessionKey(tenant, sessionId);
 
     private static RpcException InvalidArgument(string message) => new(new Status(StatusCode.InvalidArgument, message));
-
-    private static V1.Session ToProto(SessionInfo info) => new()
-    {
-        Id = info.Id,
-        Model = info.Model,
-        Codec = info.Codec,
-        Position = info.Position,
-        State = info.Residency == SessionResidency.Active ? SessionState.Active : SessionState.Spilled,
-        OwnerSilo = info.OwnerSilo ?? "",
-        CacheBytes = info.CacheBytes,
-        BytesPerToken = info.BytesPerToken,
-        MaxPosition = info.MaxPosition,
-    };
-
-    private static V1.FinishReason ToProto(Silo.Sessions.FinishReason finish) => finish switch
-    {
-        Silo.Sessions.FinishReason.StopToken => V1.FinishReason.StopToken,
-        Silo.Sessions.FinishReason.MaxTokens => V1.FinishReason.MaxTokens,
-        Silo.Sessions.FinishReason.MaxPosition => V1.FinishReason.MaxPosition,
-        _ => V1.FinishReason.Unspecified,
-    };
 }
 
 internal static partial class GatewayLog

@@ -22,7 +22,7 @@ namespace KvCache.GpuWorker;
 /// the position.</para>
 /// <para>Memory comes from the model's shared block pool, block by block as the cache grows.</para>
 /// </remarks>
-public sealed unsafe class FourierKvCache : IKvCache, IForwardCache
+public sealed unsafe class FourierKvCache : IKvCache, IForwardCache, ICacheState
 {
     public const string CodecId = "fourier";
 
@@ -67,11 +67,8 @@ public sealed unsafe class FourierKvCache : IKvCache, IForwardCache
 
     public void ReadState(long offset, Span<byte> destination)
     {
-        CheckRange(offset, destination.Length);
-        fixed (byte* p = destination)
-        {
-            Copy(offset, destination.Length, p, toCache: false);
-        }
+        ObjectDisposedException.ThrowIf(_slotTable == null, this);
+        CacheState.Read(this, offset, destination);
     }
 
     public void BeginRestore(int position)
@@ -89,11 +86,8 @@ public sealed unsafe class FourierKvCache : IKvCache, IForwardCache
 
     public void WriteState(long offset, ReadOnlySpan<byte> source)
     {
-        CheckRange(offset, source.Length);
-        fixed (byte* p = source)
-        {
-            Copy(offset, source.Length, p, toCache: true);
-        }
+        ObjectDisposedException.ThrowIf(_slotTable == null, this);
+        CacheState.Write(this, offset, source);
     }
 
     public void Dispose()
@@ -237,64 +231,35 @@ public sealed unsafe class FourierKvCache : IKvCache, IForwardCache
         }
     }
 
-    private void CheckRange(long offset, int length)
-    {
-        ObjectDisposedException.ThrowIf(_slotTable == null, this);
-        if (offset < 0 || offset > StateLength - length)
-        {
-            throw new ArgumentOutOfRangeException(nameof(offset), $"Range [{offset}, {offset + length}) is outside the {StateLength}-byte state.");
-        }
-    }
-
-    private void Copy(long offset, int length, byte* external, bool toCache)
+    // Slots (4 + W tokens at most), then the coefficients, then the middle tokens' exact dims (see the class remarks).
+    byte* ICacheState.Locate(long offset, out long contiguous)
     {
         var f = _layout;
-        int middle = f.MiddleCount(Position);
         long slotPiece = (long)f.HeadDim * sizeof(float);
         long slotBytes = Math.Min(Position, f.Init + f.Window) * f.Pieces * slotPiece;
         long coefficientPiece = (long)f.Coefficients * f.Compressed * sizeof(float);
-        long coefficientBytes = middle > 0 ? f.Pieces * coefficientPiece : 0;
+        long coefficientBytes = f.MiddleCount(Position) > 0 ? f.Pieces * coefficientPiece : 0;
         long middlePiece = (long)f.Exact * sizeof(float);
-        while (length > 0)
+        if (offset < slotBytes)
         {
-            byte* at;
-            long left;
-            if (offset < slotBytes)
-            {
-                long piece = offset / slotPiece;
-                int p = (int)(piece % f.Pieces);
-                at = (byte*)Slot((int)(piece / f.Pieces), p / (2 * f.KvHeads), p / f.KvHeads % 2, p % f.KvHeads) + offset % slotPiece;
-                left = slotPiece - offset % slotPiece;
-            }
-            else if (offset < slotBytes + coefficientBytes)
-            {
-                long o = offset - slotBytes;
-                int p = (int)(o / coefficientPiece);
-                at = (byte*)Coefficients(p / (2 * f.KvHeads), p / f.KvHeads % 2, p % f.KvHeads) + o % coefficientPiece;
-                left = coefficientPiece - o % coefficientPiece;
-            }
-            else
-            {
-                long o = offset - slotBytes - coefficientBytes;
-                long piece = o / middlePiece;
-                int p = (int)(piece % f.Pieces);
-                at = (byte*)Middle((int)(piece / f.Pieces), p / (2 * f.KvHeads), p / f.KvHeads % 2, p % f.KvHeads) + o % middlePiece;
-                left = middlePiece - o % middlePiece;
-            }
-
-            int n = (int)Math.Min(left, length);
-            if (toCache)
-            {
-                Buffer.MemoryCopy(external, at, n, n);
-            }
-            else
-            {
-                Buffer.MemoryCopy(at, external, n, n);
-            }
-
-            external += n;
-            offset += n;
-            length -= n;
+            long piece = offset / slotPiece;
+            int p = (int)(piece % f.Pieces);
+            contiguous = slotPiece - offset % slotPiece;
+            return (byte*)Slot((int)(piece / f.Pieces), p / (2 * f.KvHeads), p / f.KvHeads % 2, p % f.KvHeads) + offset % slotPiece;
         }
+
+        if (offset < slotBytes + coefficientBytes)
+        {
+            long o = offset - slotBytes;
+            int p = (int)(o / coefficientPiece);
+            contiguous = coefficientPiece - o % coefficientPiece;
+            return (byte*)Coefficients(p / (2 * f.KvHeads), p / f.KvHeads % 2, p % f.KvHeads) + o % coefficientPiece;
+        }
+
+        long m = offset - slotBytes - coefficientBytes;
+        long middle = m / middlePiece;
+        int q = (int)(middle % f.Pieces);
+        contiguous = middlePiece - m % middlePiece;
+        return (byte*)Middle((int)(middle / f.Pieces), q / (2 * f.KvHeads), q / f.KvHeads % 2, q % f.KvHeads) + m % middlePiece;
     }
 }

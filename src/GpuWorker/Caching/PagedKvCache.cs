@@ -17,7 +17,7 @@ namespace KvCache.GpuWorker;
 /// = 2 · layers · heads · dim · 4 bytes, and the state at a position p is a prefix of the state at any later position.</para>
 /// <para>Not thread-safe: one caller at a time (a session's turns are serialized).</para>
 /// </remarks>
-public sealed unsafe class PagedKvCache : IKvCache, IForwardCache
+public sealed unsafe class PagedKvCache : IKvCache, IForwardCache, ICacheState
 {
     private readonly KvBlockPool _pool;
     private readonly int _blockTokens;
@@ -56,11 +56,8 @@ public sealed unsafe class PagedKvCache : IKvCache, IForwardCache
 
     public void ReadState(long offset, Span<byte> destination)
     {
-        CheckRange(offset, destination.Length);
-        fixed (byte* p = destination)
-        {
-            Copy(offset, destination.Length, p, toCache: false);
-        }
+        ObjectDisposedException.ThrowIf(_blocks == null, this);
+        CacheState.Read(this, offset, destination);
     }
 
     public void BeginRestore(int position)
@@ -75,11 +72,8 @@ public sealed unsafe class PagedKvCache : IKvCache, IForwardCache
 
     public void WriteState(long offset, ReadOnlySpan<byte> source)
     {
-        CheckRange(offset, source.Length);
-        fixed (byte* p = source)
-        {
-            Copy(offset, source.Length, p, toCache: true);
-        }
+        ObjectDisposedException.ThrowIf(_blocks == null, this);
+        CacheState.Write(this, offset, source);
     }
 
     public void Dispose()
@@ -133,42 +127,15 @@ public sealed unsafe class PagedKvCache : IKvCache, IForwardCache
         }
     }
 
-    private void CheckRange(long offset, int length)
+    byte* ICacheState.Locate(long offset, out long contiguous)
     {
-        ObjectDisposedException.ThrowIf(_blocks == null, this);
-        if (offset < 0 || offset > StateLength - length)
-        {
-            throw new ArgumentOutOfRangeException(nameof(offset), $"Range [{offset}, {offset + length}) is outside the {StateLength}-byte state.");
-        }
-    }
-
-    private void Copy(long offset, int length, byte* external, bool toCache)
-    {
+        // Per token: for each layer, K then V, for each KV head, one head_dim vector.
         long pieceBytes = (long)_headDim * sizeof(float);
-        var view = View;
-        while (length > 0)
-        {
-            long token = offset / BytesPerToken;
-            long inToken = offset % BytesPerToken;
-            long piece = inToken / pieceBytes;
-            long inPiece = inToken % pieceBytes;
-            int kvHead = (int)(piece % _kvHeads);
-            long layerKind = piece / _kvHeads;
-            byte* slot = (byte*)(view.Slab((int)(token / _blockTokens), (int)(layerKind / 2), (int)(layerKind % 2), kvHead)
-                + token % _blockTokens * _headDim) + inPiece;
-            int n = (int)Math.Min(pieceBytes - inPiece, length);
-            if (toCache)
-            {
-                Buffer.MemoryCopy(external, slot, n, n);
-            }
-            else
-            {
-                Buffer.MemoryCopy(slot, external, n, n);
-            }
-
-            external += n;
-            offset += n;
-            length -= n;
-        }
+        long token = offset / BytesPerToken, inToken = offset % BytesPerToken;
+        long piece = inToken / pieceBytes, inPiece = inToken % pieceBytes;
+        long layerKind = piece / _kvHeads;
+        contiguous = pieceBytes - inPiece;
+        float* vector = View.Slab((int)(token / _blockTokens), (int)(layerKind / 2), (int)(layerKind % 2), (int)(piece % _kvHeads)) + token % _blockTokens * _headDim;
+        return (byte*)vector + inPiece;
     }
 }

@@ -21,7 +21,7 @@ namespace KvCache.GpuWorker;
 /// <para>Memory: each ring is ⌈C / BlockTokens⌉ pool blocks of the global K̂V̂'s shape; appending never allocates.
 /// Not thread-safe: one caller at a time.</para>
 /// </remarks>
-public sealed unsafe class YocoKvCache : IKvCache, IForwardCache
+public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
 {
     public const string CodecId = "yoco";
 
@@ -89,11 +89,8 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache
 
     public void ReadState(long offset, Span<byte> destination)
     {
-        CheckRange(offset, destination.Length);
-        fixed (byte* p = destination)
-        {
-            Copy(offset, destination.Length, p, toCache: false);
-        }
+        ObjectDisposedException.ThrowIf(_table == null, this);
+        CacheState.Read(this, offset, destination);
     }
 
     public void BeginRestore(int position)
@@ -119,11 +116,8 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache
 
     public void WriteState(long offset, ReadOnlySpan<byte> source)
     {
-        CheckRange(offset, source.Length);
-        fixed (byte* p = source)
-        {
-            Copy(offset, source.Length, p, toCache: true);
-        }
+        ObjectDisposedException.ThrowIf(_table == null, this);
+        CacheState.Write(this, offset, source);
     }
 
     public void Dispose()
@@ -200,56 +194,32 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache
         }
     }
 
-    private void CheckRange(long offset, int length)
-    {
-        ObjectDisposedException.ThrowIf(_table == null, this);
-        if (offset < 0 || offset > StateLength - length)
-        {
-            throw new ArgumentOutOfRangeException(nameof(offset), $"Range [{offset}, {offset + length}) is outside the {StateLength}-byte state.");
-        }
-    }
-
     // The state is a sequence of d-float pieces; each maps to one token's (or slot's) vector of one head and side.
-    private void Copy(long offset, int length, byte* external, bool toCache)
+    byte* ICacheState.Locate(long offset, out long contiguous)
     {
         long pieceBytes = (long)_headDim * sizeof(float);
         long globalBytes = Position * BytesPerToken;
-        while (length > 0)
+        float* vector;
+        long inPiece;
+        if (offset < globalBytes)
         {
-            float* vector;
-            long inPiece;
-            if (offset < globalBytes)
-            {
-                long piece = offset / pieceBytes;
-                inPiece = offset % pieceBytes;
-                long token = piece / (2 * _kvHeads);
-                int side = (int)(piece / _kvHeads % 2), head = (int)(piece % _kvHeads);
-                vector = Global.Slab((int)(token / _blockTokens), 0, side, head) + token % _blockTokens * _headDim;
-            }
-            else
-            {
-                long piece = (offset - globalBytes) / pieceBytes;
-                inPiece = (offset - globalBytes) % pieceBytes;
-                int slot = (int)(piece % _window);
-                long ring = piece / _window;
-                int head = (int)(ring % _kvHeads), side = (int)(ring / _kvHeads % 2), layer = (int)(ring / _kvHeads / 2);
-                vector = Ring(layer).Slab(slot / _blockTokens, 0, side, head) + slot % _blockTokens * _headDim;
-            }
-
-            byte* slotBytes = (byte*)vector + inPiece;
-            int n = (int)Math.Min(pieceBytes - inPiece, length);
-            if (toCache)
-            {
-                Buffer.MemoryCopy(external, slotBytes, n, n);
-            }
-            else
-            {
-                Buffer.MemoryCopy(slotBytes, external, n, n);
-            }
-
-            external += n;
-            offset += n;
-            length -= n;
+            long piece = offset / pieceBytes;
+            inPiece = offset % pieceBytes;
+            long token = piece / (2 * _kvHeads);
+            int side = (int)(piece / _kvHeads % 2), head = (int)(piece % _kvHeads);
+            vector = Global.Slab((int)(token / _blockTokens), 0, side, head) + token % _blockTokens * _headDim;
         }
+        else
+        {
+            long piece = (offset - globalBytes) / pieceBytes;
+            inPiece = (offset - globalBytes) % pieceBytes;
+            int slot = (int)(piece % _window);
+            long ring = piece / _window;
+            int head = (int)(ring % _kvHeads), side = (int)(ring / _kvHeads % 2), layer = (int)(ring / _kvHeads / 2);
+            vector = Ring(layer).Slab(slot / _blockTokens, 0, side, head) + slot % _blockTokens * _headDim;
+        }
+
+        contiguous = pieceBytes - inPiece;
+        return (byte*)vector + inPiece;
     }
 }

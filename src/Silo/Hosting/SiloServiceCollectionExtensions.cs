@@ -97,7 +97,7 @@ public static class SiloServiceCollectionExtensions
         });
         services.AddSingleton<ISiloStatusOracle, MembershipSiloStatusOracle>();
         services.AddSilo(configuration);
-        services.AddSingleton<SiloClients>();
+        services.AddSingleton(sp => new SiloConnections(sp.GetRequiredService<IOptions<ClusterOptions>>().Value.Secret));
         services.AddSingleton<SessionMigrator>();
         services.AddSingleton<ClusterSiloLifecycle>();
         services.AddHostedService(sp => sp.GetRequiredService<ClusterSiloLifecycle>());

@@ -20,7 +20,7 @@ namespace KvCache.Silo.Cluster.Migration.Internal;
 /// </summary>
 internal sealed class SessionMigrator(
     SessionCatalog catalog,
-    SiloClients clients,
+    SiloConnections clients,
     MembershipAgent agent,
     ISessionStore store,
     ISiloStatusOracle oracle,

@@ -2,15 +2,16 @@ using System.Collections.Concurrent;
 using KvCache.Contracts.Internal.V1;
 using KvCache.Silo.Cluster.Membership;
 using KvCache.Transport;
-using Microsoft.Extensions.Options;
 
-namespace KvCache.Silo.Cluster.Serving.Internal;
+namespace KvCache.Silo.Cluster.Serving;
 
-/// <summary>One HTTP/2 channel per other silo, for silo-to-silo calls (migration); every call carries the cluster secret.</summary>
-internal sealed class SiloClients(IOptions<ClusterOptions> options) : IDisposable
+/// <summary>
+/// One HTTP/2 channel per silo endpoint, shared by all calls to it (gateway to silo, and silo to silo for
+/// migration); every call carries the cluster secret.
+/// </summary>
+public sealed class SiloConnections(string secret) : IDisposable
 {
     private readonly ConcurrentDictionary<string, (GrpcChannel Channel, SiloGrpc.SiloClient Client)> _silos = new(StringComparer.Ordinal);
-    private readonly string _secret = options.Value.Secret;
 
     public SiloGrpc.SiloClient Client(SiloAddress silo) =>
         _silos.GetOrAdd(silo.Endpoint, static endpoint =>
@@ -20,7 +21,7 @@ internal sealed class SiloClients(IOptions<ClusterOptions> options) : IDisposabl
         }).Client;
 
     public CallOptions Options(CancellationToken cancellationToken, DateTime? deadline = null) =>
-        new(SiloProtocol.Headers(_secret), deadline, cancellationToken);
+        new(SiloProtocol.Headers(secret), deadline, cancellationToken);
 
     public void Dispose()
     {
