@@ -64,15 +64,5 @@ public sealed class ClusterCodecMigrationIntegrationTests(CodecModelsFixture mod
         await client.AppendAsync(new AppendRequest { SessionId = id, TokenIds = { Prompt } }, hinted);
     }
 
-    private async Task<int[]> DecodeAsync(string id, int tokens)
-    {
-        using var call = _cluster.Gateway.Client.Decode(new DecodeRequest { SessionId = id, MaxTokens = tokens, Sampling = new SamplingParams { Temperature = 0 } });
-        var result = new List<int>();
-        while (await call.ResponseStream.MoveNext())
-        {
-            result.Add(call.ResponseStream.Current.TokenId);
-        }
-
-        return [.. result];
-    }
+    private Task<int[]> DecodeAsync(string id, int tokens) => DecodeCalls.GreedyTokensAsync(_cluster.Gateway.Client, id, tokens);
 }

@@ -56,7 +56,7 @@ public sealed class ClusterIntegrationTests : IAsyncLifetime
         var owner = _cluster.Silo((await Client.GetSessionAsync(new GetSessionRequest { SessionId = "victim" })).OwnerSilo);
         var survivor = _cluster.Silos.Single(s => s != owner);
         var received = new List<DecodeEvent>();
-        using (var call = Client.Decode(Greedy("victim", "turn-1")))
+        using (var call = Client.Decode(DecodeCalls.Greedy("victim", 200, "turn-1")))
         {
             while (await call.ResponseStream.MoveNext())
             {
@@ -88,7 +88,7 @@ public sealed class ClusterIntegrationTests : IAsyncLifetime
         var hinted = new CallOptions(new Metadata { { PlacementHint.Header, leaving.Endpoint } });
         await Client.CreateSessionAsync(new CreateSessionRequest { SessionId = "drained" }, hinted);
         await Client.AppendAsync(new AppendRequest { SessionId = "drained", TokenIds = { Prompt } }, hinted);
-        var first = await ReadAllAsync(Client.Decode(Greedy("drained", null, maxTokens: 50)));
+        var first = await DecodeCalls.ReadAllAsync(Client.Decode(DecodeCalls.Greedy("drained", 50)));
         Assert.Equal("silo-0", (await Client.GetSessionAsync(new GetSessionRequest { SessionId = "drained" })).OwnerSilo);
 
         await leaving.StopAsync();
@@ -96,7 +96,7 @@ public sealed class ClusterIntegrationTests : IAsyncLifetime
         Assert.Contains("sessions to other silos, spilled 0, and left the cluster", leaving.Output);
         Assert.Contains($"Migrated session dev/drained to {_cluster.Silo("silo-1").Endpoint}@", leaving.Output);
         Assert.Equal(SiloStatus.Dead, (await _cluster.MembersAsync())[leaving.Endpoint]);
-        var rest = await ReadAllAsync(Client.Decode(Greedy("drained", null, maxTokens: 150)));
+        var rest = await DecodeCalls.ReadAllAsync(Client.Decode(DecodeCalls.Greedy("drained", 150)));
         Assert.Equal(expected, first.Concat(rest).Select(e => e.TokenId));
         Assert.Equal("silo-1", (await Client.GetSessionAsync(new GetSessionRequest { SessionId = "drained" })).OwnerSilo);
         Assert.Contains("Activated session dev/drained: 98 tokens, snapshot at 98, replayed 0", _cluster.Silo("silo-1").Output);
@@ -135,30 +135,8 @@ public sealed class ClusterIntegrationTests : IAsyncLifetime
     private async Task<int[]> DecodeTwinAsync(string id)
     {
         await CreateWithPromptAsync(id);
-        var events = await ReadAllAsync(Client.Decode(Greedy(id, null)));
+        var events = await DecodeCalls.ReadAllAsync(Client.Decode(DecodeCalls.Greedy(id, 200)));
         Assert.Equal(200, events.Count);
         return events.Select(e => e.TokenId).ToArray();
-    }
-
-    private static DecodeRequest Greedy(string id, string? requestId, int maxTokens = 200) => new()
-    {
-        SessionId = id,
-        MaxTokens = maxTokens,
-        Sampling = new SamplingParams { Temperature = 0 },
-        RequestId = requestId ?? "",
-    };
-
-    private static async Task<List<DecodeEvent>> ReadAllAsync(AsyncServerStreamingCall<DecodeEvent> call)
-    {
-        using (call)
-        {
-            var events = new List<DecodeEvent>();
-            while (await call.ResponseStream.MoveNext())
-            {
-                events.Add(call.ResponseStream.Current);
-            }
-
-            return events;
-        }
     }
 }

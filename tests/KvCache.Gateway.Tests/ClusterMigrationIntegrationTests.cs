@@ -203,15 +203,5 @@ public sealed class ClusterMigrationIntegrationTests : IAsyncLifetime
         return await DecodeAsync(id, tokens);
     }
 
-    private async Task<int[]> DecodeAsync(string id, int tokens)
-    {
-        using var call = Client.Decode(new DecodeRequest { SessionId = id, MaxTokens = tokens, Sampling = new SamplingParams { Temperature = 0 } });
-        var result = new List<int>();
-        while (await call.ResponseStream.MoveNext())
-        {
-            result.Add(call.ResponseStream.Current.TokenId);
-        }
-
-        return [.. result];
-    }
+    private Task<int[]> DecodeAsync(string id, int tokens) => DecodeCalls.GreedyTokensAsync(Client, id, tokens);
 }

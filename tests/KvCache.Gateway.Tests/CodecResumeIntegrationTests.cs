@@ -147,15 +147,6 @@ public sealed class CodecResumeIntegrationTests(CodecModelsFixture models) : ICl
         return session;
     }
 
-    private static async Task<int[]> DecodeAsync(KvCacheGrpc.KvCacheClient client, string sessionId, int tokens)
-    {
-        using var call = client.Decode(new DecodeRequest { SessionId = sessionId, MaxTokens = tokens, Sampling = new SamplingParams { Temperature = 0 } });
-        var result = new List<int>();
-        while (await call.ResponseStream.MoveNext())
-        {
-            result.Add(call.ResponseStream.Current.TokenId);
-        }
-
-        return [.. result];
-    }
+    private static Task<int[]> DecodeAsync(KvCacheGrpc.KvCacheClient client, string sessionId, int tokens) =>
+        DecodeCalls.GreedyTokensAsync(client, sessionId, tokens);
 }

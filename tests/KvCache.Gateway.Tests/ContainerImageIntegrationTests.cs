@@ -32,9 +32,9 @@ public sealed class ContainerImageIntegrationTests
         var client = cluster.Gateway.Client;
         await client.CreateSessionAsync(new CreateSessionRequest { SessionId = "metered" });
         await client.AppendAsync(new AppendRequest { SessionId = "metered", TokenIds = { Prompt } });
-        Assert.Equal(20, (await ReadAllAsync(client.Decode(Greedy("metered", 20)))).Count);
+        Assert.Equal(20, (await DecodeCalls.ReadAllAsync(client.Decode(DecodeCalls.Greedy("metered", 20)))).Count);
         await client.SpillSessionAsync(new SpillSessionRequest { SessionId = "metered" });
-        Assert.Equal(5, (await ReadAllAsync(client.Decode(Greedy("metered", 5)))).Count);
+        Assert.Equal(5, (await DecodeCalls.ReadAllAsync(client.Decode(DecodeCalls.Greedy("metered", 5)))).Count);
 
         var (contentType, metrics) = await cluster.ScrapeAsync(silo.HealthPort);
         Assert.StartsWith("text/plain; version=0.0.4", contentType);
@@ -70,14 +70,14 @@ public sealed class ContainerImageIntegrationTests
         var onStaying = new CallOptions(new Metadata { { PlacementHint.Header, staying.Endpoint } });
 
         await CreateAsync(client, "twin", onStaying);
-        var expected = (await ReadAllAsync(client.Decode(Greedy("twin", 120)))).Select(e => e.TokenId).ToArray();
+        var expected = await DecodeCalls.GreedyTokensAsync(client, "twin", 120);
 
         var resting = new[] { "resting-0", "resting-1", "resting-2" };
         var firstHalves = new Dictionary<string, List<DecodeEvent>>();
         foreach (var id in resting)
         {
             await CreateAsync(client, id, onLeaving);
-            firstHalves[id] = await ReadAllAsync(client.Decode(Greedy(id, 40)));
+            firstHalves[id] = await DecodeCalls.ReadAllAsync(client.Decode(DecodeCalls.Greedy(id, 40)));
         }
 
         await CreateAsync(client, "streaming", onLeaving);
@@ -89,7 +89,7 @@ public sealed class ContainerImageIntegrationTests
         // SIGTERM lands while a decode streams through the leaving silo, as when Kubernetes rolls the pod.
         var streamed = new List<DecodeEvent>();
         Task? stopping = null;
-        using (var call = client.Decode(Greedy("streaming", 120, requestId: "turn-1")))
+        using (var call = client.Decode(DecodeCalls.Greedy("streaming", 120, requestId: "turn-1")))
         {
             while (await call.ResponseStream.MoveNext())
             {
@@ -108,7 +108,7 @@ public sealed class ContainerImageIntegrationTests
 
         foreach (var id in resting)
         {
-            var rest = await ReadAllAsync(client.Decode(Greedy(id, 80)));
+            var rest = await DecodeCalls.ReadAllAsync(client.Decode(DecodeCalls.Greedy(id, 80)));
             Assert.Equal(expected, firstHalves[id].Concat(rest).Select(e => e.TokenId));
             var session = await client.GetSessionAsync(new GetSessionRequest { SessionId = id });
             Assert.Equal(staying.Name, session.OwnerSilo);
@@ -120,28 +120,6 @@ public sealed class ContainerImageIntegrationTests
     {
         await client.CreateSessionAsync(new CreateSessionRequest { SessionId = id }, options);
         await client.AppendAsync(new AppendRequest { SessionId = id, TokenIds = { Prompt } }, options);
-    }
-
-    private static DecodeRequest Greedy(string id, int maxTokens, string requestId = "") => new()
-    {
-        SessionId = id,
-        MaxTokens = maxTokens,
-        Sampling = new SamplingParams { Temperature = 0 },
-        RequestId = requestId,
-    };
-
-    private static async Task<List<DecodeEvent>> ReadAllAsync(AsyncServerStreamingCall<DecodeEvent> call)
-    {
-        using (call)
-        {
-            var events = new List<DecodeEvent>();
-            while (await call.ResponseStream.MoveNext())
-            {
-                events.Add(call.ResponseStream.Current);
-            }
-
-            return events;
-        }
     }
 
     /// <summary>Published silos and a published routing gateway, each with its HTTP/1.1 health endpoint.</summary>

@@ -74,7 +74,7 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
         var expected = await DecodeTwinAsync(client, "undisturbed", 200);
 
         await CreateWithPromptAsync(client, "killed");
-        var request = Greedy("killed", 200, requestId: "turn-1");
+        var request = DecodeCalls.Greedy("killed", 200, requestId: "turn-1");
         var received = new List<DecodeEvent>();
         using (var call = client.Decode(request))
         {
@@ -92,7 +92,7 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
         Assert.InRange(resumed.Position, Prompt.Length + received.Count, Prompt.Length + 200);
 
         // The client retries the same request: what the dead process made durable is replayed, the rest generated.
-        var retried = await ReadAllAsync(client.Decode(request));
+        var retried = await DecodeCalls.ReadAllAsync(client.Decode(request));
 
         Assert.Equal(expected.Take(25), received.Select(e => e.TokenId));
         Assert.Equal(expected, retried.Select(e => e.TokenId));
@@ -178,14 +178,6 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
     private static int[] Ints(JsonElement element, string name) =>
         element.GetProperty(name).EnumerateArray().Select(e => e.GetInt32()).ToArray();
 
-    private static DecodeRequest Greedy(string sessionId, int maxTokens, string requestId = "") => new()
-    {
-        SessionId = sessionId,
-        MaxTokens = maxTokens,
-        Sampling = new SamplingParams { Temperature = 0 },
-        RequestId = requestId,
-    };
-
     private static async Task CreateWithPromptAsync(KvCacheGrpc.KvCacheClient client, string sessionId)
     {
         await client.CreateSessionAsync(new CreateSessionRequest { SessionId = sessionId });
@@ -197,20 +189,6 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
     private static async Task<int[]> DecodeTwinAsync(KvCacheGrpc.KvCacheClient client, string sessionId, int tokens)
     {
         await CreateWithPromptAsync(client, sessionId);
-        return (await ReadAllAsync(client.Decode(Greedy(sessionId, tokens)))).Select(e => e.TokenId).ToArray();
-    }
-
-    private static async Task<List<DecodeEvent>> ReadAllAsync(AsyncServerStreamingCall<DecodeEvent> call)
-    {
-        using (call)
-        {
-            var events = new List<DecodeEvent>();
-            while (await call.ResponseStream.MoveNext())
-            {
-                events.Add(call.ResponseStream.Current);
-            }
-
-            return events;
-        }
+        return await DecodeCalls.GreedyTokensAsync(client, sessionId, tokens);
     }
 }

@@ -50,17 +50,26 @@ public sealed class BatchSchedulerUnitTests : IDisposable
         using var scheduler = new BatchScheduler(_model, new BatchSchedulerOptions { GatherWindow = TimeSpan.FromMilliseconds(20) });
         int[] prompt = TestModels.Tokens(400, Config.VocabSize, 99);
         using var stop = new CancellationTokenSource();
+        // Decoders keep going until the prompt is in (a full cache starts over), however slow this machine is.
         var decoders = Enumerable.Range(0, 4).Select(i => Task.Run(async () =>
         {
-            using var cache = _model.CreateCache("full");
+            var cache = _model.CreateCache("full");
             var request = new ForwardRequest();
             var logits = new float[Config.VocabSize];
             int[] token = [i + 1];
-            for (int step = 0; step < 100 && !stop.IsCancellationRequested; step++)
+            while (!stop.IsCancellationRequested)
             {
+                if (cache.Position == Config.MaxPositionEmbeddings)
+                {
+                    cache.Dispose();
+                    cache = _model.CreateCache("full");
+                }
+
                 await scheduler.ForwardAsync(request, cache, token, logits);
                 token[0] = TestModels.ArgMax(logits);
             }
+
+            cache.Dispose();
         })).ToArray();
         SpinWait.SpinUntil(() => scheduler.DecodeRows >= 8, TimeSpan.FromSeconds(30));
 

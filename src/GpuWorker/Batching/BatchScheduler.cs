@@ -13,8 +13,9 @@ namespace KvCache.GpuWorker.Batching;
 /// <see cref="BatchSchedulerOptions.PrefillRowsReserved"/> rows of every pass are kept for it, so neither kind
 /// starves the other. Sessions join or leave between any two passes.</para>
 /// <para>Latency: a step waits for the pass running when it arrives, plus at most
-/// <see cref="BatchSchedulerOptions.GatherWindow"/>, which the scheduler spends after a pass waiting for the sessions
-/// it just served to send their next step (they are sampling and logging their token meanwhile).</para>
+/// <see cref="BatchSchedulerOptions.GatherWindow"/> from the last decode rows' completion, which the scheduler spends
+/// waiting for the sessions it served to send their next step (they are sampling and logging their token meanwhile).
+/// Prompt-only passes wait for them too, so a long prompt cannot run its chunks while decoders are away.</para>
 /// <para>Results equal unbatched forwards bit for bit, so batching never changes a session's tokens.</para>
 /// </remarks>
 public sealed class BatchScheduler : IDisposable
@@ -30,6 +31,10 @@ public sealed class BatchScheduler : IDisposable
     private readonly int[] _taken;
     private readonly Thread _thread;
     private bool _disposed;
+
+    // Sessions whose decode step completed and that have not sent their next one, and when the last such step completed.
+    private int _awaited;
+    private long _awaitedSince;
     private long _passes;
     private long _decodeRows;
     private long _prefillRows;
@@ -87,7 +92,16 @@ public sealed class BatchScheduler : IDisposable
                 throw new ObjectDisposedException(nameof(BatchScheduler));
             }
 
-            (tokens.Length == 1 ? _decodes : _prefills).Enqueue(request);
+            if (tokens.Length == 1)
+            {
+                _decodes.Enqueue(request);
+                _awaited = Math.Max(0, _awaited - 1);
+            }
+            else
+            {
+                _prefills.Enqueue(request);
+            }
+
             _arrived.Set();
         }
 
@@ -119,7 +133,6 @@ public sealed class BatchScheduler : IDisposable
 
     private void RunPasses()
     {
-        int served = 0;
         while (true)
         {
             bool idle;
@@ -138,7 +151,7 @@ public sealed class BatchScheduler : IDisposable
                 _arrived.Wait();
             }
 
-            Gather(served);
+            Gather();
             int count, decodes;
             lock (_gate)
             {
@@ -153,31 +166,32 @@ public sealed class BatchScheduler : IDisposable
             if (count > 0)
             {
                 Run(count, decodes);
-                served = decodes;
             }
         }
     }
 
-    /// <summary>Waits up to the gather window until the <paramref name="served"/> sessions of the last pass are back.</summary>
-    private void Gather(int served)
+    /// <summary>Waits, up to the gather window after the last decode rows completed, until their sessions are back.</summary>
+    private void Gather()
     {
-        long start = Stopwatch.GetTimestamp();
         while (true)
         {
+            TimeSpan left;
             lock (_gate)
             {
-                if (_disposed || _decodes.Count >= served || _decodes.Count >= _model.MaxBatchTokens)
+                if (_disposed || _awaited == 0 || _decodes.Count >= _model.MaxBatchTokens)
                 {
                     return;
                 }
 
-                _arrived.Reset();
-            }
+                left = _options.GatherWindow - Stopwatch.GetElapsedTime(_awaitedSince);
+                if (left <= TimeSpan.Zero)
+                {
+                    // The rest have left (or are slow): stop waiting for them until they decode again.
+                    _awaited = 0;
+                    return;
+                }
 
-            var left = _options.GatherWindow - Stopwatch.GetElapsedTime(start);
-            if (left <= TimeSpan.Zero)
-            {
-                return;
+                _arrived.Reset();
             }
 
             // Event waits have millisecond resolution: wake at least that often to honour shorter windows.
@@ -228,6 +242,16 @@ public sealed class BatchScheduler : IDisposable
         catch (Exception ex)
         {
             error = ex;
+        }
+
+        if (decodes > 0 && error is null)
+        {
+            // Counted before completing: a session may send its next step before this method returns.
+            lock (_gate)
+            {
+                _awaited += decodes;
+                _awaitedSince = Stopwatch.GetTimestamp();
+            }
         }
 
         long prefillRows = 0;

@@ -3,10 +3,7 @@ using KvCache.Silo.Cluster.Membership;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
 using KvCache.Testing.Time;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Hosting.Internal;
 using Xunit;
 
 namespace KvCache.Silo.Tests.Cluster;
@@ -29,18 +26,7 @@ public sealed class GrainOwnershipUnitTests : IAsyncLifetime
 
     public Task InitializeAsync()
     {
-        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
-        {
-            ["Models:CacheBudgetMiB"] = "64",
-            ["Models:DemoModelDirectory"] = Path.Combine(Path.GetTempPath(), "kvcache-test-models"),
-        }).Build();
-        var services = new ServiceCollection();
-        services.AddLogging();
-        services.AddSingleton<IHostApplicationLifetime, ApplicationLifetime>();
-        services.AddSingleton<TimeProvider>(new ManualTimeProvider());
-        services.AddSingleton<ISiloStatusOracle>(_oracle);
-        services.AddSilo(configuration);
-        _services = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });
+        _services = InProcessSilo.Build(new ManualTimeProvider(), [], services => services.AddSingleton<ISiloStatusOracle>(_oracle));
         _sessions = _services.GetRequiredService<ISessionService>();
         _store = _services.GetRequiredService<ISessionStore>();
         return Task.CompletedTask;

@@ -2,10 +2,7 @@ using KvCache.GpuWorker.Sampling;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
 using KvCache.Testing.Time;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Hosting.Internal;
 using Xunit;
 
 namespace KvCache.Silo.Tests.Sessions;
@@ -22,19 +19,7 @@ public sealed class SessionLimitUnitTests : IAsyncLifetime
 
     public Task InitializeAsync()
     {
-        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
-        {
-            ["Models:CacheBudgetMiB"] = "16",
-            ["Models:DemoModelDirectory"] = Path.Combine(Path.GetTempPath(), "kvcache-test-models"),
-            ["Silo:SiloName"] = "silo-test",
-            ["Silo:MaxActiveSessions"] = "2",
-        }).Build();
-        var services = new ServiceCollection();
-        services.AddLogging();
-        services.AddSingleton<IHostApplicationLifetime, ApplicationLifetime>();
-        services.AddSingleton<TimeProvider>(_time);
-        services.AddSilo(configuration);
-        _services = services.BuildServiceProvider();
+        _services = InProcessSilo.Build(_time, [new("Models:CacheBudgetMiB", "16"), new("Silo:SiloName", "silo-test"), new("Silo:MaxActiveSessions", "2")]);
         _sessions = _services.GetRequiredService<ISessionService>();
         return Task.CompletedTask;
     }

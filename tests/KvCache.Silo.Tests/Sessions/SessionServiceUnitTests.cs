@@ -4,10 +4,7 @@ using KvCache.Silo.Runtime;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
 using KvCache.Testing.Time;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Hosting.Internal;
 using Xunit;
 
 namespace KvCache.Silo.Tests.Sessions;
@@ -190,21 +187,8 @@ public sealed class SessionServiceUnitTests : IAsyncLifetime
         Assert.Equal(keys.Skip(1).Select(k => k.SessionId).Order(), seen.Order());
     }
 
-    private ServiceProvider BuildServices(int cacheBudgetMiB)
-    {
-        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
-        {
-            ["Models:CacheBudgetMiB"] = cacheBudgetMiB.ToString(),
-            ["Models:DemoModelDirectory"] = Path.Combine(Path.GetTempPath(), "kvcache-test-models"),
-            ["Silo:SiloName"] = "silo-test",
-        }).Build();
-        var services = new ServiceCollection();
-        services.AddLogging();
-        services.AddSingleton<IHostApplicationLifetime, ApplicationLifetime>();
-        services.AddSingleton<TimeProvider>(_time);
-        services.AddSilo(configuration);
-        return services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });
-    }
+    private ServiceProvider BuildServices(int cacheBudgetMiB) =>
+        InProcessSilo.Build(_time, [new("Models:CacheBudgetMiB", cacheBudgetMiB.ToString()), new("Silo:SiloName", "silo-test")]);
 
     private async Task<SessionKey> CreateAsync(string id)
     {
