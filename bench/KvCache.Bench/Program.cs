@@ -1,6 +1,7 @@
 // Benchmarks print ratios against baselines measured in the same run; they are not tests.
 //   dotnet run -c Release --project bench/KvCache.Bench -- decode [--codecs full,svd-gqa,yoco,fusedkv,fourier] [--contexts 1024,8192,32768]
 //                                                                 [--sessions 1,4,16,64] [--steps 8] [--memory-gib 12] [--scheduler]
+//   dotnet run -c Release --project bench/KvCache.Bench -- kernels [--rows 1,4,16,64]
 //   dotnet run -c Release --project bench/KvCache.Bench -- spill  [--mib 256]
 //   dotnet run -c Release --project bench/KvCache.Bench -- quality [--contexts 512,2048] [--tokens 16384]
 //   dotnet run -c Release --project bench/KvCache.Bench -- cluster [--contexts 512,2048,4096]
@@ -9,6 +10,7 @@ using KvCache.Bench;
 return args.FirstOrDefault() switch
 {
     "decode" => await DecodeBench.RunAsync(args[1..]),
+    "kernels" => KernelBench.Run(args[1..]),
     "spill" => await SpillBench.RunAsync(args[1..]),
     "cluster" => await ClusterBench.RunAsync(args[1..]),
     "quality" => await QualityBench.RunAsync(args[1..]),
@@ -17,6 +19,6 @@ return args.FirstOrDefault() switch
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: KvCache.Bench (decode | spill | quality | cluster) [options]");
+    Console.Error.WriteLine("usage: KvCache.Bench (decode | kernels | spill | quality | cluster) [options]");
     return 2;
 }

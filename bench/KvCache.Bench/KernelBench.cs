@@ -1,0 +1,192 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using KvCache.Bench.Internal;
+using KvCache.GpuWorker.Internal;
+using KvCache.GpuWorker.Internal.Backends;
+
+namespace KvCache.Bench;
+
+/// <summary>
+/// The engine's matmul on the benchmark model's shapes, 1 to 64 token rows, f32 and bf16 weights: GFLOP/s against
+/// this machine's fused multiply-add peak and weight GB/s against its memory read ceiling, both measured in the
+/// same run. A decode pass of one session is a GEMV (memory-bound); sixteen or more sessions make it a GEMM whose
+/// speed the FMA peak bounds.
+/// </summary>
+public static unsafe class KernelBench
+{
+    private const string Usage = "usage: kernels [--rows 1,4,16,64] [--seconds 0.5] [--cached (one matrix, called again and again: arithmetic only)]";
+
+    // (in, out) of the benchmark model's linear layers: attention projections, MLP up/gate, MLP down, LM head.
+    private static readonly (string Name, int In, int Out)[] s_shapes =
+        [("q/k/v/o 768x768", 768, 768), ("gate/up 768x3072", 768, 3072), ("down 3072x768", 3072, 768), ("lm head 768x32000", 768, 32000)];
+
+    private const long ArenaBytes = 1L << 30;
+
+    private static float s_sink;
+
+    public static int Run(string[] args)
+    {
+        int[] rows = [1, 4, 16, 64];
+        double seconds = 0.5;
+        bool cached = false;
+        try
+        {
+            for (int i = 0; i < args.Length; i++)
+            {
+                switch (args[i])
+                {
+                    case "--rows" when i + 1 < args.Length: rows = [.. args[++i].Split(',').Select(v => int.Parse(v, CultureInfo.InvariantCulture))]; break;
+                    case "--seconds" when i + 1 < args.Length: seconds = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                    case "--cached": cached = true; break;
+                    default: rows = []; break;
+                }
+            }
+        }
+        catch (FormatException)
+        {
+            rows = [];
+        }
+
+        if (rows.Length == 0 || rows.Any(r => r is < 1 or > 64) || seconds <= 0)
+        {
+            Console.Error.WriteLine(Usage);
+            return 2;
+        }
+
+        int threads = Environment.ProcessorCount;
+        using var bandwidth = new MemoryBandwidth(1L << 30, threads);
+        double ceiling = bandwidth.MeasureReadGBps(threads, 5);
+        double peak = FmaPeakGflops(threads);
+        Console.WriteLine($"memory read ceiling {ceiling:F1} GB/s, FMA peak {peak:F0} GFLOP/s ({threads} threads)");
+        Console.WriteLine($"{"shape",-20} {"weights",-5} {"rows",5} {"µs",9} {"GFLOP/s",8} {"of peak",8} {"weight GB/s",12} {"of ceiling",10}");
+
+        int maxRows = rows.Max();
+        using var backend = new CpuBackend(threads, 1024);
+
+        // Each call reads the next matrix of a 1 GiB arena, as a pass reads each layer's weights from memory once:
+        // calling one small matrix again and again would time the caches instead.
+        byte* arena = (byte*)LargePages.Allocate((nuint)ArenaBytes);
+        int maxIn = s_shapes.Max(t => t.In), maxOut = s_shapes.Max(t => t.Out);
+        float* x = (float*)NativeMemory.AlignedAlloc((nuint)((long)maxRows * maxIn * sizeof(float)), 64);
+        float* y = (float*)NativeMemory.AlignedAlloc((nuint)((long)maxRows * maxOut * sizeof(float)), 64);
+        try
+        {
+            // 0x3F80 halves: 1.0 as bf16, about 1.0039 as f32; finite either way.
+            new Span<uint>(arena, (int)(ArenaBytes / sizeof(uint))).Fill(0x3F803F80u);
+            var random = new Random(7);
+            for (long i = 0; i < (long)maxRows * maxIn; i++)
+            {
+                x[i] = (float)(random.NextDouble() - 0.5);
+            }
+
+            foreach (var (name, inDim, outDim) in s_shapes)
+            {
+                foreach (bool bf16 in (bool[])[false, true])
+                {
+                    long weightBytes = (long)inDim * outDim * (bf16 ? sizeof(ushort) : sizeof(float));
+                    foreach (int r in rows)
+                    {
+                        double us = Time(backend, x, r, inDim, arena, cached ? 1 : ArenaBytes / Stride(weightBytes), weightBytes, bf16, outDim, y, seconds) * 1e6;
+                        double gflops = 2.0 * r * inDim * outDim / us / 1e3;
+                        double gbps = weightBytes / us / 1e3;
+                        Console.WriteLine($"{name,-20} {(bf16 ? "bf16" : "f32"),-5} {r,5} {us,9:F1} {gflops,8:F1} {gflops / peak,8:P0} {gbps,12:F1} {gbps / ceiling,10:P0}");
+                    }
+                }
+            }
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(arena);
+            NativeMemory.AlignedFree(x);
+            NativeMemory.AlignedFree(y);
+        }
+
+        return 0;
+    }
+
+    /// <summary>Median seconds per call over about <paramref name="seconds"/> of calls, after a warm-up.</summary>
+    private static double Time(CpuBackend backend, float* x, int rows, int inDim, byte* arena, long slots, long weightBytes, bool bf16, int outDim, float* y, double seconds)
+    {
+        long stride = Stride(weightBytes);
+        long call = 0;
+        var samples = new List<double>();
+        var total = Stopwatch.StartNew();
+        while (total.Elapsed.TotalSeconds < seconds || samples.Count < 5)
+        {
+            var weight = new LinearWeight(arena + (call++ % slots) * stride, bf16);
+            long start = Stopwatch.GetTimestamp();
+            backend.MatMul(x, rows, inDim, weight, outDim, y);
+            if (call > 3)
+            {
+                samples.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
+            }
+        }
+
+        samples.Sort();
+        return samples[samples.Count / 2];
+    }
+
+    private static long Stride(long weightBytes) => (weightBytes + 4095) & ~4095L;
+
+    /// <summary>Register-only Vector512 FMAs, 12 independent chains per thread so latency never limits them.</summary>
+    private static double FmaPeakGflops(int threads)
+    {
+        const long Iterations = 50_000_000;
+        double best = 0;
+        for (int run = 0; run < 3; run++)
+        {
+            using var barrier = new Barrier(threads + 1);
+            var workers = new Thread[threads];
+            for (int t = 0; t < threads; t++)
+            {
+                workers[t] = new Thread(() =>
+                {
+                    barrier.SignalAndWait();
+                    s_sink += FmaChains(Iterations);
+                });
+                workers[t].Start();
+            }
+
+            barrier.SignalAndWait();
+            long start = Stopwatch.GetTimestamp();
+            foreach (var worker in workers)
+            {
+                worker.Join();
+            }
+
+            double s = Stopwatch.GetElapsedTime(start).TotalSeconds;
+            best = Math.Max(best, threads * Iterations * 12.0 * 16 * 2 / s / 1e9);
+        }
+
+        return best;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float FmaChains(long iterations)
+    {
+        var m = Vector512.Create(0.999999f);
+        var b = Vector512.Create(1e-7f);
+        Vector512<float> a0 = Vector512<float>.One, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+        Vector512<float> a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+        for (long i = 0; i < iterations; i++)
+        {
+            a0 = Vector512.FusedMultiplyAdd(a0, m, b);
+            a1 = Vector512.FusedMultiplyAdd(a1, m, b);
+            a2 = Vector512.FusedMultiplyAdd(a2, m, b);
+            a3 = Vector512.FusedMultiplyAdd(a3, m, b);
+            a4 = Vector512.FusedMultiplyAdd(a4, m, b);
+            a5 = Vector512.FusedMultiplyAdd(a5, m, b);
+            a6 = Vector512.FusedMultiplyAdd(a6, m, b);
+            a7 = Vector512.FusedMultiplyAdd(a7, m, b);
+            a8 = Vector512.FusedMultiplyAdd(a8, m, b);
+            a9 = Vector512.FusedMultiplyAdd(a9, m, b);
+            a10 = Vector512.FusedMultiplyAdd(a10, m, b);
+            a11 = Vector512.FusedMultiplyAdd(a11, m, b);
+        }
+
+        return Vector512.Sum(((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + ((a8 + a9) + (a10 + a11)));
+    }
+}
