@@ -14,6 +14,10 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
     // Below this many multiply-adds a job runs inline: handing it to the pool costs more than it saves.
     private const long ParallelThreshold = 1 << 14;
 
+    // An attention item takes up to this many heads of one row: a block's keys for consecutive heads are one
+    // contiguous run, which streams far better than one head's few KiB per block.
+    private const int MaxHeadsPerItem = 4;
+
     private readonly ComputePool _pool;
     private readonly Lock _gate = new();
     private readonly AttentionJob _attention;
@@ -25,10 +29,10 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
 
         // Every thread's score row starts 64-byte aligned, so the vectorized exp sees identical layouts on any thread.
         int stride = _scoreStride = (maxPositions + 15) & ~15;
-        long floats = (long)threads * stride;
+        long floats = (long)threads * MaxHeadsPerItem * stride;
         _scores = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
         NativeMemory.Clear(_scores, (nuint)(floats * sizeof(float)));
-        _attention = new AttentionJob(_scores, stride);
+        _attention = new AttentionJob(_scores, stride, MaxHeadsPerItem * stride);
     }
 
     public string Name => "cpu";
@@ -95,11 +99,12 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
 
     public void Attention(AttentionRows rows, int layer, float* q, int heads, float scale, float* output)
     {
-        int count = rows.Count * heads;
+        int perItem = HeadsPerItem(rows.Count, heads, heads / rows.Views[0].KvHeads);
+        int count = rows.Count * (heads / perItem);
         bool parallel = count > 1 && rows.Keys * heads * rows.Views[0].HeadDim >= ParallelThreshold;
         lock (_gate)
         {
-            _attention.Set(rows, layer, q, heads, scale, output);
+            _attention.Set(rows, layer, q, heads, perItem, scale, output);
             if (parallel)
             {
                 _pool.Run(_attention, count);
@@ -112,6 +117,23 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// The most heads per attention item (whole query groups, dividing the head count, at most MaxHeadsPerItem) that
+    /// still leaves two items per compute thread, so a lone decode row keeps both threads busy.
+    /// </summary>
+    private int HeadsPerItem(int rows, int heads, int groupSize)
+    {
+        for (int c = MaxHeadsPerItem; c > groupSize; c--)
+        {
+            if (heads % c == 0 && c % groupSize == 0 && rows * (heads / c) >= 2 * _pool.Threads)
+            {
+                return c;
+            }
+        }
+
+        return groupSize <= MaxHeadsPerItem && heads % groupSize == 0 ? groupSize : 1;
     }
 
     // The SVD-GQA projections are a few percent of a layer's multiply-adds, so they run inline on the caller.
@@ -175,20 +197,27 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
         NativeMemory.AlignedFree(_scores);
     }
 
-    private sealed class AttentionJob(float* scores, int scoreStride) : ParallelJob
+    /// <summary>
+    /// Decode/prefill attention over paged caches. An item is one row and a run of heads; each head's scores, softmax
+    /// and weighted values are computed exactly as they would be alone (one fixed-order pass per head), so how heads
+    /// are grouped never changes a result. Within a block the heads are visited in order: their key (and value) slabs
+    /// lie one after another.
+    /// </summary>
+    private sealed class AttentionJob(float* scores, int scoreStride, int threadStride) : ParallelJob
     {
         private AttentionRows? _rows;
         private float* _q, _out;
-        private int _layer, _heads;
+        private int _layer, _heads, _perItem;
         private float _scale;
 
-        public void Set(AttentionRows rows, int layer, float* q, int heads, float scale, float* output)
+        public void Set(AttentionRows rows, int layer, float* q, int heads, int perItem, float scale, float* output)
         {
             _rows = rows;
             _scale = scale;
             _layer = layer;
             _q = q;
             _heads = heads;
+            _perItem = perItem;
             _out = output;
         }
 
@@ -196,49 +225,64 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
         public override void Execute(int index, int thread)
         {
             var rows = _rows!;
-            int i = index / _heads, h = index % _heads;
+            int items = _heads / _perItem;
+            int i = index / items, h0 = index % items * _perItem, h1 = h0 + _perItem;
             ref readonly var cache = ref rows.Views[i];
-            int hd = cache.HeadDim, bt = cache.BlockTokens;
-            int g = h / (_heads / cache.KvHeads);
+            int hd = cache.HeadDim, bt = cache.BlockTokens, group = _heads / cache.KvHeads;
             int n = rows.Positions[i] + 1;
             long r = rows.Rows[i];
-            float* q = _q + (r * _heads + h) * hd;
-            float* o = _out + (r * _heads + h) * hd;
-            float* s = scores + (long)thread * scoreStride;
+            float* scoreBase = scores + (long)thread * threadStride;
             float scale = _scale;
 
             for (int j0 = 0, b = 0; j0 < n; j0 += bt, b++)
             {
-                float* k = cache.Slab(b, _layer, 0, g);
-                float* next = j0 + bt < n ? cache.Slab(b + 1, _layer, 0, g) : null;
                 int m = Math.Min(bt, n - j0);
-                for (int t = 0; t < m; t++)
+                for (int h = h0; h < h1; h++)
                 {
-                    Kernels.Prefetch(next, (long)t * hd, hd);
-                    s[j0 + t] = Kernels.Dot(q, k + (long)t * hd, hd) * scale;
+                    float* q = _q + (r * _heads + h) * hd;
+                    float* s = scoreBase + (long)(h - h0) * scoreStride;
+                    float* k = cache.Slab(b, _layer, 0, h / group);
+                    float* next = j0 + bt < n ? cache.Slab(b + 1, _layer, 0, h / group) : null;
+                    for (int t = 0; t < m; t++)
+                    {
+                        Kernels.Prefetch(next, (long)t * hd, hd);
+                        s[j0 + t] = Kernels.Dot(q, k + (long)t * hd, hd) * scale;
+                    }
                 }
             }
 
-            var span = new Span<float>(s, n);
-            float max = TensorPrimitives.Max(span);
-            TensorPrimitives.Subtract(span, max, span);
-            TensorPrimitives.Exp(span, span);
-            float sum = Kernels.Sum(s, n);
+            for (int h = h0; h < h1; h++)
+            {
+                var span = new Span<float>(scoreBase + (long)(h - h0) * scoreStride, n);
+                float max = TensorPrimitives.Max(span);
+                TensorPrimitives.Subtract(span, max, span);
+                TensorPrimitives.Exp(span, span);
+                new Span<float>(_out + (r * _heads + h) * hd, hd).Clear();
+            }
 
-            new Span<float>(o, hd).Clear();
             for (int j0 = 0, b = 0; j0 < n; j0 += bt, b++)
             {
-                float* v = cache.Slab(b, _layer, 1, g);
-                float* next = j0 + bt < n ? cache.Slab(b + 1, _layer, 1, g) : null;
                 int m = Math.Min(bt, n - j0);
-                for (int t = 0; t < m; t++)
+                for (int h = h0; h < h1; h++)
                 {
-                    Kernels.Prefetch(next, (long)t * hd, hd);
-                    Kernels.Axpy(s[j0 + t], v + (long)t * hd, o, hd);
+                    float* s = scoreBase + (long)(h - h0) * scoreStride;
+                    float* o = _out + (r * _heads + h) * hd;
+                    float* v = cache.Slab(b, _layer, 1, h / group);
+                    float* next = j0 + bt < n ? cache.Slab(b + 1, _layer, 1, h / group) : null;
+                    for (int t = 0; t < m; t++)
+                    {
+                        Kernels.Prefetch(next, (long)t * hd, hd);
+                        Kernels.Axpy(s[j0 + t], v + (long)t * hd, o, hd);
+                    }
                 }
             }
 
-            TensorPrimitives.Multiply(new ReadOnlySpan<float>(o, hd), 1f / sum, new Span<float>(o, hd));
+            for (int h = h0; h < h1; h++)
+            {
+                float* o = _out + (r * _heads + h) * hd;
+                float sum = Kernels.Sum(scoreBase + (long)(h - h0) * scoreStride, n);
+                TensorPrimitives.Multiply(new ReadOnlySpan<float>(o, hd), 1f / sum, new Span<float>(o, hd));
+            }
         }
     }
 }
