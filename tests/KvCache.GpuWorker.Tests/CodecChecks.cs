@@ -109,6 +109,21 @@ internal static class CodecChecks
         return result;
     }
 
+    /// <summary>
+    /// A cache at 40 tokens in a pool with room for 8 more: 9 tokens are refused and change nothing (position and
+    /// state), then 8 go in.
+    /// </summary>
+    public static void AssertRefusedAppendChangesNothing(LlamaModel model, IKvCache cache, int[] tokens, float[] logits)
+    {
+        Assert.Equal(40, cache.Position);
+        byte[] before = ReadState(cache);
+        Assert.Throws<CacheCapacityException>(() => model.Forward(cache, tokens.AsSpan(40, 9), logits));
+        Assert.Equal(40, cache.Position);
+        Assert.Equal(before, ReadState(cache));
+        model.Forward(cache, tokens.AsSpan(40, 8), logits);
+        Assert.Equal(48, cache.Position);
+    }
+
     public static byte[] ReadState(IKvCache cache)
     {
         var state = new byte[cache.StateLength];

@@ -47,9 +47,10 @@ internal sealed class ComputePool : IDisposable
 
     public int Threads { get; }
 
-    public void Run(ParallelJob job, int count)
+    /// <summary>Runs indices [0, count) on every thread, or all on the caller when <paramref name="inline"/> (a job too small to split).</summary>
+    public void Run(ParallelJob job, int count, bool inline = false)
     {
-        if (count <= 1 || _workers.Length == 0)
+        if (inline || count <= 1 || _workers.Length == 0)
         {
             for (int i = 0; i < count; i++)
             {

@@ -103,11 +103,7 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
             s[t] = Kernels.Dot(q, cache.Slot(f.SlotOf(t), layer, 0, g), d) * scale;
         }
 
-        var span = new Span<float>(s, n);
-        float max = TensorPrimitives.Max(span);
-        TensorPrimitives.Subtract(span, max, span);
-        TensorPrimitives.Exp(span, span);
-        float sum = Kernels.Sum(s, n);
+        float sum = Kernels.Exponentiate(s, n);
 
         new Span<float>(o, d).Clear();
         for (int t = 0; t < init; t++)

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -144,6 +145,20 @@ internal static unsafe class Kernels
         }
 
         return s;
+    }
+
+    /// <summary>
+    /// The unnormalized softmax of attention scores: s[i] = exp(s[i] - max s) in place, and their sum. One op order for
+    /// every attention kernel, whatever its cache.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float Exponentiate(float* s, int n)
+    {
+        var span = new Span<float>(s, n);
+        float max = TensorPrimitives.Max(span);
+        TensorPrimitives.Subtract(span, max, span);
+        TensorPrimitives.Exp(span, span);
+        return Sum(s, n);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

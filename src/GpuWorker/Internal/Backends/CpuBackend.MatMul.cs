@@ -51,17 +51,7 @@ internal sealed unsafe partial class CpuBackend
         lock (_gate)
         {
             job.Set(x, rows, inDim, weight, outDim, y, tileRows);
-            if (parallel)
-            {
-                _pool.Run(job, tiles);
-            }
-            else
-            {
-                for (int t = 0; t < tiles; t++)
-                {
-                    job.Execute(t, 0);
-                }
-            }
+            _pool.Run(job, tiles, inline: !parallel);
         }
     }
 

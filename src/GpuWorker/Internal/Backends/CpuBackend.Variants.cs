@@ -9,9 +9,8 @@ namespace KvCache.GpuWorker.Internal.Backends;
 /// </summary>
 internal sealed unsafe partial class CpuBackend
 {
-    private readonly int _scoreStride;
-    private readonly SlidingAttentionJob _sliding = new();
-    private readonly FusedAttentionJob _fused = new();
+    private readonly SlidingAttentionJob _sliding;
+    private readonly FusedAttentionJob _fused;
 
     public void SlidingAttention(in KvView ring, float* q, float* k, float* v, int rows, int heads, int startPosition, int window, float scale, float* output)
     {
@@ -19,8 +18,8 @@ internal sealed unsafe partial class CpuBackend
         bool parallel = count > 1 && (long)count * Math.Min(window, startPosition + rows) * ring.HeadDim >= ParallelThreshold;
         lock (_gate)
         {
-            _sliding.Set(ring, q, k, v, heads, startPosition, window, scale, output, _scores, _scoreStride);
-            Run(_sliding, count, parallel);
+            _sliding.Set(ring, q, k, v, heads, startPosition, window, scale, output);
+            _pool.Run(_sliding, count, inline: !parallel);
         }
     }
 
@@ -48,45 +47,19 @@ internal sealed unsafe partial class CpuBackend
         bool parallel = count > 1 && (long)count * (startPosition + rows) * cache.HeadDim >= ParallelThreshold;
         lock (_gate)
         {
-            _fused.Set(cache, fusion, q, heads, startPosition, scale, output, _scores, _scoreStride);
-            Run(_fused, count, parallel);
+            _fused.Set(cache, fusion, q, heads, startPosition, scale, output);
+            _pool.Run(_fused, count, inline: !parallel);
         }
     }
 
-    private void Run(ParallelJob job, int count, bool parallel)
-    {
-        if (parallel)
-        {
-            _pool.Run(job, count);
-        }
-        else
-        {
-            for (int i = 0; i < count; i++)
-            {
-                job.Execute(i, 0);
-            }
-        }
-    }
-
-    /// <summary>Softmax of s[0, n) in place, in the same op order as <see cref="AttentionJob"/>; returns the sum of exps.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Exponentiate(float* s, int n)
-    {
-        var span = new Span<float>(s, n);
-        float max = TensorPrimitives.Max(span);
-        TensorPrimitives.Subtract(span, max, span);
-        TensorPrimitives.Exp(span, span);
-        return Kernels.Sum(s, n);
-    }
-
-    private sealed class SlidingAttentionJob : ParallelJob
+    private sealed class SlidingAttentionJob(float* scores, int scoreStride) : ParallelJob
     {
         private KvView _ring;
-        private float* _q, _k, _v, _out, _scores;
-        private int _heads, _start, _window, _stride;
+        private float* _q, _k, _v, _out;
+        private int _heads, _start, _window;
         private float _scale;
 
-        public void Set(in KvView ring, float* q, float* k, float* v, int heads, int startPosition, int window, float scale, float* output, float* scores, int stride)
+        public void Set(in KvView ring, float* q, float* k, float* v, int heads, int startPosition, int window, float scale, float* output)
         {
             _ring = ring;
             _q = q;
@@ -97,8 +70,6 @@ internal sealed unsafe partial class CpuBackend
             _window = window;
             _scale = scale;
             _out = output;
-            _scores = scores;
-            _stride = stride;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -110,13 +81,13 @@ internal sealed unsafe partial class CpuBackend
             int p = _start + r, lo = Math.Max(0, p - _window + 1), n = p - lo + 1;
             float* q = _q + ((long)r * _heads + h) * hd;
             float* o = _out + ((long)r * _heads + h) * hd;
-            float* s = _scores + (long)thread * _stride;
+            float* s = scores + (long)thread * scoreStride;
             for (int j = lo; j <= p; j++)
             {
                 s[j - lo] = Kernels.Dot(q, Vector(j, 0, g), hd) * _scale;
             }
 
-            float sum = Exponentiate(s, n);
+            float sum = Kernels.Exponentiate(s, n);
             new Span<float>(o, hd).Clear();
             for (int j = lo; j <= p; j++)
             {
@@ -140,15 +111,15 @@ internal sealed unsafe partial class CpuBackend
         }
     }
 
-    private sealed class FusedAttentionJob : ParallelJob
+    private sealed class FusedAttentionJob(float* scores, int scoreStride) : ParallelJob
     {
         private KvView _cache;
         private KvFusion _fusion;
-        private float* _q, _out, _scores;
-        private int _heads, _start, _stride;
+        private float* _q, _out;
+        private int _heads, _start;
         private float _scale;
 
-        public void Set(in KvView cache, in KvFusion fusion, float* q, int heads, int startPosition, float scale, float* output, float* scores, int stride)
+        public void Set(in KvView cache, in KvFusion fusion, float* q, int heads, int startPosition, float scale, float* output)
         {
             _cache = cache;
             _fusion = fusion;
@@ -157,8 +128,6 @@ internal sealed unsafe partial class CpuBackend
             _start = startPosition;
             _scale = scale;
             _out = output;
-            _scores = scores;
-            _stride = stride;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -171,7 +140,7 @@ internal sealed unsafe partial class CpuBackend
             int first = _fusion.FirstLayer, last = _fusion.LastLayer;
             float* q = _q + ((long)r * _heads + h) * hd;
             float* o = _out + ((long)r * _heads + h) * hd;
-            float* s = _scores + (long)thread * _stride;
+            float* s = scores + (long)thread * scoreStride;
 
             // q · (a₁ ⊙ k₁ + aₙ ⊙ kₙ) = (q ⊙ a₁) · k₁ + (q ⊙ aₙ) · kₙ: fold the key weights into the query once.
             float* qFirst = stackalloc float[hd];
@@ -196,7 +165,7 @@ internal sealed unsafe partial class CpuBackend
                 }
             }
 
-            float sum = Exponentiate(s, n);
+            float sum = Kernels.Exponentiate(s, n);
 
             // Σ s (b₁ ⊙ v₁ + bₙ ⊙ vₙ) = b₁ ⊙ Σ s v₁ + bₙ ⊙ Σ s vₙ: accumulate both layers, weight once.
             float* b1 = _fusion.B;

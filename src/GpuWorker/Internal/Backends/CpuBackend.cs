@@ -28,11 +28,13 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
         _pool = new ComputePool(threads);
 
         // Every thread's score row starts 64-byte aligned, so the vectorized exp sees identical layouts on any thread.
-        int stride = _scoreStride = (maxPositions + 15) & ~15;
+        int stride = (maxPositions + 15) & ~15;
         long floats = (long)threads * MaxHeadsPerItem * stride;
         _scores = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
         NativeMemory.Clear(_scores, (nuint)(floats * sizeof(float)));
         _attention = new AttentionJob(_scores, stride, MaxHeadsPerItem * stride);
+        _sliding = new SlidingAttentionJob(_scores, stride);
+        _fused = new FusedAttentionJob(_scores, stride);
     }
 
     public string Name => "cpu";
@@ -105,17 +107,7 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
         lock (_gate)
         {
             _attention.Set(rows, layer, q, heads, perItem, scale, output);
-            if (parallel)
-            {
-                _pool.Run(_attention, count);
-            }
-            else
-            {
-                for (int i = 0; i < count; i++)
-                {
-                    _attention.Execute(i, 0);
-                }
-            }
+            _pool.Run(_attention, count, inline: !parallel);
         }
     }
 
@@ -251,12 +243,10 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
                 }
             }
 
+            float* sums = stackalloc float[MaxHeadsPerItem];
             for (int h = h0; h < h1; h++)
             {
-                var span = new Span<float>(scoreBase + (long)(h - h0) * scoreStride, n);
-                float max = TensorPrimitives.Max(span);
-                TensorPrimitives.Subtract(span, max, span);
-                TensorPrimitives.Exp(span, span);
+                sums[h - h0] = Kernels.Exponentiate(scoreBase + (long)(h - h0) * scoreStride, n);
                 new Span<float>(_out + (r * _heads + h) * hd, hd).Clear();
             }
 
@@ -280,8 +270,7 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
             for (int h = h0; h < h1; h++)
             {
                 float* o = _out + (r * _heads + h) * hd;
-                float sum = Kernels.Sum(scoreBase + (long)(h - h0) * scoreStride, n);
-                TensorPrimitives.Multiply(new ReadOnlySpan<float>(o, hd), 1f / sum, new Span<float>(o, hd));
+                TensorPrimitives.Multiply(new ReadOnlySpan<float>(o, hd), 1f / sums[h - h0], new Span<float>(o, hd));
             }
         }
     }
