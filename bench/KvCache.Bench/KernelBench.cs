@@ -13,11 +13,12 @@ namespace KvCache.Bench;
 /// The engine's matmul on the benchmark model's shapes, 1 to 64 token rows, f32 and bf16 weights: GFLOP/s against
 /// this machine's fused multiply-add peak and weight GB/s against its memory read ceiling, both measured in the
 /// same run. A decode pass of one session is a GEMV (memory-bound); sixteen or more sessions make it a GEMM whose
-/// speed the FMA peak bounds.
+/// speed the FMA peak bounds. Then decode attention over full f32 caches of the same model, every layer in turn as a
+/// pass runs it: cache GB/s against the read ceiling.
 /// </summary>
 public static unsafe class KernelBench
 {
-    private const string Usage = "usage: kernels [--rows 1,4,16,64] [--seconds 0.5] [--cached (one matrix, called again and again: arithmetic only)]";
+    private const string Usage = "usage: kernels [--ops matmul,attention] [--rows 1,4,16,64] [--contexts 1024,8192 (attention; multiples of 32)] [--seconds 0.5] [--cached (one matrix or layer, called again and again: arithmetic only)]";
 
     // (in, out) of the benchmark model's linear layers: attention projections, MLP up/gate, MLP down, LM head.
     private static readonly (string Name, int In, int Out)[] s_shapes =
@@ -32,6 +33,8 @@ public static unsafe class KernelBench
         int[] rows = [1, 4, 16, 64];
         double seconds = 0.5;
         bool cached = false;
+        string[] ops = ["matmul", "attention"];
+        int[] contexts = [1024, 8192];
         try
         {
             for (int i = 0; i < args.Length; i++)
@@ -41,6 +44,8 @@ public static unsafe class KernelBench
                     case "--rows" when i + 1 < args.Length: rows = [.. args[++i].Split(',').Select(v => int.Parse(v, CultureInfo.InvariantCulture))]; break;
                     case "--seconds" when i + 1 < args.Length: seconds = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
                     case "--cached": cached = true; break;
+                    case "--ops" when i + 1 < args.Length: ops = args[++i].Split(','); break;
+                    case "--contexts" when i + 1 < args.Length: contexts = [.. args[++i].Split(',').Select(v => int.Parse(v, CultureInfo.InvariantCulture))]; break;
                     default: rows = []; break;
                 }
             }
@@ -50,7 +55,8 @@ public static unsafe class KernelBench
             rows = [];
         }
 
-        if (rows.Length == 0 || rows.Any(r => r is < 1 or > 64) || seconds <= 0)
+        if (rows.Length == 0 || rows.Any(r => r is < 1 or > 64) || seconds <= 0 || ops.Any(o => o is not ("matmul" or "attention"))
+            || contexts.Any(c => c < AttentionBlockTokens || c % AttentionBlockTokens != 0))
         {
             Console.Error.WriteLine(Usage);
             return 2;
@@ -61,6 +67,21 @@ public static unsafe class KernelBench
         double ceiling = bandwidth.MeasureReadGBps(threads, 5);
         double peak = FmaPeakGflops(threads);
         Console.WriteLine($"memory read ceiling {ceiling:F1} GB/s, FMA peak {peak:F0} GFLOP/s ({threads} threads)");
+        if (ops.Contains("matmul"))
+        {
+            MatMuls(threads, rows, cached, seconds, ceiling, peak);
+        }
+
+        if (ops.Contains("attention"))
+        {
+            Attention(threads, rows, contexts, cached, seconds, ceiling);
+        }
+
+        return 0;
+    }
+
+    private static void MatMuls(int threads, int[] rows, bool cached, double seconds, double ceiling, double peak)
+    {
         Console.WriteLine($"{"shape",-20} {"weights",-5} {"rows",5} {"µs",9} {"GFLOP/s",8} {"of peak",8} {"weight GB/s",12} {"of ceiling",10}");
 
         int maxRows = rows.Max();
@@ -104,7 +125,98 @@ public static unsafe class KernelBench
             NativeMemory.AlignedFree(y);
         }
 
-        return 0;
+    }
+
+    private static void Attention(int threads, int[] rows, int[] contexts, bool cached, double seconds, double ceiling)
+    {
+        Console.WriteLine($"{"attention",-20} {"context",7} {"rows",5} {"µs/layer",9} {"cache GB/s",11} {"of ceiling",10}");
+        foreach (int context in contexts)
+        {
+            foreach (int r in rows.Where(r => (long)r * context * AttentionTokenBytes <= AttentionCacheLimit))
+            {
+                double us = TimeAttention(threads, context, r, cached, seconds) * 1e6;
+                double gbps = (double)r * context * AttentionTokenBytes / AttentionLayers / us / 1e3;
+                Console.WriteLine($"{"full f32 12x64",-20} {context,7} {r,5} {us,9:F1} {gbps,11:F1} {gbps / ceiling,10:P0}");
+            }
+        }
+
+    }
+
+    // The benchmark model's attention: 12 layers of 12 heads (plain multi-head) of 64 dims, 32-token blocks.
+    private const int AttentionLayers = 12, AttentionHeads = 12, AttentionHeadDim = 64, AttentionBlockTokens = 32;
+    private const long AttentionTokenBytes = AttentionLayers * 2L * AttentionHeads * AttentionHeadDim * sizeof(float);
+    private const long AttentionCacheLimit = 3L << 29;
+
+    /// <summary>
+    /// Median seconds per layer of one decode row per session attending over its own context-long cache, the layers
+    /// taken in turn (with <paramref name="cached"/>, layer 0 again and again). Each session's blocks are consecutive
+    /// in one pool, as a fresh pool hands them out.
+    /// </summary>
+    private static double TimeAttention(int threads, int context, int sessions, bool cached, double seconds)
+    {
+        int blocks = context / AttentionBlockTokens;
+        long blockFloats = AttentionLayers * 2L * AttentionHeads * AttentionBlockTokens * AttentionHeadDim;
+        long poolBytes = (long)sessions * blocks * blockFloats * sizeof(float);
+        float* pool = (float*)LargePages.Allocate((nuint)poolBytes);
+        int* table = (int*)NativeMemory.Alloc((nuint)((long)sessions * blocks * sizeof(int)));
+        int width = AttentionHeads * AttentionHeadDim;
+        float* q = (float*)NativeMemory.AlignedAlloc((nuint)((long)sessions * width * sizeof(float)), 64);
+        float* output = (float*)NativeMemory.AlignedAlloc((nuint)((long)sessions * width * sizeof(float)), 64);
+        try
+        {
+            var random = new Random(11);
+            var values = new float[4096];
+            for (int i = 0; i < values.Length; i++)
+            {
+                values[i] = (float)(random.NextDouble() - 0.5);
+            }
+
+            for (long i = 0; i < poolBytes / sizeof(float); i += values.Length)
+            {
+                values.AsSpan(0, (int)Math.Min(values.Length, poolBytes / sizeof(float) - i)).CopyTo(new Span<float>(pool + i, values.Length));
+            }
+
+            for (long i = 0; i < (long)sessions * width; i++)
+            {
+                q[i] = (float)(random.NextDouble() - 0.5);
+            }
+
+            var attentionRows = new AttentionRows(sessions);
+            for (int s = 0; s < sessions; s++)
+            {
+                for (int b = 0; b < blocks; b++)
+                {
+                    table[s * blocks + b] = s * blocks + b;
+                }
+
+                attentionRows.Add(s, new KvView(pool, table + s * blocks, AttentionBlockTokens, blockFloats, AttentionHeads, AttentionHeadDim), context - 1);
+            }
+
+            using var backend = new CpuBackend(threads, context);
+            float scale = 1f / MathF.Sqrt(AttentionHeadDim);
+            var samples = new List<double>();
+            var total = Stopwatch.StartNew();
+            for (long call = 0; total.Elapsed.TotalSeconds < seconds || samples.Count < 5; call++)
+            {
+                int layer = cached ? 0 : (int)(call % AttentionLayers);
+                long start = Stopwatch.GetTimestamp();
+                backend.Attention(attentionRows, layer, q, AttentionHeads, scale, output);
+                if (call >= AttentionLayers)
+                {
+                    samples.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
+                }
+            }
+
+            samples.Sort();
+            return samples[samples.Count / 2];
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(pool);
+            NativeMemory.Free(table);
+            NativeMemory.AlignedFree(q);
+            NativeMemory.AlignedFree(output);
+        }
     }
 
     /// <summary>Median seconds per call over about <paramref name="seconds"/> of calls, after a warm-up.</summary>

@@ -6,7 +6,7 @@ namespace KvCache.GpuWorker.Tests;
 
 /// <summary>
 /// Batch invariance of the matmul kernels: Dot4 and any row count give exactly Dot's bits, and bf16 weights give
-/// exactly the bits of their f32 widening.
+/// exactly the bits of their f32 widening. The attention kernels give exactly the bits of Dot and Axpy, key by key.
 /// </summary>
 public sealed unsafe class MatMulKernelUnitTests
 {
@@ -111,6 +111,54 @@ public sealed unsafe class MatMulKernelUnitTests
             for (long i = 0; i < (long)rows * outDim; i++)
             {
                 AssertBits(expected.Pointer[i], actual.Pointer[i]);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(64)]
+    [InlineData(128)]
+    [InlineData(80)]
+    [InlineData(16)]
+    [InlineData(24)]
+    [InlineData(7)]
+    public void Scores_and_AccumulateValues_equal_Dot_and_Axpy_key_by_key(int hd)
+    {
+        const int MaxKeys = 40;
+        using var q = new Native<float>(hd);
+        using var keys = new Native<float>((long)MaxKeys * hd);
+        using var values = new Native<float>((long)MaxKeys * hd);
+        using var scores = new Native<float>(MaxKeys + 16);
+        using var expected = new Native<float>(hd);
+        using var actual = new Native<float>(hd);
+        Fill(q.Span, seed: hd);
+        Fill(keys.Span, seed: hd + 1);
+        Fill(values.Span, seed: hd + 2);
+        keys.Pointer[3 * hd + 1] = float.NaN; // a NaN key poisons its own score and no other
+        const float Scale = 0.125f;
+        foreach (int m in (int[])[1, 5, 15, 16, 17, 31, 32, MaxKeys])
+        {
+            scores.Span.Fill(-7f);
+            // Prefetching a next slab (any readable memory) must not change a bit.
+            Kernels.Scores(q.Pointer, keys.Pointer, m, hd, Scale, scores.Pointer, next: m % 2 == 0 ? values.Pointer : null);
+            for (int t = 0; t < m; t++)
+            {
+                AssertBits(Kernels.Dot(q.Pointer, keys.Pointer + (long)t * hd, hd) * Scale, scores.Pointer[t]);
+            }
+
+            Assert.Equal(m > 3, float.IsNaN(scores.Pointer[3]));
+            scores.Pointer[3] = 0.5f;
+            Fill(expected.Span, seed: m);
+            expected.Span.CopyTo(actual.Span);
+            for (int t = 0; t < m; t++)
+            {
+                Kernels.Axpy(scores.Pointer[t], values.Pointer + (long)t * hd, expected.Pointer, hd);
+            }
+
+            Kernels.AccumulateValues(scores.Pointer, values.Pointer, m, hd, actual.Pointer, next: m % 2 == 0 ? keys.Pointer : null);
+            for (int e = 0; e < hd; e++)
+            {
+                AssertBits(expected.Pointer[e], actual.Pointer[e]);
             }
         }
     }

@@ -148,6 +148,150 @@ internal static unsafe class Kernels
     }
 
     /// <summary>
+    /// Attention scores of one query against m consecutive keys of hd floats: s[t] = Dot(q, k + t·hd, hd) · scale, bit for
+    /// bit, sixteen keys at a time. Each key's accumulators are folded as Dot folds them, then sixteen keys' lanes go
+    /// through one transpose-and-add network whose additions pair lanes exactly as Vector512.Sum does, so a key costs
+    /// about three adds and shuffles instead of a whole horizontal sum. s needs room for m rounded up to 16.
+    /// When <paramref name="next"/> is not null, the same rows of that slab are prefetched as these are read: paged caches
+    /// jump to another block every few KiB, where the hardware prefetchers, which stop at page boundaries, lose track.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Scores(float* q, float* k, int m, int hd, float scale, float* s, float* next)
+    {
+        if (!Avx512F.IsSupported || hd % 16 != 0)
+        {
+            for (int t = 0; t < m; t++)
+            {
+                s[t] = Dot(q, k + (long)t * hd, hd) * scale;
+            }
+
+            return;
+        }
+
+        var vscale = Vector512.Create(scale);
+        for (int t = 0; t < m; t += 16, k += 16L * hd)
+        {
+            if (next != null)
+            {
+                for (int i = 0; i < 16 * hd; i += 16)
+                {
+                    Sse.Prefetch0(next + (long)t * hd + i);
+                }
+            }
+
+            int c = m - t;
+            var r = HalvesSum(
+                HalvesSum(
+                    PairSum(PairSum(Partials(q, k, hd, 0, c), Partials(q, k, hd, 1, c)), PairSum(Partials(q, k, hd, 2, c), Partials(q, k, hd, 3, c))),
+                    PairSum(PairSum(Partials(q, k, hd, 4, c), Partials(q, k, hd, 5, c)), PairSum(Partials(q, k, hd, 6, c), Partials(q, k, hd, 7, c)))),
+                HalvesSum(
+                    PairSum(PairSum(Partials(q, k, hd, 8, c), Partials(q, k, hd, 9, c)), PairSum(Partials(q, k, hd, 10, c), Partials(q, k, hd, 11, c))),
+                    PairSum(PairSum(Partials(q, k, hd, 12, c), Partials(q, k, hd, 13, c)), PairSum(Partials(q, k, hd, 14, c), Partials(q, k, hd, 15, c)))));
+            Vector512.Store(r * vscale, s + t);
+        }
+    }
+
+    /// <summary>Dot's vector accumulators for key t of the group, folded as Dot folds them before its lane sum; zero past the keys.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Partials(float* q, float* k, int hd, int t, int count)
+    {
+        if (t >= count)
+        {
+            return default;
+        }
+
+        float* key = k + (long)t * hd;
+        Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        int i = 0;
+        for (; i <= hd - 64; i += 64)
+        {
+            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(q + i), Vector512.Load(key + i), acc0);
+            acc1 = Vector512.FusedMultiplyAdd(Vector512.Load(q + i + 16), Vector512.Load(key + i + 16), acc1);
+            acc2 = Vector512.FusedMultiplyAdd(Vector512.Load(q + i + 32), Vector512.Load(key + i + 32), acc2);
+            acc3 = Vector512.FusedMultiplyAdd(Vector512.Load(q + i + 48), Vector512.Load(key + i + 48), acc3);
+        }
+
+        for (; i < hd; i += 16)
+        {
+            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(q + i), Vector512.Load(key + i), acc0);
+        }
+
+        return (acc0 + acc1) + (acc2 + acc3);
+    }
+
+    /// <summary>
+    /// Within each 128-bit quarter, adjacent lane pairs of a and of b: [a0+a1, a2+a3, b0+b1, b2+b3]. Applied to two such
+    /// results it gives each quarter's sum ((x0+x1)+(x2+x3)) for four keys.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> PairSum(Vector512<float> a, Vector512<float> b) =>
+        Avx512F.Shuffle(a, b, 0b10_00_10_00) + Avx512F.Shuffle(a, b, 0b11_01_11_01);
+
+    /// <summary>Adjacent 128-bit quarters of a and of b added: [a0+a1, a2+a3, b0+b1, b2+b3] in quarters.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> HalvesSum(Vector512<float> a, Vector512<float> b) =>
+        Avx512F.Shuffle4x128(a, b, 0b10_00_10_00) + Avx512F.Shuffle4x128(a, b, 0b11_01_11_01);
+
+    /// <summary>
+    /// o[0, hd) += Σ s[t] · v[t·hd ..] over t in [0, m) in key order: bit for bit m successive Axpy calls, with o held in
+    /// registers across the keys instead of stored and reloaded after each one. <paramref name="next"/>: as for Scores.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void AccumulateValues(float* s, float* v, int m, int hd, float* o, float* next)
+    {
+        if (!Avx512F.IsSupported || hd % 16 != 0)
+        {
+            for (int t = 0; t < m; t++)
+            {
+                Axpy(s[t], v + (long)t * hd, o, hd);
+            }
+
+            return;
+        }
+
+        int c = 0;
+        for (; c <= hd - 64; c += 64)
+        {
+            Vector512<float> o0 = Vector512.Load(o + c), o1 = Vector512.Load(o + c + 16), o2 = Vector512.Load(o + c + 32), o3 = Vector512.Load(o + c + 48);
+            float* row = v + c;
+            float* ahead = next + c;
+            for (int t = 0; t < m; t++, row += hd, ahead += hd)
+            {
+                if (next != null)
+                {
+                    Sse.Prefetch0(ahead);
+                    Sse.Prefetch0(ahead + 16);
+                    Sse.Prefetch0(ahead + 32);
+                    Sse.Prefetch0(ahead + 48);
+                }
+
+                var st = Vector512.Create(s[t]);
+                o0 = Vector512.FusedMultiplyAdd(st, Vector512.Load(row), o0);
+                o1 = Vector512.FusedMultiplyAdd(st, Vector512.Load(row + 16), o1);
+                o2 = Vector512.FusedMultiplyAdd(st, Vector512.Load(row + 32), o2);
+                o3 = Vector512.FusedMultiplyAdd(st, Vector512.Load(row + 48), o3);
+            }
+
+            Vector512.Store(o0, o + c);
+            Vector512.Store(o1, o + c + 16);
+            Vector512.Store(o2, o + c + 32);
+            Vector512.Store(o3, o + c + 48);
+        }
+
+        for (; c < hd; c += 16)
+        {
+            var oc = Vector512.Load(o + c);
+            float* row = v + c;
+            for (int t = 0; t < m; t++, row += hd)
+            {
+                oc = Vector512.FusedMultiplyAdd(Vector512.Create(s[t]), Vector512.Load(row), oc);
+            }
+
+            Vector512.Store(oc, o + c);
+        }
+    }
+
+    /// <summary>
     /// The unnormalized softmax of attention scores: s[i] = exp(s[i] - max s) in place, and their sum. One op order for
     /// every attention kernel, whatever its cache.
     /// </summary>
@@ -233,23 +377,6 @@ internal static unsafe class Kernels
         }
     }
 
-    /// <summary>
-    /// Asks for the cache lines of next[offset, offset + count) ahead of use (nothing when next is null). Paged caches
-    /// jump to another block every few KiB, where the hardware prefetchers, which stop at page boundaries, lose track.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Prefetch(float* next, long offset, int count)
-    {
-        if (next == null || !Sse.IsSupported)
-        {
-            return;
-        }
-
-        for (int i = 0; i < count; i += 16)
-        {
-            Sse.Prefetch0(next + offset + i);
-        }
-    }
 
 }
 

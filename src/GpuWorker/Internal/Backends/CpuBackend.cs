@@ -28,7 +28,8 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
         _pool = new ComputePool(threads);
 
         // Every thread's score row starts 64-byte aligned, so the vectorized exp sees identical layouts on any thread.
-        int stride = (maxPositions + 15) & ~15;
+        // Kernels.Scores writes whole groups of 16 scores: a row holds its positions plus one group's overrun.
+        int stride = ((maxPositions + 15) & ~15) + 16;
         long floats = (long)threads * MaxHeadsPerItem * stride;
         _scores = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
         NativeMemory.Clear(_scores, (nuint)(floats * sizeof(float)));
@@ -232,14 +233,7 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
                 for (int h = h0; h < h1; h++)
                 {
                     float* q = _q + (r * _heads + h) * hd;
-                    float* s = scoreBase + (long)(h - h0) * scoreStride;
-                    float* k = cache.Slab(b, _layer, 0, h / group);
-                    float* next = j0 + bt < n ? cache.Slab(b + 1, _layer, 0, h / group) : null;
-                    for (int t = 0; t < m; t++)
-                    {
-                        Kernels.Prefetch(next, (long)t * hd, hd);
-                        s[j0 + t] = Kernels.Dot(q, k + (long)t * hd, hd) * scale;
-                    }
+                    Kernels.Scores(q, cache.Slab(b, _layer, 0, h / group), m, hd, scale, scoreBase + (long)(h - h0) * scoreStride + j0, j0 + bt < n ? cache.Slab(b + 1, _layer, 0, h / group) : null);
                 }
             }
 
@@ -255,15 +249,8 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
                 int m = Math.Min(bt, n - j0);
                 for (int h = h0; h < h1; h++)
                 {
-                    float* s = scoreBase + (long)(h - h0) * scoreStride;
-                    float* o = _out + (r * _heads + h) * hd;
-                    float* v = cache.Slab(b, _layer, 1, h / group);
-                    float* next = j0 + bt < n ? cache.Slab(b + 1, _layer, 1, h / group) : null;
-                    for (int t = 0; t < m; t++)
-                    {
-                        Kernels.Prefetch(next, (long)t * hd, hd);
-                        Kernels.Axpy(s[j0 + t], v + (long)t * hd, o, hd);
-                    }
+                    float* s = scoreBase + (long)(h - h0) * scoreStride + j0;
+                    Kernels.AccumulateValues(s, cache.Slab(b, _layer, 1, h / group), m, hd, _out + (r * _heads + h) * hd, j0 + bt < n ? cache.Slab(b + 1, _layer, 1, h / group) : null);
                 }
             }
 
