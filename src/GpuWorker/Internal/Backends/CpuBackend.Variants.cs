@@ -82,19 +82,39 @@ internal sealed unsafe partial class CpuBackend
             float* q = _q + ((long)r * _heads + h) * hd;
             float* o = _out + ((long)r * _heads + h) * hd;
             float* s = scores + (long)thread * scoreStride;
-            for (int j = lo; j <= p; j++)
+            int ringEnd = Math.Min(p + 1, _start);
+            for (int j = lo, run; j < ringEnd; j += run)
+            {
+                run = RingRun(j, ringEnd);
+                Kernels.Scores(q, Vector(j, 0, g), run, hd, _scale, s + (j - lo), j + run < ringEnd ? Vector(j + run, 0, g) : null);
+            }
+
+            for (int j = Math.Max(lo, _start); j <= p; j++)
             {
                 s[j - lo] = Kernels.Dot(q, Vector(j, 0, g), hd) * _scale;
             }
 
             float sum = Kernels.Exponentiate(s, n);
             new Span<float>(o, hd).Clear();
-            for (int j = lo; j <= p; j++)
+            for (int j = lo, run; j < ringEnd; j += run)
+            {
+                run = RingRun(j, ringEnd);
+                Kernels.AccumulateValues(s + (j - lo), Vector(j, 1, g), run, hd, o, j + run < ringEnd ? Vector(j + run, 1, g) : null);
+            }
+
+            for (int j = Math.Max(lo, _start); j <= p; j++)
             {
                 Kernels.Axpy(s[j - lo], Vector(j, 1, g), o, hd);
             }
 
             TensorPrimitives.Multiply(new ReadOnlySpan<float>(o, hd), 1f / sum, new Span<float>(o, hd));
+        }
+
+        /// <summary>How many ring positions from <paramref name="position"/> (before <paramref name="end"/>) lie in consecutive slots of one block.</summary>
+        private int RingRun(int position, int end)
+        {
+            int slot = position % _window;
+            return Math.Min(end - position, Math.Min(_ring.BlockTokens - slot % _ring.BlockTokens, _window - slot));
         }
 
         // Positions before this call live in the ring; the call's own rows are still in k, v.
@@ -111,7 +131,7 @@ internal sealed unsafe partial class CpuBackend
         }
     }
 
-    private sealed class FusedAttentionJob(float* scores, int scoreStride) : ParallelJob
+    private sealed class FusedAttentionJob(float* scores, int scoreStride, int threadStride) : ParallelJob
     {
         private KvView _cache;
         private KvFusion _fusion;
@@ -140,7 +160,7 @@ internal sealed unsafe partial class CpuBackend
             int first = _fusion.FirstLayer, last = _fusion.LastLayer;
             float* q = _q + ((long)r * _heads + h) * hd;
             float* o = _out + ((long)r * _heads + h) * hd;
-            float* s = scores + (long)thread * scoreStride;
+            float* s = scores + (long)thread * threadStride;
 
             // q · (a₁ ⊙ k₁ + aₙ ⊙ kₙ) = (q ⊙ a₁) · k₁ + (q ⊙ aₙ) · kₙ: fold the key weights into the query once.
             float* qFirst = stackalloc float[hd];
@@ -152,16 +172,23 @@ internal sealed unsafe partial class CpuBackend
                 TensorPrimitives.Multiply(new ReadOnlySpan<float>(q, hd), new ReadOnlySpan<float>(a + kvDim + g * hd, hd), new Span<float>(qLast, hd));
             }
 
+            float* sLast = s + scoreStride; // the second layer's dots, a block at a time
             for (int j0 = 0, b = 0; j0 < n; j0 += bt, b++)
             {
-                float* kFirst = _cache.Slab(b, first, 0, g), kLast = _cache.Slab(b, last, 0, g);
                 int m = Math.Min(bt, n - j0);
+                bool more = j0 + bt < n;
+                float* kLast = _cache.Slab(b, last, 0, g);
+                if (a == null)
+                {
+                    Kernels.Scores(q, kLast, m, hd, _scale, s + j0, more ? _cache.Slab(b + 1, last, 0, g) : null);
+                    continue;
+                }
+
+                Kernels.Scores(qFirst, _cache.Slab(b, first, 0, g), m, hd, 1f, s + j0, more ? _cache.Slab(b + 1, first, 0, g) : null);
+                Kernels.Scores(qLast, kLast, m, hd, 1f, sLast, more ? _cache.Slab(b + 1, last, 0, g) : null);
                 for (int t = 0; t < m; t++)
                 {
-                    float dot = a != null
-                        ? Kernels.Dot(qFirst, kFirst + (long)t * hd, hd) + Kernels.Dot(qLast, kLast + (long)t * hd, hd)
-                        : Kernels.Dot(q, kLast + (long)t * hd, hd);
-                    s[j0 + t] = dot * _scale;
+                    s[j0 + t] = (s[j0 + t] + sLast[t]) * _scale;
                 }
             }
 
@@ -174,15 +201,12 @@ internal sealed unsafe partial class CpuBackend
             new Span<float>(oLast, hd).Clear();
             for (int j0 = 0, blk = 0; j0 < n; j0 += bt, blk++)
             {
-                float* vFirst = _cache.Slab(blk, first, 1, g), vLast = _cache.Slab(blk, last, 1, g);
                 int m = Math.Min(bt, n - j0);
-                for (int t = 0; t < m; t++)
+                bool more = j0 + bt < n;
+                Kernels.AccumulateValues(s + j0, _cache.Slab(blk, first, 1, g), m, hd, o, more ? _cache.Slab(blk + 1, first, 1, g) : null);
+                if (b1 != null)
                 {
-                    Kernels.Axpy(s[j0 + t], vFirst + (long)t * hd, o, hd);
-                    if (b1 != null)
-                    {
-                        Kernels.Axpy(s[j0 + t], vLast + (long)t * hd, oLast, hd);
-                    }
+                    Kernels.AccumulateValues(s + j0, _cache.Slab(blk, last, 1, g), m, hd, oLast, more ? _cache.Slab(blk + 1, last, 1, g) : null);
                 }
             }
 

@@ -35,7 +35,7 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
         NativeMemory.Clear(_scores, (nuint)(floats * sizeof(float)));
         _attention = new AttentionJob(_scores, stride, MaxHeadsPerItem * stride);
         _sliding = new SlidingAttentionJob(_scores, stride);
-        _fused = new FusedAttentionJob(_scores, stride);
+        _fused = new FusedAttentionJob(_scores, stride, MaxHeadsPerItem * stride);
     }
 
     public string Name => "cpu";
