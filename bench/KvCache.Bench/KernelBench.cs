@@ -124,7 +124,6 @@ public static unsafe class KernelBench
             NativeMemory.AlignedFree(x);
             NativeMemory.AlignedFree(y);
         }
-
     }
 
     private static void Attention(int threads, int[] rows, int[] contexts, bool cached, double seconds, double ceiling)
@@ -139,7 +138,6 @@ public static unsafe class KernelBench
                 Console.WriteLine($"{"full f32 12x64",-20} {context,7} {r,5} {us,9:F1} {gbps,11:F1} {gbps / ceiling,10:P0}");
             }
         }
-
     }
 
     // The benchmark model's attention: 12 layers of 12 heads (plain multi-head) of 64 dims, 32-token blocks.
@@ -171,9 +169,11 @@ public static unsafe class KernelBench
                 values[i] = (float)(random.NextDouble() - 0.5);
             }
 
-            for (long i = 0; i < poolBytes / sizeof(float); i += values.Length)
+            long floats = poolBytes / sizeof(float);
+            for (long i = 0; i < floats; i += values.Length)
             {
-                values.AsSpan(0, (int)Math.Min(values.Length, poolBytes / sizeof(float) - i)).CopyTo(new Span<float>(pool + i, values.Length));
+                int count = (int)Math.Min(values.Length, floats - i);
+                values.AsSpan(0, count).CopyTo(new Span<float>(pool + i, count));
             }
 
             for (long i = 0; i < (long)sessions * width; i++)
