@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using KvCache.GpuWorker.Internal;
 using Xunit.Abstractions;
 
@@ -121,6 +122,47 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
                     double expected = Enumerable.Range(0, cache.Position).Sum(t => p[t] * values[t][i]) / sum;
                     Assert.True(Math.Abs(expected - folded[h * d + i]) <= 1e-4, $"layer {layer} head {h} dim {i}: {expected} vs {folded[h * d + i]}");
                 }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(0.5, 8, 40)]
+    [InlineData(1.0, 4, 37)]
+    [InlineData(0.25, 8, 23)]
+    public void Runs_across_blocks_the_window_wrap_and_the_horizon_equal_per_key_attention_bit_for_bit(double fraction, int frequencies, int horizon)
+    {
+        // Middle rows run to block ends (32 or 21 exact rows a block, or none), basis rows to the horizon, window
+        // slots to the ring's wrap and block ends: the job's run-by-run kernels against one Dot and Axpy per key.
+        FourierConfig.Default(Config, dimsFraction: fraction, window: 16, frequencies: frequencies, horizon: horizon).Write(_model.Directory);
+        using var model = LlamaModel.Load(_model.Directory, TestModels.SmallOptions());
+        using var cache = (FourierKvCache)model.CreateCache("fourier");
+        var f = cache.Layout;
+        int d = f.HeadDim, heads = Config.NumAttentionHeads;
+        float scale = 1f / MathF.Sqrt(d);
+        var random = new Random(5);
+        float[] q = Enumerable.Range(0, heads * d).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+        float[] actual = new float[heads * d], expected = new float[heads * d];
+        using var job = new FourierAttentionJob(1, Config.MaxPositionEmbeddings, d, f.Coefficients);
+        int[] tokens = TestModels.Tokens(150, Config.VocabSize, 9);
+        int at = 0;
+        foreach (int p in new[] { 3, 21, 37, 60, 101, 150 })
+        {
+            model.Forward(cache, tokens.AsSpan(at, p - at), new float[Config.VocabSize]);
+            at = p;
+            for (int layer = 0; layer < f.Layers; layer++)
+            {
+                fixed (float* qp = q, ap = actual, ep = expected)
+                {
+                    job.Set(cache, layer, qp, heads, p - 1, scale, ap);
+                    for (int h = 0; h < heads; h++)
+                    {
+                        job.Execute(h, 0);
+                        PerKeyAttention(cache, layer, qp + h * d, h / (heads / f.KvHeads), p - 1, scale, ep + h * d);
+                    }
+                }
+
+                Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), actual.Select(BitConverter.SingleToInt32Bits));
             }
         }
     }
@@ -284,6 +326,107 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
         Assert.Throws<ArgumentException>(() => model.CreateCache("fourier"));
         FourierConfig.Default(Config).Write(_model.Directory);
         Assert.Throws<ArgumentException>(() => LlamaModel.Load(_model.Directory, TestModels.SmallOptions(blockTokens: 1)));
+    }
+
+    /// <summary>One head's fourier attention one key at a time: Dot per score, Axpy per value, in position order.</summary>
+    private static void PerKeyAttention(FourierKvCache cache, int layer, float* q, int g, int position, float scale, float* o)
+    {
+        var f = cache.Layout;
+        int d = f.HeadDim, e = f.Exact, m = f.Compressed, c2 = f.Coefficients;
+        int n = position + 1, init = Math.Min(n, f.Init), middle = f.MiddleCount(n);
+        float* s = (float*)NativeMemory.AlignedAlloc((nuint)((n + d + c2) * sizeof(float)), 64);
+        float* permuted = s + n, folded = permuted + d;
+        try
+        {
+            for (int t = 0; t < n; t++)
+            {
+                if (t >= init && t < init + middle)
+                {
+                    continue;
+                }
+
+                s[t] = Kernels.Dot(q, cache.Slot(f.SlotOf(t), layer, 0, g), d) * scale;
+            }
+
+            if (middle > 0)
+            {
+                int* order = f.OrderOf(layer, 0, g);
+                for (int i = 0; i < d; i++)
+                {
+                    permuted[i] = q[order[i]];
+                }
+
+                for (int j = 0; j < c2 && m > 0; j++)
+                {
+                    folded[j] = Kernels.Dot(permuted + e, cache.Coefficients(layer, 0, g) + j * m, m);
+                }
+
+                for (int u = 0; u < middle; u++)
+                {
+                    float score = e > 0 ? Kernels.Dot(permuted, cache.Middle(u, layer, 0, g), e) : 0f;
+                    if (m > 0)
+                    {
+                        score += Kernels.Dot(folded, f.Basis + (u % f.Horizon) * c2, c2);
+                    }
+
+                    s[init + u] = score * scale;
+                }
+            }
+
+            float sum = Kernels.Exponentiate(s, n);
+            new Span<float>(o, d).Clear();
+            for (int t = 0; t < init; t++)
+            {
+                Kernels.Axpy(s[t], cache.Slot(t, layer, 1, g), o, d);
+            }
+
+            if (middle > 0)
+            {
+                int* order = f.OrderOf(layer, 1, g);
+                for (int i = 0; i < d; i++)
+                {
+                    permuted[i] = o[order[i]];
+                }
+
+                new Span<float>(folded, c2).Clear();
+                for (int u = 0; u < middle; u++)
+                {
+                    if (e > 0)
+                    {
+                        Kernels.Axpy(s[init + u], cache.Middle(u, layer, 1, g), permuted, e);
+                    }
+
+                    if (m > 0)
+                    {
+                        Kernels.Axpy(s[init + u], f.Basis + (u % f.Horizon) * c2, folded, c2);
+                    }
+                }
+
+                for (int j = 0; j < c2 && m > 0; j++)
+                {
+                    Kernels.Axpy(folded[j], cache.Coefficients(layer, 1, g) + j * m, permuted + e, m);
+                }
+
+                for (int i = 0; i < d; i++)
+                {
+                    o[order[i]] = permuted[i];
+                }
+            }
+
+            for (int t = init + middle; t < n; t++)
+            {
+                Kernels.Axpy(s[t], cache.Slot(f.SlotOf(t), layer, 1, g), o, d);
+            }
+
+            for (int i = 0; i < d; i++)
+            {
+                o[i] *= 1f / sum;
+            }
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(s);
+        }
     }
 
     private static double[] Exact(float* x, int d) => Enumerable.Range(0, d).Select(i => (double)x[i]).ToArray();

@@ -9,16 +9,27 @@ namespace KvCache.GpuWorker.Internal;
 /// segment with the query folded into the coefficients, then the window, in position order.
 /// </summary>
 /// <remarks>
-/// Init and window tokens go through exactly the operations of the full cache's attention (same dots, same
-/// softmax, same per-element fused accumulation in position order). The middle keeps that order too, in the
-/// head's exact-then-compressed dimension order, so with m = 0 the result equals the full cache's bit for bit.
-/// Each thread owns its score row and small buffers, 64-byte aligned like the full kernel's.
+/// <para>Init and window tokens go through exactly the operations of the full cache's attention (same dots, same
+/// softmax, same per-element fused accumulation in position order), run by run: consecutive slots of one block, the
+/// window ring split where it wraps, through <see cref="Kernels.Scores"/> and <see cref="Kernels.AccumulateValues"/>,
+/// which are bit for bit the per-key Dot and Axpy.</para>
+/// <para>The middle keeps that order too, in the head's exact-then-compressed dimension order. A middle run (exact
+/// rows in one block, basis rows before φ's period wraps) scores its exact dims and its folded query against the
+/// basis rows as two unscaled Scores, combined as (exact + folded) · scale, the per-key expression (exact = 0f when
+/// e = 0; no folded term when m = 0); its values go through one AccumulateValues over the exact rows and one over the
+/// basis rows. So with m = 0 the result equals the full cache's bit for bit.</para>
+/// <para>Each thread owns its score row, small buffers and a scratch row for a run's folded scores, 64-byte aligned
+/// like the full kernel's; Scores writes whole groups of 16, so each row has room for one group's overrun.</para>
 /// </remarks>
 internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
 {
+    /// <summary>The longest middle run, so that its folded scores fit the scratch row.</summary>
+    private const int MaxMiddleRun = 256;
+
     private readonly float* _memory;
     private readonly int _scoreStride;
     private readonly int _bufferStride;
+    private readonly int _threadStride;
     private FourierKvCache? _cache;
     private float* _q, _out;
     private int _layer, _heads, _position;
@@ -26,9 +37,10 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
 
     public FourierAttentionJob(int threads, int maxPositions, int headDim, int coefficients)
     {
-        _scoreStride = (maxPositions + 15) & ~15;
+        _scoreStride = ((maxPositions + 15) & ~15) + 16;
         _bufferStride = (headDim + coefficients + 15) & ~15;
-        long floats = (long)threads * (_scoreStride + _bufferStride);
+        _threadStride = _scoreStride + _bufferStride + MaxMiddleRun + 16;
+        long floats = (long)threads * _threadStride;
         _memory = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
         NativeMemory.Clear(_memory, (nuint)(floats * sizeof(float)));
         Threads = threads;
@@ -59,16 +71,13 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
         int init = Math.Min(n, f.Init), middle = f.MiddleCount(n), windowStart = init + middle;
         float* q = _q + (long)index * d;
         float* o = _out + (long)index * d;
-        float* s = _memory + (long)thread * (_scoreStride + _bufferStride);
-        float* permuted = s + _scoreStride; // q, then o, in the head's exact-then-compressed order
-        float* folded = permuted + d;       // q_C · c_j, then Σ_u p_u φ_j(u)
+        float* s = _memory + (long)thread * _threadStride;
+        float* permuted = s + _scoreStride;            // q, then o, in the head's exact-then-compressed order
+        float* folded = permuted + d;                  // q_C · c_j, then Σ_u p_u φ_j(u)
+        float* foldedScores = permuted + _bufferStride; // Σ_j (q_C · c_j) φ_j(u) over one middle run
         float scale = _scale;
 
-        for (int t = 0; t < init; t++)
-        {
-            s[t] = Kernels.Dot(q, cache.Slot(t, layer, 0, g), d) * scale;
-        }
-
+        ScoreSlots(q, g, 0, init, s);
         if (middle > 0)
         {
             int* order = f.OrderOf(layer, 0, g);
@@ -86,31 +95,39 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
                 }
             }
 
-            for (int u = 0; u < middle; u++)
+            for (int u = 0, run; u < middle; u += run)
             {
-                float score = e > 0 ? Kernels.Dot(permuted, cache.Middle(u, layer, 0, g), e) : 0f;
-                if (m > 0)
+                run = MiddleRun(f, u, middle);
+                float* score = s + init + u;
+                float* next = e > 0 && u + run < middle ? cache.Middle(u + run, layer, 0, g) : null;
+                if (m == 0)
                 {
-                    score += Kernels.Dot(folded, f.Basis + (long)(u % f.Horizon) * c2, c2);
+                    Kernels.Scores(permuted, cache.Middle(u, layer, 0, g), run, e, scale, score, next);
+                    continue;
                 }
 
-                s[init + u] = score * scale;
+                if (e > 0)
+                {
+                    Kernels.Scores(permuted, cache.Middle(u, layer, 0, g), run, e, 1f, score, next);
+                }
+                else
+                {
+                    new Span<float>(score, run).Clear(); // no exact dims: the exact term is 0f
+                }
+
+                // (exact + folded) · scale, the two roundings of the per-key expression.
+                Kernels.Scores(folded, f.Basis + (long)(u % f.Horizon) * c2, run, c2, 1f, foldedScores, null);
+                var scores = new Span<float>(score, run);
+                TensorPrimitives.AddMultiply(scores, new ReadOnlySpan<float>(foldedScores, run), scale, scores);
             }
         }
 
-        for (int t = windowStart; t < n; t++)
-        {
-            s[t] = Kernels.Dot(q, cache.Slot(f.SlotOf(t), layer, 0, g), d) * scale;
-        }
+        ScoreSlots(q, g, windowStart, n, s);
 
         float sum = Kernels.Exponentiate(s, n);
 
         new Span<float>(o, d).Clear();
-        for (int t = 0; t < init; t++)
-        {
-            Kernels.Axpy(s[t], cache.Slot(t, layer, 1, g), o, d);
-        }
-
+        AccumulateSlots(s, g, 0, init, o);
         if (middle > 0)
         {
             int* order = f.OrderOf(layer, 1, g);
@@ -120,17 +137,18 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
             }
 
             new Span<float>(folded, c2).Clear();
-            for (int u = 0; u < middle; u++)
+            for (int u = 0, run; u < middle; u += run)
             {
-                float p = s[init + u];
+                run = MiddleRun(f, u, middle);
+                float* p = s + init + u;
                 if (e > 0)
                 {
-                    Kernels.Axpy(p, cache.Middle(u, layer, 1, g), permuted, e);
+                    Kernels.AccumulateValues(p, cache.Middle(u, layer, 1, g), run, e, permuted, u + run < middle ? cache.Middle(u + run, layer, 1, g) : null);
                 }
 
                 if (m > 0)
                 {
-                    Kernels.Axpy(p, f.Basis + (long)(u % f.Horizon) * c2, folded, c2);
+                    Kernels.AccumulateValues(p, f.Basis + (long)(u % f.Horizon) * c2, run, c2, folded, null);
                 }
             }
 
@@ -149,13 +167,73 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
             }
         }
 
-        for (int t = windowStart; t < n; t++)
-        {
-            Kernels.Axpy(s[t], cache.Slot(f.SlotOf(t), layer, 1, g), o, d);
-        }
+        AccumulateSlots(s, g, windowStart, n, o);
 
         TensorPrimitives.Multiply(new ReadOnlySpan<float>(o, d), 1f / sum, new Span<float>(o, d));
     }
 
     public void Dispose() => NativeMemory.AlignedFree(_memory);
+
+    /// <summary>s[t] = q · k_t · scale for the init or window positions [<paramref name="from"/>, <paramref name="to"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void ScoreSlots(float* q, int g, int from, int to, float* s)
+    {
+        int d = _cache!.Layout.HeadDim;
+        for (int t = from, run; t < to; t += run)
+        {
+            run = SlotRun(t, to);
+            Kernels.Scores(q, Slot(t, 0, g), run, d, _scale, s + t, t + run < to ? Slot(t + run, 0, g) : null);
+        }
+    }
+
+    /// <summary>o += Σ s[t] v_t over the init or window positions [<paramref name="from"/>, <paramref name="to"/>), in position order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void AccumulateSlots(float* s, int g, int from, int to, float* o)
+    {
+        int d = _cache!.Layout.HeadDim;
+        for (int t = from, run; t < to; t += run)
+        {
+            run = SlotRun(t, to);
+            Kernels.AccumulateValues(s + t, Slot(t, 1, g), run, d, o, t + run < to ? Slot(t + run, 1, g) : null);
+        }
+    }
+
+    /// <summary>The token slot row of init or window position <paramref name="t"/>.</summary>
+    private float* Slot(int t, int side, int g)
+    {
+        var cache = _cache!;
+        return cache.Slot(cache.Layout.SlotOf(t), _layer, side, g);
+    }
+
+    /// <summary>
+    /// How many init or window positions from <paramref name="t"/> (before <paramref name="end"/>) lie in consecutive
+    /// slots of one block: init positions end before the window, window positions stop where the ring wraps.
+    /// </summary>
+    private int SlotRun(int t, int end)
+    {
+        var f = _cache!.Layout;
+        int slot = f.SlotOf(t);
+        int run = Math.Min(end - t, f.BlockTokens - slot % f.BlockTokens);
+        return t < f.Init ? run : Math.Min(run, f.Init + f.Window - slot);
+    }
+
+    /// <summary>
+    /// How many middle tokens from <paramref name="u"/> (before <paramref name="end"/>) have consecutive exact rows (one
+    /// block) and consecutive basis rows (before u mod horizon wraps), at most <see cref="MaxMiddleRun"/>.
+    /// </summary>
+    private static int MiddleRun(FourierLayout f, int u, int end)
+    {
+        int run = Math.Min(end - u, MaxMiddleRun);
+        if (f.Exact > 0)
+        {
+            run = Math.Min(run, f.MiddleTokensPerBlock - u % f.MiddleTokensPerBlock);
+        }
+
+        if (f.Compressed > 0)
+        {
+            run = Math.Min(run, f.Horizon - u % f.Horizon);
+        }
+
+        return run;
+    }
 }

@@ -158,7 +158,8 @@ internal static unsafe class Kernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Scores(float* q, float* k, int m, int hd, float scale, float* s, float* next)
     {
-        if (!Avx512F.IsSupported || hd % 16 != 0)
+        // Dot and Axpy take their Vector512 path only where Vector512 is accelerated; so must these, or they would round differently.
+        if (!Vector512.IsHardwareAccelerated || !Avx512F.IsSupported || hd % 16 != 0)
         {
             for (int t = 0; t < m; t++)
             {
@@ -239,7 +240,8 @@ internal static unsafe class Kernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void AccumulateValues(float* s, float* v, int m, int hd, float* o, float* next)
     {
-        if (!Avx512F.IsSupported || hd % 16 != 0)
+        // Dot and Axpy take their Vector512 path only where Vector512 is accelerated; so must these, or they would round differently.
+        if (!Vector512.IsHardwareAccelerated || !Avx512F.IsSupported || hd % 16 != 0)
         {
             for (int t = 0; t < m; t++)
             {
