@@ -217,6 +217,8 @@ public static class DecodeBench
     /// Decode steps on small caches until tiered compilation has promoted every method of the pass; otherwise the
     /// model's first cell would time tier-0 code (a pass calls its per-layer methods only ~12 times).
     /// </summary>
+    private const int WarmUpSteps = 40;
+
     private static void WarmUp(LlamaModel model, string[] codecs)
     {
         var logits = new float[model.Config.VocabSize];
@@ -224,7 +226,7 @@ public static class DecodeBench
         {
             using var first = model.CreateCache(codec);
             using var second = model.CreateCache(codec);
-            for (int step = 0; step < 40; step++)
+            for (int step = 0; step < WarmUpSteps; step++)
             {
                 model.ForwardBatch([new ForwardItem(first, new[] { 1 + step }, logits), new ForwardItem(second, new[] { 2 + step }, Memory<float>.Empty)]);
             }
@@ -242,6 +244,8 @@ public static class DecodeBench
         long pool = 0;
         foreach (string codec in codecs.Where(probe.Codecs.Contains))
         {
+            // The warm-up's two caches must fit too: a YOCO cache takes its whole rings with its first token.
+            pool = Math.Max(pool, 2 * ((probe.CacheBytesAt(codec, WarmUpSteps) + block - 1) / block + SpareBlocksPerCache) * block);
             foreach (int context in contexts)
             {
                 long perCache = probe.CacheBytesAt(codec, o.FinalTokens(context));
