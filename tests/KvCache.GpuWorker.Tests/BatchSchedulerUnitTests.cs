@@ -47,7 +47,10 @@ public sealed class BatchSchedulerUnitTests : IDisposable
     [Fact]
     public async Task A_long_prompt_runs_in_chunks_between_decode_steps_without_starving_them()
     {
-        using var scheduler = new BatchScheduler(_model, new BatchSchedulerOptions { GatherWindow = TimeSpan.FromMilliseconds(20) });
+        // A window far longer than a decoder's turnaround, even with other test classes loading both cores: every
+        // prompt chunk then waits for the decoders it served last, which is the property under test. With 20 ms, a
+        // decoder's continuation starved of CPU for a few passes let the whole prompt run alone.
+        using var scheduler = new BatchScheduler(_model, new BatchSchedulerOptions { GatherWindow = TimeSpan.FromSeconds(2) });
         int[] prompt = TestModels.Tokens(400, Config.VocabSize, 99);
         using var stop = new CancellationTokenSource();
         // Decoders keep going until the prompt is in (a full cache starts over), however slow this machine is.
