@@ -27,21 +27,7 @@ internal static unsafe class Kernels
         float s;
         if (Vector512.IsHardwareAccelerated && n >= 16)
         {
-            Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-            for (; i <= n - 64; i += 64)
-            {
-                acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), TFormat.Load512(w + i), acc0);
-                acc1 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 16), TFormat.Load512(w + i + 16), acc1);
-                acc2 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 32), TFormat.Load512(w + i + 32), acc2);
-                acc3 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 48), TFormat.Load512(w + i + 48), acc3);
-            }
-
-            for (; i <= n - 16; i += 16)
-            {
-                acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), TFormat.Load512(w + i), acc0);
-            }
-
-            s = Vector512.Sum((acc0 + acc1) + (acc2 + acc3));
+            s = Vector512.Sum(Folded512<TFormat, T>(x, w, n, ref i));
         }
         else if (Vector256.IsHardwareAccelerated && n >= 8)
         {
@@ -67,6 +53,32 @@ internal static unsafe class Kernels
         }
 
         return Tail<TFormat, T>(x, w, i, n, s);
+    }
+
+    /// <summary>
+    /// Dot's Vector512 body: four accumulators over 64-float steps, then 16-float steps into the first, folded as
+    /// (acc0 + acc1) + (acc2 + acc3) before the lane sum. Advances <paramref name="i"/> past the elements it took.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Folded512<TFormat, T>(float* x, T* w, int n, ref int i)
+        where TFormat : IWeightFormat<T>
+        where T : unmanaged
+    {
+        Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        for (; i <= n - 64; i += 64)
+        {
+            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), TFormat.Load512(w + i), acc0);
+            acc1 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 16), TFormat.Load512(w + i + 16), acc1);
+            acc2 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 32), TFormat.Load512(w + i + 32), acc2);
+            acc3 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 48), TFormat.Load512(w + i + 48), acc3);
+        }
+
+        for (; i <= n - 16; i += 16)
+        {
+            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), TFormat.Load512(w + i), acc0);
+        }
+
+        return (acc0 + acc1) + (acc2 + acc3);
     }
 
     /// <summary>
@@ -192,32 +204,12 @@ internal static unsafe class Kernels
         }
     }
 
-    /// <summary>Dot's vector accumulators for key t of the group, folded as Dot folds them before its lane sum; zero past the keys.</summary>
+    /// <summary>Dot's folded accumulators for key t of the group (hd a multiple of 16, so no scalar tail); zero past the keys.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Partials(float* q, float* k, int hd, int t, int count)
     {
-        if (t >= count)
-        {
-            return default;
-        }
-
-        float* key = k + (long)t * hd;
-        Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         int i = 0;
-        for (; i <= hd - 64; i += 64)
-        {
-            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(q + i), Vector512.Load(key + i), acc0);
-            acc1 = Vector512.FusedMultiplyAdd(Vector512.Load(q + i + 16), Vector512.Load(key + i + 16), acc1);
-            acc2 = Vector512.FusedMultiplyAdd(Vector512.Load(q + i + 32), Vector512.Load(key + i + 32), acc2);
-            acc3 = Vector512.FusedMultiplyAdd(Vector512.Load(q + i + 48), Vector512.Load(key + i + 48), acc3);
-        }
-
-        for (; i < hd; i += 16)
-        {
-            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(q + i), Vector512.Load(key + i), acc0);
-        }
-
-        return (acc0 + acc1) + (acc2 + acc3);
+        return t < count ? Folded512<F32Weights, float>(q, k + (long)t * hd, hd, ref i) : default;
     }
 
     /// <summary>
