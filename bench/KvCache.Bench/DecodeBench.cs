@@ -130,17 +130,51 @@ public static class DecodeBench
 
     private static void MeasureCeiling(MemoryBandwidth bandwidth, int threads)
     {
-        Console.WriteLine($"decode bench: {threads} threads, Vector512 accelerated: {Vector512.IsHardwareAccelerated}");
+        Console.WriteLine(
+            $"decode bench: {threads} threads, Vector512 accelerated: {Vector512.IsHardwareAccelerated}, tiered compilation: "
+            + (AppContext.TryGetSwitch("System.Runtime.TieredCompilation", out bool tiered) && !tiered ? "off (the steady state from the first pass)" : "on"));
         double ceiling = bandwidth.MeasureReadGBps(threads, runs: 5);
         double ceilingOne = bandwidth.MeasureReadGBps(1, runs: 3);
         Console.WriteLine(
             $"memory read ceiling (Vector512 sum over {bandwidth.Bytes >> 20} MiB, 8 accumulators): best of 5 {ceiling:F1} GB/s on {threads} threads, best of 3 {ceilingOne:F1} GB/s on 1; "
-            + "this machine's bandwidth drifts with its neighbours, so every cell measures it again right before it runs");
+            + $"this machine's bandwidth drifts with its neighbours, so every cell probes it again between its timed passes ({ProbeBytes >> 20} MiB per probe)");
     }
 
+    // Far larger than the CPU's last-level cache, and short enough to run between two decode passes.
+    private const long ProbeBytes = 256L << 20;
+
     /// <summary>The read ceiling now: the better of 2 threads and 1 thread (on a shared machine either may be the slowed one).</summary>
-    private static double CeilingNow(MemoryBandwidth bandwidth) =>
-        Math.Max(bandwidth.MeasureReadGBps(Environment.ProcessorCount, runs: 2), bandwidth.MeasureReadGBps(1, runs: 1));
+    private static double Probe(MemoryBandwidth bandwidth) =>
+        Math.Max(bandwidth.MeasureReadGBps(Environment.ProcessorCount, runs: 1, ProbeBytes), bandwidth.MeasureReadGBps(1, runs: 1, ProbeBytes));
+
+    /// <summary>
+    /// The cell's timed steps with read-ceiling probes around them: between every two direct passes, or before and
+    /// after the scheduler's run. The neighbours' load moves the ceiling within seconds (from 36 to 78 GB/s in one
+    /// session), so one probe before the cell let a pass read faster than its ceiling; interleaved probes see the
+    /// conditions the passes ran in.
+    /// </summary>
+    private static async Task<(DecodeTiming Timing, double[] Probes)> TimedStepsAsync(
+        DecodeBatch batch, BatchScheduler? scheduler, int steps, MemoryBandwidth bandwidth)
+    {
+        var probes = new List<double> { Probe(bandwidth) };
+        DecodeTiming timing;
+        if (scheduler is null)
+        {
+            timing = default;
+            for (int step = 0; step < steps; step++)
+            {
+                timing += batch.RunPasses(1);
+                probes.Add(Probe(bandwidth));
+            }
+        }
+        else
+        {
+            timing = await batch.RunScheduledAsync(scheduler, steps);
+            probes.Add(Probe(bandwidth));
+        }
+
+        return (timing, [.. probes]);
+    }
 
     /// <summary>Contexts with room left for the warmup and timed steps below max positions.</summary>
     private static int[] ClampContexts(Options o)
@@ -173,7 +207,8 @@ public static class DecodeBench
             (o.Scheduler
                 ? "alloc B/pass: managed bytes allocated by the whole process (the bench's session tasks included) per pass; "
                 : "alloc B/pass: managed bytes allocated on the bench thread per pass (must be 0); ")
-            + "ceiling: the read ceiling measured right before the cell's timed steps (better of 2 and 1 threads); of ceiling: GB/s / ceiling; "
+            + (o.Scheduler ? "ceiling: mean of read-ceiling probes before and after the timed steps" : "ceiling: mean of read-ceiling probes before, between and after the timed passes")
+            + " (each the better of 2 threads and 1), their range beside it; of ceiling: GB/s / ceiling; "
             + "resident and codec MiB per session: (CacheBytesTotal - CacheBytesFree) / S and sum of CacheBytes / S after the timed steps");
     }
 
@@ -214,8 +249,8 @@ public static class DecodeBench
     }
 
     /// <summary>
-    /// Decode steps on small caches until tiered compilation has promoted every method of the pass; otherwise the
-    /// model's first cell would time tier-0 code (a pass calls its per-layer methods only ~12 times).
+    /// Decode steps on small caches before the model's first cell: the pass's scratch, the sampler's buffers and the
+    /// first blocks of the pool are touched here rather than in a timed step (the bench runs without tiered compilation).
     /// </summary>
     private const int WarmUpSteps = 40;
 
@@ -231,9 +266,6 @@ public static class DecodeBench
                 model.ForwardBatch([new ForwardItem(first, new[] { 1 + step }, logits), new ForwardItem(second, new[] { 2 + step }, Memory<float>.Empty)]);
             }
         }
-
-        // Tier-1 code is compiled in the background after a short delay.
-        Thread.Sleep(500);
     }
 
     private static long PoolBytes(LlamaModel probe, string[] codecs, int[] contexts, Options o)
@@ -272,7 +304,7 @@ public static class DecodeBench
         Console.WriteLine(
             $"{codec}: CacheBytesAt per session {string.Join(", ", contexts.Select(c => $"{MiB(model.CacheBytesAt(codec, c)):F1} MiB at {c}"))}");
         Console.WriteLine(
-            $"{"context",8} {"sessions",8} {"tok/s",9} {"ms/pass",8} {"MB/token",9} {"GB/s",7} {"ceiling",7} {"of ceiling",10} {"alloc B/pass",12} "
+            $"{"context",8} {"sessions",8} {"tok/s",9} {"ms/pass",8} {"MB/token",9} {"GB/s",7} {"ceiling",7} {"range",9} {"of ceiling",10} {"alloc B/pass",12} "
             + $"{"resident MiB",12} {"codec MiB",10} {"overhead",9}");
         foreach (int context in contexts)
         {
@@ -294,10 +326,9 @@ public static class DecodeBench
     {
         using var batch = new DecodeBatch(model, codec, sessions, context);
         using var scheduler = o.Scheduler ? new BatchScheduler(model, new BatchSchedulerOptions()) : null;
-        Task<DecodeTiming> Run(int steps) => scheduler is null ? Task.FromResult(batch.RunPasses(steps)) : batch.RunScheduledAsync(scheduler, steps);
-        await Run(WarmupSteps);
-        double ceiling = CeilingNow(bandwidth);
-        var timing = await Run(o.Steps);
+        _ = scheduler is null ? batch.RunPasses(WarmupSteps) : await batch.RunScheduledAsync(scheduler, WarmupSteps);
+        var (timing, probes) = await TimedStepsAsync(batch, scheduler, o.Steps, bandwidth);
+        double ceiling = probes.Average();
         long resident = model.CacheBytesTotal - model.CacheBytesFree;
         long held = batch.CacheBytes;
 
@@ -310,7 +341,7 @@ public static class DecodeBench
         double gbps = bytesRead / timing.Seconds / 1e9;
         Console.WriteLine(
             $"{context,8} {sessions,8} {tokensPerSecond,9:F1} {timing.Seconds / timing.Passes * 1e3,8:F2} {bytesRead / tokens / 1e6,9:F1} {gbps,7:F1} "
-            + $"{ceiling,7:F1} {gbps / ceiling,10:P0} {(double)timing.AllocatedBytes / timing.Passes,12:F0} {MiB(resident / sessions),12:F1} {MiB(held / sessions),10:F1} "
+            + $"{ceiling,7:F1} {$"{probes.Min():F0}-{probes.Max():F0}",9} {gbps / ceiling,10:P0} {(double)timing.AllocatedBytes / timing.Passes,12:F0} {MiB(resident / sessions),12:F1} {MiB(held / sessions),10:F1} "
             + $"{(double)resident / held - 1,9:P1}");
         return new Result(codec, context, sessions, tokensPerSecond, gbps / ceiling, bytesRead / tokens);
     }

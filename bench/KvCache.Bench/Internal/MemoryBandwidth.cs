@@ -31,10 +31,13 @@ internal sealed unsafe class MemoryBandwidth : IDisposable
 
     public long Bytes => _floats * sizeof(float);
 
-    /// <summary>Best read bandwidth in GB/s (10^9 bytes per second) over <paramref name="runs"/> passes.</summary>
-    public double MeasureReadGBps(int threads, int runs)
+    /// <summary>
+    /// Best read bandwidth in GB/s (10^9 bytes per second) over <paramref name="runs"/> passes over the first
+    /// <paramref name="bytes"/> of the buffer (all of it by default).
+    /// </summary>
+    public double MeasureReadGBps(int threads, int runs, long bytes = long.MaxValue)
     {
-        long floats = _floats / (threads * 128L) * (threads * 128L);
+        long floats = Math.Min(_floats, bytes / sizeof(float)) / (threads * 128L) * (threads * 128L);
         double best = 0;
         for (int run = 0; run < runs; run++)
         {
