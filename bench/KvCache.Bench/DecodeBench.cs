@@ -137,43 +137,34 @@ public static class DecodeBench
         double ceilingOne = bandwidth.MeasureReadGBps(1, runs: 3);
         Console.WriteLine(
             $"memory read ceiling (Vector512 sum over {bandwidth.Bytes >> 20} MiB, 8 accumulators): best of 5 {ceiling:F1} GB/s on {threads} threads, best of 3 {ceilingOne:F1} GB/s on 1; "
-            + $"this machine's bandwidth drifts with its neighbours, so every cell probes it again between its timed passes ({ProbeBytes >> 20} MiB per probe)");
+            + $"this machine's bandwidth drifts with its neighbours, so every cell probes it again right before and after its timed passes ({ProbeBytes >> 20} MiB per probe)");
     }
 
     // Far larger than the CPU's last-level cache, and short enough to run between two decode passes.
     private const long ProbeBytes = 256L << 20;
 
-    /// <summary>The read ceiling now: the better of 2 threads and 1 thread (on a shared machine either may be the slowed one).</summary>
-    private static double Probe(MemoryBandwidth bandwidth) =>
-        Math.Max(bandwidth.MeasureReadGBps(Environment.ProcessorCount, runs: 1, ProbeBytes), bandwidth.MeasureReadGBps(1, runs: 1, ProbeBytes));
+    /// <summary>
+    /// The read ceiling now: the better of 2 threads and 1 thread (on a shared machine either may be the slowed one).
+    /// It first lets the compute pool's workers stop spinning, which would otherwise compete with the probe's threads.
+    /// </summary>
+    private static double Probe(MemoryBandwidth bandwidth)
+    {
+        Thread.Sleep(20);
+        return Math.Max(bandwidth.MeasureReadGBps(Environment.ProcessorCount, runs: 2, ProbeBytes), bandwidth.MeasureReadGBps(1, runs: 1, ProbeBytes));
+    }
 
     /// <summary>
-    /// The cell's timed steps with read-ceiling probes around them: between every two direct passes, or before and
-    /// after the scheduler's run. The neighbours' load moves the ceiling within seconds (from 36 to 78 GB/s in one
-    /// session), so one probe before the cell let a pass read faster than its ceiling; interleaved probes see the
-    /// conditions the passes ran in.
+    /// The cell's timed steps between two read-ceiling probes. The neighbours' load moves the ceiling within seconds
+    /// (from 36 to 78 GB/s in one session): one probe before the cell let a pass read faster than its ceiling, the
+    /// mean of a probe on each side is nearer the conditions the passes ran in. Probes between the passes would
+    /// perturb them: a pass that starts after a pause finds the pool's workers asleep.
     /// </summary>
     private static async Task<(DecodeTiming Timing, double[] Probes)> TimedStepsAsync(
         DecodeBatch batch, BatchScheduler? scheduler, int steps, MemoryBandwidth bandwidth)
     {
-        var probes = new List<double> { Probe(bandwidth) };
-        DecodeTiming timing;
-        if (scheduler is null)
-        {
-            timing = default;
-            for (int step = 0; step < steps; step++)
-            {
-                timing += batch.RunPasses(1);
-                probes.Add(Probe(bandwidth));
-            }
-        }
-        else
-        {
-            timing = await batch.RunScheduledAsync(scheduler, steps);
-            probes.Add(Probe(bandwidth));
-        }
-
-        return (timing, [.. probes]);
+        double before = Probe(bandwidth);
+        var timing = scheduler is null ? batch.RunPasses(steps) : await batch.RunScheduledAsync(scheduler, steps);
+        return (timing, [before, Probe(bandwidth)]);
     }
 
     /// <summary>Contexts with room left for the warmup and timed steps below max positions.</summary>
@@ -207,8 +198,8 @@ public static class DecodeBench
             (o.Scheduler
                 ? "alloc B/pass: managed bytes allocated by the whole process (the bench's session tasks included) per pass; "
                 : "alloc B/pass: managed bytes allocated on the bench thread per pass (must be 0); ")
-            + (o.Scheduler ? "ceiling: mean of read-ceiling probes before and after the timed steps" : "ceiling: mean of read-ceiling probes before, between and after the timed passes")
-            + " (each the better of 2 threads and 1), their range beside it; of ceiling: GB/s / ceiling; "
+            + "ceiling: mean of two read-ceiling probes, right before and right after the timed steps (each the better of 2 threads and 1), "
+            + "both beside it; of ceiling: GB/s / ceiling; "
             + "resident and codec MiB per session: (CacheBytesTotal - CacheBytesFree) / S and sum of CacheBytes / S after the timed steps");
     }
 
@@ -304,7 +295,7 @@ public static class DecodeBench
         Console.WriteLine(
             $"{codec}: CacheBytesAt per session {string.Join(", ", contexts.Select(c => $"{MiB(model.CacheBytesAt(codec, c)):F1} MiB at {c}"))}");
         Console.WriteLine(
-            $"{"context",8} {"sessions",8} {"tok/s",9} {"ms/pass",8} {"MB/token",9} {"GB/s",7} {"ceiling",7} {"range",9} {"of ceiling",10} {"alloc B/pass",12} "
+            $"{"context",8} {"sessions",8} {"tok/s",9} {"ms/pass",8} {"MB/token",9} {"GB/s",7} {"ceiling",7} {"probes",9} {"of ceiling",10} {"alloc B/pass",12} "
             + $"{"resident MiB",12} {"codec MiB",10} {"overhead",9}");
         foreach (int context in contexts)
         {
@@ -341,7 +332,7 @@ public static class DecodeBench
         double gbps = bytesRead / timing.Seconds / 1e9;
         Console.WriteLine(
             $"{context,8} {sessions,8} {tokensPerSecond,9:F1} {timing.Seconds / timing.Passes * 1e3,8:F2} {bytesRead / tokens / 1e6,9:F1} {gbps,7:F1} "
-            + $"{ceiling,7:F1} {$"{probes.Min():F0}-{probes.Max():F0}",9} {gbps / ceiling,10:P0} {(double)timing.AllocatedBytes / timing.Passes,12:F0} {MiB(resident / sessions),12:F1} {MiB(held / sessions),10:F1} "
+            + $"{ceiling,7:F1} {$"{probes[0]:F0}, {probes[1]:F0}",9} {gbps / ceiling,10:P0} {(double)timing.AllocatedBytes / timing.Passes,12:F0} {MiB(resident / sessions),12:F1} {MiB(held / sessions),10:F1} "
             + $"{(double)resident / held - 1,9:P1}");
         return new Result(codec, context, sessions, tokensPerSecond, gbps / ceiling, bytesRead / tokens);
     }
