@@ -7,11 +7,7 @@ using KvCache.GpuWorker.Sampling;
 namespace KvCache.Bench.Internal;
 
 /// <summary>Wall time, forward passes and managed bytes allocated over a run of decode steps.</summary>
-internal readonly record struct DecodeTiming(double Seconds, long Passes, long AllocatedBytes)
-{
-    public static DecodeTiming operator +(DecodeTiming a, DecodeTiming b) =>
-        new(a.Seconds + b.Seconds, a.Passes + b.Passes, a.AllocatedBytes + b.AllocatedBytes);
-}
+internal readonly record struct DecodeTiming(double Seconds, long Passes, long AllocatedBytes);
 
 /// <summary>
 /// S sessions of one codec decoding greedily: their caches, filled to a context without prefill, and per session
