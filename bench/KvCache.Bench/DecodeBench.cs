@@ -240,8 +240,8 @@ public static class DecodeBench
     }
 
     /// <summary>
-    /// Decode steps on small caches before the model's first cell: the pass's scratch, the sampler's buffers and the
-    /// first blocks of the pool are touched here rather than in a timed step (the bench runs without tiered compilation).
+    /// Decode steps on small caches before the model's first cell, so that the pass's scratch and the first blocks of
+    /// the pool are touched here rather than in a timed step (the bench runs without tiered compilation).
     /// </summary>
     private const int WarmUpSteps = 40;
 
