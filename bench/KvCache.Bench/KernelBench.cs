@@ -194,21 +194,10 @@ public static unsafe class KernelBench
 
             using var backend = new CpuBackend(threads, context);
             float scale = 1f / MathF.Sqrt(AttentionHeadDim);
-            var samples = new List<double>();
-            var total = Stopwatch.StartNew();
-            for (long call = 0; total.Elapsed.TotalSeconds < seconds || samples.Count < 5; call++)
-            {
-                int layer = cached ? 0 : (int)(call % AttentionLayers);
-                long start = Stopwatch.GetTimestamp();
-                backend.Attention(attentionRows, layer, q, AttentionHeads, scale, output);
-                if (call >= AttentionLayers)
-                {
-                    samples.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
-                }
-            }
-
-            samples.Sort();
-            return samples[samples.Count / 2];
+            return MedianSeconds(
+                call => backend.Attention(attentionRows, cached ? 0 : (int)(call % AttentionLayers), q, AttentionHeads, scale, output),
+                untimed: AttentionLayers,
+                seconds);
         }
         finally
         {
@@ -219,19 +208,26 @@ public static unsafe class KernelBench
         }
     }
 
-    /// <summary>Median seconds per call over about <paramref name="seconds"/> of calls, after a warm-up.</summary>
+    /// <summary>Median seconds per call of a matrix of the arena, the matrices taken in turn (one slot: the same one again and again).</summary>
     private static double Time(CpuBackend backend, float* x, int rows, int inDim, byte* arena, long slots, long weightBytes, bool bf16, int outDim, float* y, double seconds)
     {
         long stride = Stride(weightBytes);
-        long call = 0;
+        return MedianSeconds(call => backend.MatMul(x, rows, inDim, new LinearWeight(arena + call % slots * stride, bf16), outDim, y), untimed: 3, seconds);
+    }
+
+    /// <summary>
+    /// Median seconds of <paramref name="call"/>(0, 1, …) over about <paramref name="seconds"/> of calls and at least five
+    /// timed ones, after <paramref name="untimed"/> warm-up calls.
+    /// </summary>
+    private static double MedianSeconds(Action<long> call, int untimed, double seconds)
+    {
         var samples = new List<double>();
         var total = Stopwatch.StartNew();
-        while (total.Elapsed.TotalSeconds < seconds || samples.Count < 5)
+        for (long i = 0; total.Elapsed.TotalSeconds < seconds || samples.Count < 5; i++)
         {
-            var weight = new LinearWeight(arena + (call++ % slots) * stride, bf16);
             long start = Stopwatch.GetTimestamp();
-            backend.MatMul(x, rows, inDim, weight, outDim, y);
-            if (call > 3)
+            call(i);
+            if (i >= untimed)
             {
                 samples.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
             }

@@ -43,10 +43,7 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
         long floats = (long)threads * _threadStride;
         _memory = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
         NativeMemory.Clear(_memory, (nuint)(floats * sizeof(float)));
-        Threads = threads;
     }
-
-    public int Threads { get; }
 
     /// <summary>Query row q [heads · head_dim] at <paramref name="position"/> (already appended) → output [heads · head_dim].</summary>
     public void Set(FourierKvCache cache, int layer, float* q, int heads, int position, float scale, float* output)

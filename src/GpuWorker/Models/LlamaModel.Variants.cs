@@ -144,7 +144,10 @@ public sealed unsafe partial class LlamaModel
         OutputAndMlp(w, s.X, n, s);
     }
 
-    /// <summary>Normed input, then post-RoPE Q, K, V of the pass's rows (rows of s.X).</summary>
+    /// <summary>
+    /// Normed input, then post-RoPE Q, K and V of the pass's rows (rows of s.X). V is as wide as the cache's value
+    /// side: rank-wide for SVD-GQA, whose W_V' already projects into the rank.
+    /// </summary>
     private void ProjectQkv(in LayerWeights w, ForwardScratch s)
     {
         var c = Config;
@@ -152,7 +155,7 @@ public sealed unsafe partial class LlamaModel
         _backend.RmsNorm(s.X, w.InputNorm, s.Normed, n, h, _eps);
         _backend.MatMul(s.Normed, n, h, w.Q, c.QueryDim, s.Q);
         _backend.MatMul(s.Normed, n, h, w.K, c.KeyValueDim, s.K);
-        _backend.MatMul(s.Normed, n, h, w.V, c.KeyValueDim, s.V);
+        _backend.MatMul(s.Normed, n, h, w.V, _layout.Heads * _layout.Dim, s.V);
         RopeSegments(s, s.Q, c.NumAttentionHeads);
         RopeSegments(s, s.K, c.NumKeyValueHeads);
     }

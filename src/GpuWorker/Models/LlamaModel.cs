@@ -426,7 +426,7 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
     private void Layers(ForwardScratch s)
     {
         var c = Config;
-        int n = s.Rows, h = c.HiddenSize, heads = c.NumAttentionHeads, kvWidth = _layout.Heads * _layout.Dim;
+        int n = s.Rows, heads = c.NumAttentionHeads, kvWidth = _layout.Heads * _layout.Dim;
         var attend = s.Attend;
         attend.Clear();
         for (int i = 0; i < s.SegmentCount; i++)
@@ -451,12 +451,7 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
                 continue;
             }
 
-            _backend.RmsNorm(s.X, w.InputNorm, s.Normed, n, h, _eps);
-            _backend.MatMul(s.Normed, n, h, w.Q, c.QueryDim, s.Q);
-            _backend.MatMul(s.Normed, n, h, w.K, c.KeyValueDim, s.K);
-            _backend.MatMul(s.Normed, n, h, w.V, kvWidth, s.V);
-            RopeSegments(s, s.Q, heads);
-            RopeSegments(s, s.K, c.NumKeyValueHeads);
+            ProjectQkv(w, s);
             float* q = s.Q, k = s.K;
             if (c.SvdGqa is { } svd)
             {
