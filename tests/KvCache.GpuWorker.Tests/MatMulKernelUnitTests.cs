@@ -28,7 +28,7 @@ public sealed unsafe class MatMulKernelUnitTests
 
     [Theory]
     [MemberData(nameof(LengthsAndOffsets))]
-    public void Dot4_equals_Dot_bit_for_bit_at_any_length_and_alignment(int n, int offset)
+    public void Dot4_equals_Dot_bit_for_bit_at_any_length_and_alignment_with_or_without_prefetch(int n, int offset)
     {
         // Rows sit at an odd stride past a misaligned start, so no two rows share an alignment.
         long stride = n + 3;
@@ -44,14 +44,18 @@ public sealed unsafe class MatMulKernelUnitTests
         Widen(wbp, widened.Pointer, n);
 
         float* y = stackalloc float[8];
-        Kernels.Dot4<F32Weights, float>(xp, stride, wp, n, y, 2);
-        Kernels.Dot4<Bf16Weights, ushort>(xp, stride, wbp, n, y + 1, 2);
-        for (int r = 0; r < 4; r++)
+        foreach (bool prefetch in (bool[])[false, true])
         {
-            float* xr = xp + r * stride;
-            AssertBits(Kernels.Dot(xr, wp, n), y[2 * r]);
-            AssertBits(Kernels.Dot(xr, widened.Pointer, n), y[2 * r + 1]);
-            AssertBits(Kernels.Dot(xr, widened.Pointer, n), Kernels.Dot<Bf16Weights, ushort>(xr, wbp, n));
+            Kernels.Dot4<F32Weights, float>(xp, stride, wp, n, y, 2, prefetch);
+            Kernels.Dot4<Bf16Weights, ushort>(xp, stride, wbp, n, y + 1, 2, prefetch);
+            for (int r = 0; r < 4; r++)
+            {
+                float* xr = xp + r * stride;
+                AssertBits(Kernels.Dot(xr, wp, n), y[2 * r]);
+                AssertBits(Kernels.Dot(xr, widened.Pointer, n), y[2 * r + 1]);
+                AssertBits(Kernels.Dot(xr, widened.Pointer, n), Kernels.Dot<Bf16Weights, ushort>(xr, wbp, n, prefetch));
+                AssertBits(Kernels.Dot(xr, wp, n), Kernels.Dot<F32Weights, float>(xr, wp, n, prefetch));
+            }
         }
     }
 

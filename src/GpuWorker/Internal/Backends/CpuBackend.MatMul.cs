@@ -82,13 +82,16 @@ internal sealed unsafe partial class CpuBackend
 
             // Token rows outer, weight rows inner: the tile's weight rows are read from memory once and stay in
             // cache while each group of four token rows sweeps them.
+            // Only the first sweep streams from memory, and it prefetches where the hardware prefetchers fall behind:
+            // four rows' FMAs per weight, or bf16's two weights per byte, leave the out-of-order window too few cache
+            // lines ahead (prefetching made these 10-40% faster). An f32 GEMV keeps up alone and only pays for it.
             for (; r <= _rows - 4; r += 4)
             {
                 float* x = _x + (long)r * _in;
                 float* y = _y + (long)r * _out;
                 for (int o = start; o < end; o++)
                 {
-                    Kernels.Dot4<TFormat, T>(x, _in, _w + (long)o * _in, _in, y + o, _out);
+                    Kernels.Dot4<TFormat, T>(x, _in, _w + (long)o * _in, _in, y + o, _out, prefetch: r == 0);
                 }
             }
 
@@ -96,9 +99,19 @@ internal sealed unsafe partial class CpuBackend
             {
                 float* x = _x + (long)r * _in;
                 float* y = _y + (long)r * _out;
-                for (int o = start; o < end; o++)
+                if (r == 0 && sizeof(T) < sizeof(float))
                 {
-                    y[o] = Kernels.Dot<TFormat, T>(x, _w + (long)o * _in, _in);
+                    for (int o = start; o < end; o++)
+                    {
+                        y[o] = Kernels.Dot<TFormat, T>(x, _w + (long)o * _in, _in, prefetch: true);
+                    }
+                }
+                else
+                {
+                    for (int o = start; o < end; o++)
+                    {
+                        y[o] = Kernels.Dot<TFormat, T>(x, _w + (long)o * _in, _in);
+                    }
                 }
             }
         }
