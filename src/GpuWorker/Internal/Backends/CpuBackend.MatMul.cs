@@ -99,19 +99,10 @@ internal sealed unsafe partial class CpuBackend
             {
                 float* x = _x + (long)r * _in;
                 float* y = _y + (long)r * _out;
-                if (r == 0 && sizeof(T) < sizeof(float))
+                bool prefetch = r == 0 && sizeof(T) < sizeof(float);
+                for (int o = start; o < end; o++)
                 {
-                    for (int o = start; o < end; o++)
-                    {
-                        y[o] = Kernels.Dot<TFormat, T>(x, _w + (long)o * _in, _in, prefetch: true);
-                    }
-                }
-                else
-                {
-                    for (int o = start; o < end; o++)
-                    {
-                        y[o] = Kernels.Dot<TFormat, T>(x, _w + (long)o * _in, _in);
-                    }
+                    y[o] = Kernels.Dot<TFormat, T>(x, _w + (long)o * _in, _in, prefetch);
                 }
             }
         }
