@@ -99,7 +99,7 @@ public sealed class CodecResumeIntegrationTests(CodecModelsFixture models) : ICl
         [FullKvCache.CodecId, SvdGqaKvCache.CodecId, YocoKvCache.CodecId, FusedKvCache.CodecId, FusedKvCache.LiteCodecId, FourierKvCache.CodecId];
 
     public async Task InitializeAsync() =>
-        _redis = await RedisServer.StartAsync(new RedisServerOptions { FirstPort = 43500, LastPort = 43999 });
+        _redis = await RedisServer.StartAsync(TestPorts.Redis);
 
     public async Task DisposeAsync() => await _redis.DisposeAsync();
 

@@ -139,7 +139,7 @@ public sealed class ContainerImageIntegrationTests
         public static async Task<PublishedCluster> StartAsync(int silos)
         {
             var (gatewayDirectory, siloDirectory) = await PublishedApps.GetAsync();
-            var cluster = new PublishedCluster(await RedisServer.StartAsync(new RedisServerOptions { FirstPort = 43500, LastPort = 43999 }));
+            var cluster = new PublishedCluster(await RedisServer.StartAsync(TestPorts.Redis));
             try
             {
                 string[] common =

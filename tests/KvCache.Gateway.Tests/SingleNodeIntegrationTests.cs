@@ -22,7 +22,7 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
     private RedisServer _redis = null!;
 
     public async Task InitializeAsync() =>
-        _redis = await RedisServer.StartAsync(new RedisServerOptions { FirstPort = 43500, LastPort = 43999 });
+        _redis = await RedisServer.StartAsync(TestPorts.Redis);
 
     public async Task DisposeAsync() => await _redis.DisposeAsync();
 

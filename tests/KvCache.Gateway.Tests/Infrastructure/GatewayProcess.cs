@@ -84,12 +84,12 @@ public sealed class GatewayProcess : IAsyncDisposable
         Channel.Dispose();
     }
 
-    /// <summary>A free loopback port in this test project's range (43000-43499; Redis takes 43500-43999).</summary>
+    /// <summary>A free loopback port in this test project's service range (<see cref="TestPorts"/>).</summary>
     public static int FreePort()
     {
         for (var attempt = 0; attempt < 200; attempt++)
         {
-            var port = Random.Shared.Next(43000, 43500);
+            var port = Random.Shared.Next(TestPorts.FirstServicePort, TestPorts.LastServicePort + 1);
             lock (s_handedOut)
             {
                 if (!s_handedOut.Add(port))
@@ -109,7 +109,7 @@ public sealed class GatewayProcess : IAsyncDisposable
             }
         }
 
-        throw new InvalidOperationException("No free port in 43000-43499.");
+        throw new InvalidOperationException($"No free port in {TestPorts.FirstServicePort}-{TestPorts.LastServicePort}.");
     }
 
     private async Task WaitUntilServingAsync(Metadata? headers)

@@ -60,7 +60,7 @@ public sealed class ProcessCluster : IAsyncDisposable
     /// <param name="gatewayHeaders">Metadata the gateway needs for a ListModels call (an API key when keys are configured).</param>
     public static async Task<ProcessCluster> StartAsync(int silos, string[]? settings = null, string? modelDirectory = null, Metadata? gatewayHeaders = null)
     {
-        var redis = await RedisServer.StartAsync(new RedisServerOptions { FirstPort = 43500, LastPort = 43999 });
+        var redis = await RedisServer.StartAsync(TestPorts.Redis);
         var cluster = new ProcessCluster(redis, modelDirectory ?? EnsureModel(), settings ?? []);
         try
         {

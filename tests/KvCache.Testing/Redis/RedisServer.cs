@@ -8,10 +8,13 @@ namespace KvCache.Testing.Redis;
 /// <summary>How to start a throwaway <see cref="RedisServer"/>.</summary>
 public sealed class RedisServerOptions
 {
-    /// <summary>Loopback ports to pick from (inclusive); each test project owns a range.</summary>
-    public int FirstPort { get; init; } = 42000;
+    /// <summary>
+    /// Loopback ports to pick from (inclusive); each test project owns a range, below the ephemeral range (32768-60999)
+    /// so that no outgoing connection takes the port between the probe and redis-server's bind.
+    /// </summary>
+    public int FirstPort { get; init; } = 22000;
 
-    public int LastPort { get; init; } = 42999;
+    public int LastPort { get; init; } = 22999;
 
     /// <summary>requirepass; null for none.</summary>
     public string? Password { get; init; }
