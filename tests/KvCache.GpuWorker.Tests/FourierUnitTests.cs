@@ -88,17 +88,14 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
         var random = new Random(3);
         float[] q = Enumerable.Range(0, heads * d).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
         var folded = new float[heads * d];
-        using var job = new FourierAttentionJob(1, Config.MaxPositionEmbeddings, d, f.Coefficients);
+        using var job = new FourierAttentionJob(1, heads, Config.MaxPositionEmbeddings, d, f.Coefficients);
         float scale = 1f / MathF.Sqrt(d);
         for (int layer = 0; layer < f.Layers; layer++)
         {
             fixed (float* qp = q, op = folded)
             {
-                job.Set(cache, layer, qp, heads, position, scale, op);
-                for (int h = 0; h < heads; h++)
-                {
-                    job.Execute(h, 0);
-                }
+                job.Set(cache, layer, qp, position, scale, op);
+                job.Execute(0, 0);
             }
 
             for (int h = 0; h < heads; h++)
@@ -130,7 +127,7 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
     [InlineData(0.5, 8, 40)]
     [InlineData(1.0, 4, 37)]
     [InlineData(0.25, 8, 23)]
-    public void Runs_across_blocks_the_window_wrap_and_the_horizon_equal_per_key_attention_bit_for_bit(double fraction, int frequencies, int horizon)
+    public void Runs_across_blocks_the_window_wrap_and_the_horizon_equal_per_key_attention_bit_for_bit_in_any_head_grouping(double fraction, int frequencies, int horizon)
     {
         // Middle rows run to block ends (32 or 21 exact rows a block, or none), basis rows to the horizon, window
         // slots to the ring's wrap and block ends: the job's run-by-run kernels against one Dot and Axpy per key.
@@ -143,26 +140,47 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
         var random = new Random(5);
         float[] q = Enumerable.Range(0, heads * d).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
         float[] actual = new float[heads * d], expected = new float[heads * d];
-        using var job = new FourierAttentionJob(1, Config.MaxPositionEmbeddings, d, f.Coefficients);
+
+        // One group of all heads, two groups of two, and a group per head: grouping must never change a bit.
+        FourierAttentionJob[] jobs = [.. new[] { 1, 2, heads }.Select(threads => new FourierAttentionJob(threads, heads, Config.MaxPositionEmbeddings, d, f.Coefficients))];
+        Assert.Equal([1, 2, heads], jobs.Select(job => job.Items));
         int[] tokens = TestModels.Tokens(150, Config.VocabSize, 9);
         int at = 0;
-        foreach (int p in new[] { 3, 21, 37, 60, 101, 150 })
+        try
         {
-            model.Forward(cache, tokens.AsSpan(at, p - at), new float[Config.VocabSize]);
-            at = p;
-            for (int layer = 0; layer < f.Layers; layer++)
+            foreach (int p in new[] { 3, 21, 37, 60, 101, 150 })
             {
-                fixed (float* qp = q, ap = actual, ep = expected)
+                model.Forward(cache, tokens.AsSpan(at, p - at), new float[Config.VocabSize]);
+                at = p;
+                for (int layer = 0; layer < f.Layers; layer++)
                 {
-                    job.Set(cache, layer, qp, heads, p - 1, scale, ap);
-                    for (int h = 0; h < heads; h++)
+                    fixed (float* qp = q, ap = actual, ep = expected)
                     {
-                        job.Execute(h, 0);
-                        PerKeyAttention(cache, layer, qp + h * d, h / (heads / f.KvHeads), p - 1, scale, ep + h * d);
+                        for (int h = 0; h < heads; h++)
+                        {
+                            PerKeyAttention(cache, layer, qp + h * d, h / (heads / f.KvHeads), p - 1, scale, ep + h * d);
+                        }
+
+                        foreach (var job in jobs)
+                        {
+                            Array.Clear(actual);
+                            job.Set(cache, layer, qp, p - 1, scale, ap);
+                            for (int item = 0; item < job.Items; item++)
+                            {
+                                job.Execute(item, 0);
+                            }
+
+                            Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), actual.Select(BitConverter.SingleToInt32Bits));
+                        }
                     }
                 }
-
-                Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), actual.Select(BitConverter.SingleToInt32Bits));
+            }
+        }
+        finally
+        {
+            foreach (var job in jobs)
+            {
+                job.Dispose();
             }
         }
     }

@@ -5,8 +5,8 @@ using System.Runtime.InteropServices;
 namespace KvCache.GpuWorker.Internal;
 
 /// <summary>
-/// Attention of one query row (all heads, one index per head) over a fourier cache: init tokens, the middle
-/// segment with the query folded into the coefficients, then the window, in position order.
+/// Attention of one query row (all heads) over a fourier cache: init tokens, the middle segment with the query folded
+/// into the coefficients, then the window, in position order. Each job index takes a group of consecutive heads.
 /// </summary>
 /// <remarks>
 /// <para>Init and window tokens go through exactly the operations of the full cache's attention (same dots, same
@@ -18,8 +18,13 @@ namespace KvCache.GpuWorker.Internal;
 /// basis rows as two unscaled Scores, combined as (exact + folded) · scale, the per-key expression (exact = 0f when
 /// e = 0; no folded term when m = 0); its values go through one AccumulateValues over the exact rows and one over the
 /// basis rows. So with m = 0 the result equals the full cache's bit for bit.</para>
-/// <para>Each thread owns its score row, small buffers and a scratch row for a run's folded scores, 64-byte aligned
-/// like the full kernel's; Scores writes whole groups of 16, so each row has room for one group's overrun.</para>
+/// <para>The middle loops go run by run, and within a run head by head: every head of the group reads the same basis
+/// rows, which then come from L1 or L2. Head by head, the basis (middle tokens × 2k floats, 1.8 MiB at 8k tokens and
+/// k = 32, more than L2) was read again from memory for every head, more bytes than the cache itself. Each head's
+/// own operations and their order are unchanged, so the grouping never changes a result.</para>
+/// <para>Each thread owns, per head of a group, a score row and small buffers, and one scratch row for a run's folded
+/// scores, 64-byte aligned like the full kernel's; Scores writes whole groups of 16, so each row has room for one
+/// group's overrun.</para>
 /// </remarks>
 internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
 {
@@ -27,31 +32,39 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
     private const int MaxMiddleRun = 256;
 
     private readonly float* _memory;
+    private readonly int _heads;
+    private readonly int _headsPerItem;
     private readonly int _scoreStride;
-    private readonly int _bufferStride;
+    private readonly int _headStride;
     private readonly int _threadStride;
     private FourierKvCache? _cache;
     private float* _q, _out;
-    private int _layer, _heads, _position;
+    private int _layer, _position;
     private float _scale;
 
-    public FourierAttentionJob(int threads, int maxPositions, int headDim, int coefficients)
+    /// <summary>A job for <paramref name="heads"/> query heads, split in one group per compute thread.</summary>
+    public FourierAttentionJob(int threads, int heads, int maxPositions, int headDim, int coefficients)
     {
+        _heads = heads;
+        _headsPerItem = (heads + threads - 1) / threads;
+        Items = (heads + _headsPerItem - 1) / _headsPerItem;
         _scoreStride = ((maxPositions + 15) & ~15) + 16;
-        _bufferStride = (headDim + coefficients + 15) & ~15;
-        _threadStride = _scoreStride + _bufferStride + MaxMiddleRun + 16;
+        _headStride = _scoreStride + ((headDim + coefficients + 15) & ~15);
+        _threadStride = _headsPerItem * _headStride + MaxMiddleRun + 16;
         long floats = (long)threads * _threadStride;
         _memory = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
         NativeMemory.Clear(_memory, (nuint)(floats * sizeof(float)));
     }
 
+    /// <summary>Job indices one query row takes: [0, Items).</summary>
+    public int Items { get; }
+
     /// <summary>Query row q [heads · head_dim] at <paramref name="position"/> (already appended) → output [heads · head_dim].</summary>
-    public void Set(FourierKvCache cache, int layer, float* q, int heads, int position, float scale, float* output)
+    public void Set(FourierKvCache cache, int layer, float* q, int position, float scale, float* output)
     {
         _cache = cache;
         _layer = layer;
         _q = q;
-        _heads = heads;
         _position = position;
         _scale = scale;
         _out = output;
@@ -60,116 +73,192 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Execute(int index, int thread)
     {
-        var cache = _cache!;
-        var f = cache.Layout;
-        int d = f.HeadDim, e = f.Exact, m = f.Compressed, c2 = f.Coefficients, layer = _layer;
-        int g = index / (_heads / f.KvHeads);
-        int n = _position + 1;
+        var f = _cache!.Layout;
+        int first = index * _headsPerItem, count = Math.Min(_headsPerItem, _heads - first);
+        int d = f.HeadDim, n = _position + 1;
         int init = Math.Min(n, f.Init), middle = f.MiddleCount(n), windowStart = init + middle;
-        float* q = _q + (long)index * d;
-        float* o = _out + (long)index * d;
-        float* s = _memory + (long)thread * _threadStride;
-        float* permuted = s + _scoreStride;            // q, then o, in the head's exact-then-compressed order
-        float* folded = permuted + d;                  // q_C · c_j, then Σ_u p_u φ_j(u)
-        float* foldedScores = permuted + _bufferStride; // Σ_j (q_C · c_j) φ_j(u) over one middle run
-        float scale = _scale;
+        float* memory = _memory + (long)thread * _threadStride;
+        float* foldedScores = memory + (long)_headsPerItem * _headStride; // Σ_j (q_C · c_j) φ_j(u) over one middle run
+        float* sums = stackalloc float[count];
 
-        ScoreSlots(q, g, 0, init, s);
+        for (int h = 0; h < count; h++)
+        {
+            ScoreSlots(Query(first + h), KvHead(first + h), 0, init, Scores(memory, h));
+        }
+
         if (middle > 0)
         {
-            int* order = f.OrderOf(layer, 0, g);
-            for (int i = 0; i < d; i++)
+            for (int h = 0; h < count; h++)
             {
-                permuted[i] = q[order[i]];
-            }
-
-            if (m > 0)
-            {
-                float* keys = cache.Coefficients(layer, 0, g);
-                for (int j = 0; j < c2; j++)
-                {
-                    folded[j] = Kernels.Dot(permuted + e, keys + (long)j * m, m);
-                }
+                FoldQuery(Query(first + h), KvHead(first + h), Permuted(memory, h));
             }
 
             for (int u = 0, run; u < middle; u += run)
             {
                 run = MiddleRun(f, u, middle);
-                float* score = s + init + u;
-                float* next = e > 0 && u + run < middle ? cache.Middle(u + run, layer, 0, g) : null;
-                if (m == 0)
+                for (int h = 0; h < count; h++)
                 {
-                    Kernels.Scores(permuted, cache.Middle(u, layer, 0, g), run, e, scale, score, next);
-                    continue;
+                    ScoreMiddleRun(KvHead(first + h), u, run, middle, Scores(memory, h) + init + u, Permuted(memory, h), foldedScores);
                 }
-
-                if (e > 0)
-                {
-                    Kernels.Scores(permuted, cache.Middle(u, layer, 0, g), run, e, 1f, score, next);
-                }
-                else
-                {
-                    new Span<float>(score, run).Clear(); // no exact dims: the exact term is 0f
-                }
-
-                // (exact + folded) · scale, the two roundings of the per-key expression.
-                Kernels.Scores(folded, f.Basis + (long)(u % f.Horizon) * c2, run, c2, 1f, foldedScores, null);
-                var scores = new Span<float>(score, run);
-                TensorPrimitives.AddMultiply(scores, new ReadOnlySpan<float>(foldedScores, run), scale, scores);
             }
         }
 
-        ScoreSlots(q, g, windowStart, n, s);
+        for (int h = 0; h < count; h++)
+        {
+            float* s = Scores(memory, h);
+            ScoreSlots(Query(first + h), KvHead(first + h), windowStart, n, s);
+            sums[h] = Kernels.Exponentiate(s, n);
+            new Span<float>(Output(first + h), d).Clear();
+            AccumulateSlots(s, KvHead(first + h), 0, init, Output(first + h));
+        }
 
-        float sum = Kernels.Exponentiate(s, n);
-
-        new Span<float>(o, d).Clear();
-        AccumulateSlots(s, g, 0, init, o);
         if (middle > 0)
         {
-            int* order = f.OrderOf(layer, 1, g);
-            for (int i = 0; i < d; i++)
+            for (int h = 0; h < count; h++)
             {
-                permuted[i] = o[order[i]];
+                PermuteOutput(KvHead(first + h), Output(first + h), Permuted(memory, h));
             }
 
-            new Span<float>(folded, c2).Clear();
             for (int u = 0, run; u < middle; u += run)
             {
                 run = MiddleRun(f, u, middle);
-                float* p = s + init + u;
-                if (e > 0)
+                for (int h = 0; h < count; h++)
                 {
-                    Kernels.AccumulateValues(p, cache.Middle(u, layer, 1, g), run, e, permuted, u + run < middle ? cache.Middle(u + run, layer, 1, g) : null);
-                }
-
-                if (m > 0)
-                {
-                    Kernels.AccumulateValues(p, f.Basis + (long)(u % f.Horizon) * c2, run, c2, folded, null);
+                    AccumulateMiddleRun(KvHead(first + h), u, run, middle, Scores(memory, h) + init + u, Permuted(memory, h));
                 }
             }
 
-            if (m > 0)
+            for (int h = 0; h < count; h++)
             {
-                float* values = cache.Coefficients(layer, 1, g);
-                for (int j = 0; j < c2; j++)
-                {
-                    Kernels.Axpy(folded[j], values + (long)j * m, permuted + e, m);
-                }
-            }
-
-            for (int i = 0; i < d; i++)
-            {
-                o[order[i]] = permuted[i];
+                UnfoldOutput(KvHead(first + h), Permuted(memory, h), Output(first + h));
             }
         }
 
-        AccumulateSlots(s, g, windowStart, n, o);
-
-        TensorPrimitives.Multiply(new ReadOnlySpan<float>(o, d), 1f / sum, new Span<float>(o, d));
+        for (int h = 0; h < count; h++)
+        {
+            AccumulateSlots(Scores(memory, h), KvHead(first + h), windowStart, n, Output(first + h));
+            TensorPrimitives.Multiply(new ReadOnlySpan<float>(Output(first + h), d), 1f / sums[h], new Span<float>(Output(first + h), d));
+        }
     }
 
     public void Dispose() => NativeMemory.AlignedFree(_memory);
+
+    private float* Query(int head) => _q + (long)head * _cache!.Layout.HeadDim;
+
+    private float* Output(int head) => _out + (long)head * _cache!.Layout.HeadDim;
+
+    private int KvHead(int head) => head / (_heads / _cache!.Layout.KvHeads);
+
+    /// <summary>The score row of the group's <paramref name="h"/>-th head.</summary>
+    private float* Scores(float* memory, int h) => memory + (long)h * _headStride;
+
+    /// <summary>
+    /// The group's <paramref name="h"/>-th head's q, then o, in its exact-then-compressed order (head_dim floats),
+    /// followed by its folded vector (2k floats): q_C · c_j, then Σ_u p_u φ_j(u).
+    /// </summary>
+    private float* Permuted(float* memory, int h) => Scores(memory, h) + _scoreStride;
+
+    /// <summary>Permutes q into the key order and folds its compressed dims into the key coefficients.</summary>
+    private void FoldQuery(float* q, int g, float* permuted)
+    {
+        var f = _cache!.Layout;
+        int d = f.HeadDim, e = f.Exact, m = f.Compressed;
+        int* order = f.OrderOf(_layer, 0, g);
+        for (int i = 0; i < d; i++)
+        {
+            permuted[i] = q[order[i]];
+        }
+
+        if (m > 0)
+        {
+            float* keys = _cache.Coefficients(_layer, 0, g);
+            for (int j = 0; j < f.Coefficients; j++)
+            {
+                permuted[d + j] = Kernels.Dot(permuted + e, keys + (long)j * m, m);
+            }
+        }
+    }
+
+    /// <summary>Scores of middle tokens [u, u + run) (one run) into <paramref name="score"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void ScoreMiddleRun(int g, int u, int run, int middle, float* score, float* permuted, float* foldedScores)
+    {
+        var cache = _cache!;
+        var f = cache.Layout;
+        int e = f.Exact, c2 = f.Coefficients;
+        float* next = e > 0 && u + run < middle ? cache.Middle(u + run, _layer, 0, g) : null;
+        if (f.Compressed == 0)
+        {
+            Kernels.Scores(permuted, cache.Middle(u, _layer, 0, g), run, e, _scale, score, next);
+            return;
+        }
+
+        if (e > 0)
+        {
+            Kernels.Scores(permuted, cache.Middle(u, _layer, 0, g), run, e, 1f, score, next);
+        }
+        else
+        {
+            new Span<float>(score, run).Clear(); // no exact dims: the exact term is 0f
+        }
+
+        // (exact + folded) · scale, the two roundings of the per-key expression.
+        Kernels.Scores(permuted + f.HeadDim, f.Basis + (long)(u % f.Horizon) * c2, run, c2, 1f, foldedScores, null);
+        var scores = new Span<float>(score, run);
+        TensorPrimitives.AddMultiply(scores, new ReadOnlySpan<float>(foldedScores, run), _scale, scores);
+    }
+
+    /// <summary>Permutes o (init tokens accumulated) into the value order and clears the folded accumulators.</summary>
+    private void PermuteOutput(int g, float* o, float* permuted)
+    {
+        var f = _cache!.Layout;
+        int* order = f.OrderOf(_layer, 1, g);
+        for (int i = 0; i < f.HeadDim; i++)
+        {
+            permuted[i] = o[order[i]];
+        }
+
+        new Span<float>(permuted + f.HeadDim, f.Coefficients).Clear();
+    }
+
+    /// <summary>Accumulates middle tokens [u, u + run) weighted by <paramref name="p"/>: exact dims, then basis rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void AccumulateMiddleRun(int g, int u, int run, int middle, float* p, float* permuted)
+    {
+        var cache = _cache!;
+        var f = cache.Layout;
+        int e = f.Exact, c2 = f.Coefficients;
+        if (e > 0)
+        {
+            Kernels.AccumulateValues(p, cache.Middle(u, _layer, 1, g), run, e, permuted, u + run < middle ? cache.Middle(u + run, _layer, 1, g) : null);
+        }
+
+        if (f.Compressed > 0)
+        {
+            Kernels.AccumulateValues(p, f.Basis + (long)(u % f.Horizon) * c2, run, c2, permuted + f.HeadDim, null);
+        }
+    }
+
+    /// <summary>Expands the folded accumulators through the value coefficients and writes o back in head order.</summary>
+    private void UnfoldOutput(int g, float* permuted, float* o)
+    {
+        var f = _cache!.Layout;
+        int d = f.HeadDim, e = f.Exact, m = f.Compressed;
+        if (m > 0)
+        {
+            float* values = _cache.Coefficients(_layer, 1, g);
+            for (int j = 0; j < f.Coefficients; j++)
+            {
+                Kernels.Axpy(permuted[d + j], values + (long)j * m, permuted + e, m);
+            }
+        }
+
+        int* order = f.OrderOf(_layer, 1, g);
+        for (int i = 0; i < d; i++)
+        {
+            o[order[i]] = permuted[i];
+        }
+    }
 
     /// <summary>s[t] = q · k_t · scale for the init or window positions [<paramref name="from"/>, <paramref name="to"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -43,8 +43,8 @@ public sealed unsafe partial class LlamaModel
             lock (_fourier.Gate)
             {
                 // One job serves every fourier cache of the model: concurrent passes take turns.
-                _fourier.Job.Set(cache, layer, s.Q + (long)r * c.QueryDim, c.NumAttentionHeads, position, _attentionScale, s.Attention + (long)r * c.QueryDim);
-                _backend.Run(_fourier.Job, c.NumAttentionHeads);
+                _fourier.Job.Set(cache, layer, s.Q + (long)r * c.QueryDim, position, _attentionScale, s.Attention + (long)r * c.QueryDim);
+                _backend.Run(_fourier.Job, _fourier.Job.Items);
             }
         }
     }
@@ -56,7 +56,7 @@ public sealed unsafe partial class LlamaModel
 
         public Lock Gate { get; } = new();
 
-        public FourierAttentionJob Job { get; } = new(options.ComputeThreads, config.MaxPositionEmbeddings, config.HeadDim, 2 * fourier.Frequencies);
+        public FourierAttentionJob Job { get; } = new(options.ComputeThreads, config.NumAttentionHeads, config.MaxPositionEmbeddings, config.HeadDim, 2 * fourier.Frequencies);
 
         public void Dispose()
         {
