@@ -240,22 +240,21 @@ public static class DecodeBench
     }
 
     /// <summary>
-    /// Decode steps on small caches before the model's first cell, so that the pass's scratch and the first blocks of
-    /// the pool are touched here rather than in a timed step (the bench runs without tiered compilation).
+    /// Decode steps before the model's first cell, so that the pass's scratch, the first blocks of the pool and every
+    /// kernel a cell times are touched and compiled here rather than in a timed step (the bench runs without tiered
+    /// compilation). The caches start past the fourier codec's exact tokens (4 init + a 1024-token window), so its
+    /// middle-segment path runs too: a 1k cell crosses into it during its timed steps.
     /// </summary>
     private const int WarmUpSteps = 40;
 
+    private const int WarmUpContext = 1100;
+
     private static void WarmUp(LlamaModel model, string[] codecs)
     {
-        var logits = new float[model.Config.VocabSize];
         foreach (string codec in codecs.Where(model.Codecs.Contains))
         {
-            using var first = model.CreateCache(codec);
-            using var second = model.CreateCache(codec);
-            for (int step = 0; step < WarmUpSteps; step++)
-            {
-                model.ForwardBatch([new ForwardItem(first, new[] { 1 + step }, logits), new ForwardItem(second, new[] { 2 + step }, Memory<float>.Empty)]);
-            }
+            using var batch = new DecodeBatch(model, codec, sessions: 2, WarmUpContext);
+            batch.RunPasses(WarmUpSteps);
         }
     }
 
@@ -267,8 +266,8 @@ public static class DecodeBench
         long pool = 0;
         foreach (string codec in codecs.Where(probe.Codecs.Contains))
         {
-            // The warm-up's two caches must fit too: a YOCO cache takes its whole rings with its first token.
-            pool = Math.Max(pool, 2 * ((probe.CacheBytesAt(codec, WarmUpSteps) + block - 1) / block + SpareBlocksPerCache) * block);
+            // The warm-up's two caches must fit too.
+            pool = Math.Max(pool, 2 * ((probe.CacheBytesAt(codec, WarmUpContext + WarmUpSteps) + block - 1) / block + SpareBlocksPerCache) * block);
             foreach (int context in contexts)
             {
                 long perCache = probe.CacheBytesAt(codec, o.FinalTokens(context));
