@@ -242,12 +242,12 @@ public static class DecodeBench
     /// <summary>
     /// Decode steps before the model's first cell, so that the pass's scratch, the first blocks of the pool and every
     /// kernel a cell times are touched and compiled here rather than in a timed step (the bench runs without tiered
-    /// compilation). The caches start past the fourier codec's exact tokens (4 init + a 1024-token window), so its
-    /// middle-segment path runs too: a 1k cell crosses into it during its timed steps.
+    /// compilation). The caches start just past the fourier codec's exact tokens (init + window of the defaults the
+    /// generated model uses), so its middle-segment path runs too: a 1k cell crosses into it during its timed steps.
     /// </summary>
     private const int WarmUpSteps = 40;
 
-    private const int WarmUpContext = 1100;
+    private static readonly int WarmUpContext = FourierConfig.Default(ModelConfig.Benchmark) is var f ? f.InitTokens + f.Window : 0;
 
     private static void WarmUp(LlamaModel model, string[] codecs)
     {
