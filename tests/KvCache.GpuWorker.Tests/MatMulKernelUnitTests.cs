@@ -5,7 +5,7 @@ using KvCache.GpuWorker.Internal.Backends;
 namespace KvCache.GpuWorker.Tests;
 
 /// <summary>
-/// Batch invariance of the matmul kernels: Dot4 and any row count give exactly Dot's bits, and bf16 weights give
+/// Batch invariance of the matmul kernels: every tile and any row count give exactly LinearDot's bits, and bf16 weights give
 /// exactly the bits of their f32 widening. The attention kernels give exactly the bits of Dot and Axpy, key by key.
 /// </summary>
 public sealed unsafe class MatMulKernelUnitTests
@@ -28,33 +28,50 @@ public sealed unsafe class MatMulKernelUnitTests
 
     [Theory]
     [MemberData(nameof(LengthsAndOffsets))]
-    public void Dot4_equals_Dot_bit_for_bit_at_any_length_and_alignment_with_or_without_prefetch(int n, int offset)
+    public void Linear_tiles_equal_LinearDot_bit_for_bit_at_any_length_and_alignment_with_or_without_prefetch(int n, int offset)
     {
-        // Rows sit at an odd stride past a misaligned start, so no two rows share an alignment.
-        long stride = n + 3;
+        // Token rows and weight rows sit at different odd strides past a misaligned start, so no two share an alignment.
+        long stride = n + 3, wStride = n + 5;
+        const int WeightRows = Kernels.Tile1Outputs;
         using var x = new Native<float>(offset + 4 * stride);
-        using var w = new Native<float>(offset + n);
-        using var wb = new Native<ushort>(offset + n);
-        using var widened = new Native<float>(n);
+        using var w = new Native<float>(offset + WeightRows * wStride);
+        using var wb = new Native<ushort>(offset + WeightRows * wStride);
+        using var widened = new Native<float>(WeightRows * wStride);
         Fill(x.Span, seed: n);
         Fill(w.Span, seed: n + 1);
         Bf16.Convert(w.Span, wb.Span);
         float* xp = x.Pointer + offset, wp = w.Pointer + offset;
         ushort* wbp = wb.Pointer + offset;
-        Widen(wbp, widened.Pointer, n);
+        Widen(wbp, widened.Pointer, WeightRows * wStride);
 
-        float* y = stackalloc float[8];
+        const int Outputs = Kernels.Tile4Outputs;
+        float* tile = stackalloc float[4 * Outputs];
+        float* tileBf16 = stackalloc float[4 * Outputs];
+        float* row = stackalloc float[WeightRows];
+        float* rowBf16 = stackalloc float[WeightRows];
         foreach (bool prefetch in (bool[])[false, true])
         {
-            Kernels.Dot4<F32Weights, float>(xp, stride, wp, n, y, 2, prefetch);
-            Kernels.Dot4<Bf16Weights, ushort>(xp, stride, wbp, n, y + 1, 2, prefetch);
+            Kernels.LinearTile4x6<F32Weights, float>(xp, stride, wp, wStride, n, tile, Outputs, prefetch);
+            Kernels.LinearTile4x6<Bf16Weights, ushort>(xp, stride, wbp, wStride, n, tileBf16, Outputs, prefetch);
             for (int r = 0; r < 4; r++)
             {
                 float* xr = xp + r * stride;
-                AssertBits(Kernels.Dot(xr, wp, n), y[2 * r]);
-                AssertBits(Kernels.Dot(xr, widened.Pointer, n), y[2 * r + 1]);
-                AssertBits(Kernels.Dot(xr, widened.Pointer, n), Kernels.Dot<Bf16Weights, ushort>(xr, wbp, n, prefetch));
-                AssertBits(Kernels.Dot(xr, wp, n), Kernels.Dot<F32Weights, float>(xr, wp, n, prefetch));
+                Kernels.LinearTile1x8<F32Weights, float>(xr, wp, wStride, n, row, prefetch);
+                Kernels.LinearTile1x8<Bf16Weights, ushort>(xr, wbp, wStride, n, rowBf16, prefetch);
+                for (int o = 0; o < WeightRows; o++)
+                {
+                    float expected = Kernels.LinearDot<F32Weights, float>(xr, wp + o * wStride, n);
+                    float expectedBf16 = Kernels.LinearDot<F32Weights, float>(xr, widened.Pointer + o * wStride, n);
+                    AssertClose(xr, wp + o * wStride, n, expected);
+                    AssertBits(expected, row[o]);
+                    AssertBits(expectedBf16, rowBf16[o]);
+                    AssertBits(expectedBf16, Kernels.LinearDot<Bf16Weights, ushort>(xr, wbp + o * wStride, n));
+                    if (o < Outputs)
+                    {
+                        AssertBits(expected, tile[r * Outputs + o]);
+                        AssertBits(expectedBf16, tileBf16[r * Outputs + o]);
+                    }
+                }
             }
         }
     }
@@ -84,7 +101,7 @@ public sealed unsafe class MatMulKernelUnitTests
                 for (int o = 0; o < outDim; o++)
                 {
                     AssertBits(alone.Pointer[o], y.Pointer[(long)r * outDim + o]);
-                    AssertBits(Kernels.Dot(xr, w.Pointer + (long)o * inDim, inDim), alone.Pointer[o]);
+                    AssertBits(Kernels.LinearDot<F32Weights, float>(xr, w.Pointer + (long)o * inDim, inDim), alone.Pointer[o]);
                 }
             }
         }
@@ -224,6 +241,19 @@ public sealed unsafe class MatMulKernelUnitTests
 
     private static void AssertBits(float expected, float actual) =>
         Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(actual));
+
+    /// <summary>The reduction really is x · w: within f32 rounding of the double-precision sum.</summary>
+    private static void AssertClose(float* x, float* w, int n, float actual)
+    {
+        double exact = 0, magnitude = 0;
+        for (int i = 0; i < n; i++)
+        {
+            exact += (double)x[i] * w[i];
+            magnitude += Math.Abs((double)x[i] * w[i]);
+        }
+
+        Assert.InRange(actual, exact - 1e-6 * magnitude - 1e-30, exact + 1e-6 * magnitude + 1e-30);
+    }
 
     private static void Fill(Span<float> values, int seed)
     {

@@ -12,47 +12,32 @@ namespace KvCache.GpuWorker.Internal;
 /// Hot loops are AggressiveOptimization: tier-0 Vector512 code is ~50x slower and a decode step would
 /// otherwise run unoptimized until tiering catches up.
 /// </summary>
-internal static unsafe class Kernels
+internal static unsafe partial class Kernels
 {
+    /// <summary>Σ x[i] · w[i] with four accumulators: the reduction of attention scores and norms (the matmul has its own, LinearDot).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    public static float Dot(float* a, float* b, int n) => Dot<F32Weights, float>(a, b, n);
-
-    /// <summary>Dot with the weight-side operand w in any format: bit-identical to Dot over w's f32 widening.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    public static float Dot<TFormat, T>(float* x, T* w, int n)
-        where TFormat : IWeightFormat<T>
-        where T : unmanaged =>
-        Dot<TFormat, T>(x, w, n, prefetch: false);
-
-    /// <summary>
-    /// Dot that, with <paramref name="prefetch"/>, also asks for the weight bytes <see cref="WeightPrefetchBytes"/>
-    /// ahead of those its Vector512 steps read: for a matmul streaming its weights from memory. Same arithmetic either way.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    public static float Dot<TFormat, T>(float* x, T* w, int n, bool prefetch)
-        where TFormat : IWeightFormat<T>
-        where T : unmanaged
+    public static float Dot(float* x, float* w, int n)
     {
         int i = 0;
         float s;
         if (Vector512.IsHardwareAccelerated && n >= 16)
         {
-            s = Vector512.Sum(Folded512<TFormat, T>(x, w, n, ref i, prefetch));
+            s = Vector512.Sum(Folded512(x, w, n, ref i));
         }
         else if (Vector256.IsHardwareAccelerated && n >= 8)
         {
             Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
             for (; i <= n - 32; i += 32)
             {
-                acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), TFormat.Load256(w + i), acc0);
-                acc1 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 8), TFormat.Load256(w + i + 8), acc1);
-                acc2 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 16), TFormat.Load256(w + i + 16), acc2);
-                acc3 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 24), TFormat.Load256(w + i + 24), acc3);
+                acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), Vector256.Load(w + i), acc0);
+                acc1 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 8), Vector256.Load(w + i + 8), acc1);
+                acc2 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 16), Vector256.Load(w + i + 16), acc2);
+                acc3 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 24), Vector256.Load(w + i + 24), acc3);
             }
 
             for (; i <= n - 8; i += 8)
             {
-                acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), TFormat.Load256(w + i), acc0);
+                acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), Vector256.Load(w + i), acc0);
             }
 
             s = Vector256.Sum((acc0 + acc1) + (acc2 + acc3));
@@ -62,7 +47,7 @@ internal static unsafe class Kernels
             s = 0;
         }
 
-        return Tail<TFormat, T>(x, w, i, n, s);
+        return Tail<F32Weights, float>(x, w, i, n, s);
     }
 
     /// <summary>
@@ -70,125 +55,28 @@ internal static unsafe class Kernels
     /// (acc0 + acc1) + (acc2 + acc3) before the lane sum. Advances <paramref name="i"/> past the elements it took.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Folded512<TFormat, T>(float* x, T* w, int n, ref int i, bool prefetch = false)
-        where TFormat : IWeightFormat<T>
-        where T : unmanaged
+    private static Vector512<float> Folded512(float* x, float* w, int n, ref int i)
     {
         Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         for (; i <= n - 64; i += 64)
         {
-            if (prefetch)
-            {
-                PrefetchWeights(w + i);
-            }
-
-            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), TFormat.Load512(w + i), acc0);
-            acc1 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 16), TFormat.Load512(w + i + 16), acc1);
-            acc2 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 32), TFormat.Load512(w + i + 32), acc2);
-            acc3 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 48), TFormat.Load512(w + i + 48), acc3);
+            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), Vector512.Load(w + i), acc0);
+            acc1 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 16), Vector512.Load(w + i + 16), acc1);
+            acc2 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 32), Vector512.Load(w + i + 32), acc2);
+            acc3 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 48), Vector512.Load(w + i + 48), acc3);
         }
 
         for (; i <= n - 16; i += 16)
         {
-            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), TFormat.Load512(w + i), acc0);
+            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), Vector512.Load(w + i), acc0);
         }
 
         return (acc0 + acc1) + (acc2 + acc3);
     }
 
     /// <summary>
-    /// How far ahead of its reads a streaming matmul prefetches its weights. 8 KiB was slower than 4 KiB on the
-    /// 3072-wide matrix, whose four token rows fill L1: lines fetched that early are evicted before they are used.
-    /// </summary>
-    public const int WeightPrefetchBytes = 4096;
-
-    /// <summary>Prefetches the lines of 64 weights (one Folded512 or Dot4 step) WeightPrefetchBytes ahead of <paramref name="w"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PrefetchWeights<T>(T* w)
-        where T : unmanaged
-    {
-        // Prefetches never fault, so running past the end of the matrix is harmless.
-        byte* ahead = (byte*)w + WeightPrefetchBytes;
-        for (int line = 0; line < 64 * sizeof(T); line += 64)
-        {
-            Sse.Prefetch0(ahead + line);
-        }
-    }
-
-    /// <summary>
-    /// y[r * yStride] = Dot(x + r * xStride, w, n) for r in 0..3, bit for bit: each weight load feeds four rows'
-    /// FMAs (a batch reads its weights once) and each row keeps Dot's own accumulators, steps and reduction.
-    /// <paramref name="prefetch"/>: as for Dot.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Dot4<TFormat, T>(float* x, long xStride, T* w, int n, float* y, long yStride, bool prefetch)
-        where TFormat : IWeightFormat<T>
-        where T : unmanaged
-    {
-        if (!Vector512.IsHardwareAccelerated || !Avx512F.IsSupported || n < 16)
-        {
-            for (int r = 0; r < 4; r++)
-            {
-                y[r * yStride] = Dot<TFormat, T>(x + r * xStride, w, n);
-            }
-
-            return;
-        }
-
-        float* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
-        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
-        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
-        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
-        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default;
-        int i = 0;
-        for (; i <= n - 64; i += 64)
-        {
-            if (prefetch)
-            {
-                PrefetchWeights(w + i);
-            }
-
-            var w0 = TFormat.Load512(w + i);
-            a00 = Vector512.FusedMultiplyAdd(Vector512.Load(x0 + i), w0, a00);
-            a10 = Vector512.FusedMultiplyAdd(Vector512.Load(x1 + i), w0, a10);
-            a20 = Vector512.FusedMultiplyAdd(Vector512.Load(x2 + i), w0, a20);
-            a30 = Vector512.FusedMultiplyAdd(Vector512.Load(x3 + i), w0, a30);
-            var w1 = TFormat.Load512(w + i + 16);
-            a01 = Vector512.FusedMultiplyAdd(Vector512.Load(x0 + i + 16), w1, a01);
-            a11 = Vector512.FusedMultiplyAdd(Vector512.Load(x1 + i + 16), w1, a11);
-            a21 = Vector512.FusedMultiplyAdd(Vector512.Load(x2 + i + 16), w1, a21);
-            a31 = Vector512.FusedMultiplyAdd(Vector512.Load(x3 + i + 16), w1, a31);
-            var w2 = TFormat.Load512(w + i + 32);
-            a02 = Vector512.FusedMultiplyAdd(Vector512.Load(x0 + i + 32), w2, a02);
-            a12 = Vector512.FusedMultiplyAdd(Vector512.Load(x1 + i + 32), w2, a12);
-            a22 = Vector512.FusedMultiplyAdd(Vector512.Load(x2 + i + 32), w2, a22);
-            a32 = Vector512.FusedMultiplyAdd(Vector512.Load(x3 + i + 32), w2, a32);
-            var w3 = TFormat.Load512(w + i + 48);
-            a03 = Vector512.FusedMultiplyAdd(Vector512.Load(x0 + i + 48), w3, a03);
-            a13 = Vector512.FusedMultiplyAdd(Vector512.Load(x1 + i + 48), w3, a13);
-            a23 = Vector512.FusedMultiplyAdd(Vector512.Load(x2 + i + 48), w3, a23);
-            a33 = Vector512.FusedMultiplyAdd(Vector512.Load(x3 + i + 48), w3, a33);
-        }
-
-        for (; i <= n - 16; i += 16)
-        {
-            var w0 = TFormat.Load512(w + i);
-            a00 = Vector512.FusedMultiplyAdd(Vector512.Load(x0 + i), w0, a00);
-            a10 = Vector512.FusedMultiplyAdd(Vector512.Load(x1 + i), w0, a10);
-            a20 = Vector512.FusedMultiplyAdd(Vector512.Load(x2 + i), w0, a20);
-            a30 = Vector512.FusedMultiplyAdd(Vector512.Load(x3 + i), w0, a30);
-        }
-
-        var sums = Sum4((a00 + a01) + (a02 + a03), (a10 + a11) + (a12 + a13), (a20 + a21) + (a22 + a23), (a30 + a31) + (a32 + a33));
-        y[0] = Tail<TFormat, T>(x0, w, i, n, sums.GetElement(0));
-        y[yStride] = Tail<TFormat, T>(x1, w, i, n, sums.GetElement(1));
-        y[2 * yStride] = Tail<TFormat, T>(x2, w, i, n, sums.GetElement(2));
-        y[3 * yStride] = Tail<TFormat, T>(x3, w, i, n, sums.GetElement(3));
-    }
-
-    /// <summary>
     /// [Vector512.Sum(a), Sum(b), Sum(c), Sum(d)], bit for bit, through Scores' transpose-and-add network: about a
-    /// quarter of the shuffles and adds of four separate horizontal sums, which were a fifth of a 768-wide Dot4's instructions.
+    /// quarter of the shuffles and adds of four separate horizontal sums.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
@@ -262,7 +150,7 @@ internal static unsafe class Kernels
     private static Vector512<float> Partials(float* q, float* k, int hd, int t, int count)
     {
         int i = 0;
-        return t < count ? Folded512<F32Weights, float>(q, k + (long)t * hd, hd, ref i) : default;
+        return t < count ? Folded512(q, k + (long)t * hd, hd, ref i) : default;
     }
 
     /// <summary>

@@ -4,8 +4,8 @@ namespace KvCache.GpuWorker.Internal.Backends;
 
 /// <summary>
 /// Matrix multiplication: output rows split in tiles across the compute threads. Token rows go four at a time
-/// through Dot4, which shares each weight load; every output is still exactly Dot(x row, weight row), so a row's
-/// result never depends on how many rows share the call, nor on the tiling.
+/// through LinearTile4x6 (four rows by six outputs), a lone row through LinearTile1x8; every output is exactly
+/// LinearDot(x row, weight row), so a row's result never depends on how many rows share the call, nor on the tiling.
 /// </summary>
 internal sealed unsafe partial class CpuBackend
 {
@@ -17,6 +17,9 @@ internal sealed unsafe partial class CpuBackend
 
     // Keeps the dynamic split balanced when a matrix has few output rows.
     private const int MinTilesPerThread = 4;
+
+    // A multiple of both kernels' output counts (6 and 8).
+    private const int TileGranule = 24;
 
     private readonly MatMulJob<F32Weights, float> _matMul = new();
     private readonly MatMulJob<Bf16Weights, ushort> _matMulBf16 = new();
@@ -46,6 +49,9 @@ internal sealed unsafe partial class CpuBackend
     {
         long tileBytes = rows < 4 ? GemvTileBytes : GemmTileBytes;
         int tileRows = (int)Math.Clamp(tileBytes / ((long)inDim * sizeof(T)), 1, Math.Max(1, outDim / (MinTilesPerThread * _pool.Threads)));
+
+        // Whole tiles of either kernel, so only the matrix's last few outputs take the one-output path.
+        tileRows = Math.Max(TileGranule, tileRows / TileGranule * TileGranule);
         int tiles = (outDim + tileRows - 1) / tileRows;
         bool parallel = (long)rows * inDim * outDim >= ParallelThreshold;
         lock (_gate)
@@ -79,19 +85,27 @@ internal sealed unsafe partial class CpuBackend
         {
             int start = index * _tileRows, end = Math.Min(_out, start + _tileRows);
             int r = 0;
-
             // Token rows outer, weight rows inner: the tile's weight rows are read from memory once and stay in
             // cache while each group of four token rows sweeps them.
             // Only the first sweep streams from memory, and it prefetches where the hardware prefetchers fall behind:
             // four rows' FMAs per weight, or bf16's two weights per byte, leave the out-of-order window too few cache
-            // lines ahead (prefetching made these 10-40% faster). An f32 GEMV keeps up alone and only pays for it.
+            // lines ahead. An f32 GEMV keeps up alone and only pays for it.
             for (; r <= _rows - 4; r += 4)
             {
                 float* x = _x + (long)r * _in;
                 float* y = _y + (long)r * _out;
-                for (int o = start; o < end; o++)
+                int o = start;
+                for (; o <= end - Kernels.Tile4Outputs; o += Kernels.Tile4Outputs)
                 {
-                    Kernels.Dot4<TFormat, T>(x, _in, _w + (long)o * _in, _in, y + o, _out, prefetch: r == 0);
+                    Kernels.LinearTile4x6<TFormat, T>(x, _in, _w + (long)o * _in, _in, _in, y + o, _out, prefetch: r == 0);
+                }
+
+                for (; o < end; o++)
+                {
+                    for (int i = 0; i < 4; i++)
+                    {
+                        y[(long)i * _out + o] = Kernels.LinearDot<TFormat, T>(x + (long)i * _in, _w + (long)o * _in, _in);
+                    }
                 }
             }
 
@@ -100,9 +114,15 @@ internal sealed unsafe partial class CpuBackend
                 float* x = _x + (long)r * _in;
                 float* y = _y + (long)r * _out;
                 bool prefetch = r == 0 && sizeof(T) < sizeof(float);
-                for (int o = start; o < end; o++)
+                int o = start;
+                for (; o <= end - Kernels.Tile1Outputs; o += Kernels.Tile1Outputs)
                 {
-                    y[o] = Kernels.Dot<TFormat, T>(x, _w + (long)o * _in, _in, prefetch);
+                    Kernels.LinearTile1x8<TFormat, T>(x, _w + (long)o * _in, _in, _in, y + o, prefetch);
+                }
+
+                for (; o < end; o++)
+                {
+                    y[o] = Kernels.LinearDot<TFormat, T>(x, _w + (long)o * _in, _in);
                 }
             }
         }
