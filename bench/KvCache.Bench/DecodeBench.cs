@@ -16,7 +16,7 @@ public static class DecodeBench
 {
     private const string Usage =
         "usage: decode [--codecs full,svd-gqa,yoco,fusedkv,fourier] [--contexts 1024,8192,32768] [--sessions 1,4,16,64 (at most 64)] "
-        + "[--steps 8] [--memory-gib 12] [--weights f32|bf16] [--block-tokens 32] [--scheduler]";
+        + "[--steps 8] [--memory-gib 12] [--weights f32|bf16] [--cache f32|bf16] [--block-tokens 32] [--scheduler]";
 
     private const int WarmupSteps = 2;
     // A fourier cache keeps three block lists (slots, coefficients, middle tokens), each rounded up to whole blocks.
@@ -25,7 +25,10 @@ public static class DecodeBench
     private static readonly string[] s_codecs =
         [FullKvCache.CodecId, SvdGqaKvCache.CodecId, YocoKvCache.CodecId, FusedKvCache.CodecId, FourierKvCache.CodecId];
 
-    private sealed record Options(string[] Codecs, int[] Contexts, int[] Sessions, int Steps, double MemoryGiB, WeightFormat Weights, int BlockTokens, bool Scheduler)
+    // Their caches are f32 only (LlamaModel refuses or does not offer them with bf16 caches).
+    private static readonly string[] s_f32CacheCodecs = [YocoKvCache.CodecId, FourierKvCache.CodecId];
+
+    private sealed record Options(string[] Codecs, int[] Contexts, int[] Sessions, int Steps, double MemoryGiB, WeightFormat Weights, KvCacheFormat Cache, int BlockTokens, bool Scheduler)
     {
         public long BudgetBytes => (long)(MemoryGiB * (1L << 30));
 
@@ -49,6 +52,11 @@ public static class DecodeBench
         MeasureCeiling(bandwidth, threads);
         int[] contexts = ClampContexts(o);
         PrintHeader(o);
+        if (o.Cache != KvCacheFormat.F32 && o.Codecs.Intersect(s_f32CacheCodecs).ToArray() is { Length: > 0 } skipped)
+        {
+            Console.WriteLine($"{string.Join(", ", skipped)}: skipped, their caches are f32 only");
+            o = o with { Codecs = [.. o.Codecs.Except(s_f32CacheCodecs)] };
+        }
 
         var results = new List<Result>();
         var root = Directory.CreateTempSubdirectory("kvcache-decode-bench-");
@@ -75,7 +83,7 @@ public static class DecodeBench
 
     private static Options? Parse(string[] args)
     {
-        var o = new Options(s_codecs, [1024, 8192, 32768], [1, 4, 16, 64], Steps: 8, MemoryGiB: 12, WeightFormat.F32, new ModelLoadOptions().BlockTokens, Scheduler: false);
+        var o = new Options(s_codecs, [1024, 8192, 32768], [1, 4, 16, 64], Steps: 8, MemoryGiB: 12, WeightFormat.F32, KvCacheFormat.F32, new ModelLoadOptions().BlockTokens, Scheduler: false);
         try
         {
             for (int i = 0; i < args.Length; i++)
@@ -100,6 +108,9 @@ public static class DecodeBench
                         break;
                     case "--weights" when hasValue:
                         o = o with { Weights = Enum.Parse<WeightFormat>(args[++i], ignoreCase: true) };
+                        break;
+                    case "--cache" when hasValue:
+                        o = o with { Cache = Enum.Parse<KvCacheFormat>(args[++i], ignoreCase: true) };
                         break;
                     case "--block-tokens" when hasValue:
                         o = o with { BlockTokens = int.Parse(args[++i], CultureInfo.InvariantCulture) };
@@ -183,7 +194,7 @@ public static class DecodeBench
     private static void PrintHeader(Options o)
     {
         Console.WriteLine(
-            $"model: ModelConfig.Benchmark ({ModelConfig.Benchmark.ParameterCount / 1e6:F1}M parameters, {o.Weights} linear weights) or its codec variant, random weights; "
+            $"model: ModelConfig.Benchmark ({ModelConfig.Benchmark.ParameterCount / 1e6:F1}M parameters, {o.Weights} linear weights, {o.Cache} KV caches) or its codec variant, random weights; "
             + $"{o.BlockTokens}-token cache blocks; cells whose caches need more than {o.MemoryGiB:G} GiB are skipped");
         Console.WriteLine(
             $"each cell: S caches filled to the context by BeginRestore/WriteState with generated values (no prefill), then {WarmupSteps} warmup "
@@ -224,7 +235,7 @@ public static class DecodeBench
         Console.WriteLine();
         var sw = Stopwatch.StartNew();
         ModelGenerator.Write(directory, config, seed: 1);
-        var options = new ModelLoadOptions { CacheBudgetBytes = 0, BlockTokens = o.BlockTokens, ComputeThreads = threads, WeightFormat = o.Weights };
+        var options = new ModelLoadOptions { CacheBudgetBytes = 0, BlockTokens = o.BlockTokens, ComputeThreads = threads, WeightFormat = o.Weights, CacheFormat = o.Cache };
         long pool;
         using (var probe = LlamaModel.Load(directory, options))
         {

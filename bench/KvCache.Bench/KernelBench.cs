@@ -189,7 +189,7 @@ public static unsafe class KernelBench
                     table[s * blocks + b] = s * blocks + b;
                 }
 
-                attentionRows.Add(s, new KvView(pool, table + s * blocks, AttentionBlockTokens, blockFloats, AttentionHeads, AttentionHeadDim), context - 1);
+                attentionRows.Add(s, new KvView((byte*)pool, table + s * blocks, AttentionBlockTokens, blockFloats * sizeof(float), AttentionHeads, AttentionHeadDim, sizeof(float)), context - 1);
             }
 
             using var backend = new CpuBackend(threads, context);

@@ -22,9 +22,12 @@ public sealed class BatchedForwardUnitTests : IDisposable
     [InlineData("yoco")]
     [InlineData("fusedkv")]
     [InlineData("fusedkv-lite")]
-    public void Batched_passes_equal_separate_forwards_bit_for_bit(string kind)
+    [InlineData("full", KvCacheFormat.Bf16)]
+    [InlineData("svd-gqa", KvCacheFormat.Bf16)]
+    [InlineData("fusedkv", KvCacheFormat.Bf16)]
+    public void Batched_passes_equal_separate_forwards_bit_for_bit(string kind, KvCacheFormat cacheFormat = KvCacheFormat.F32)
     {
-        using var model = LlamaModel.Load(ModelFor(kind), TestModels.SmallOptions(budget: 16 << 20));
+        using var model = LlamaModel.Load(ModelFor(kind), TestModels.SmallOptions(budget: 16 << 20) with { CacheFormat = cacheFormat });
         string[] codecs = kind == "full+fourier" ? ["full", "fourier"] : [model.Codecs[0]];
         Assert.All(codecs, c => Assert.Contains(c, model.Codecs));
         int vocab = model.Config.VocabSize;
@@ -139,9 +142,14 @@ public sealed class BatchedForwardUnitTests : IDisposable
 
     private string ModelFor(string kind)
     {
-        if (kind is "full+fourier" or "svd-gqa")
+        if (kind is "full+fourier" or "full" or "svd-gqa")
         {
             string plain = _models.Generate(Plain, seed: 41);
+            if (kind == "full")
+            {
+                return plain;
+            }
+
             FourierConfig.Default(Plain, dimsFraction: 0.5, window: 16, frequencies: 4).Write(plain);
             if (kind == "full+fourier")
             {

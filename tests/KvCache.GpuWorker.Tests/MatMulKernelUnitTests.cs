@@ -239,6 +239,50 @@ public sealed unsafe class MatMulKernelUnitTests
         Assert.Throws<ArgumentOutOfRangeException>(() => Bf16.Convert(values, new ushort[10]));
     }
 
+    [Theory]
+    [InlineData(64)]
+    [InlineData(80)]
+    [InlineData(24)]
+    public void Scores_and_AccumulateValues_over_bf16_keys_and_values_equal_them_over_the_widened_f32(int hd)
+    {
+        const int MaxKeys = 40;
+        long count = (long)MaxKeys * hd;
+        using var q = new Native<float>(hd);
+        using var keys = new Native<float>(count);
+        using var values = new Native<float>(count);
+        using var keysBf16 = new Native<ushort>(count);
+        using var valuesBf16 = new Native<ushort>(count);
+        using var expected = new Native<float>(MaxKeys + 16);
+        using var actual = new Native<float>(MaxKeys + 16);
+        using var expectedOut = new Native<float>(hd);
+        using var actualOut = new Native<float>(hd);
+        Fill(q.Span, seed: hd);
+        Fill(keys.Span, seed: hd + 1);
+        Fill(values.Span, seed: hd + 2);
+        Bf16.Convert(keys.Span, keysBf16.Span);
+        Bf16.Convert(values.Span, valuesBf16.Span);
+        Widen(keysBf16.Pointer, keys.Pointer, count);
+        Widen(valuesBf16.Pointer, values.Pointer, count);
+        foreach (int m in (int[])[1, 15, 16, 17, MaxKeys])
+        {
+            Kernels.Scores(q.Pointer, keys.Pointer, m, hd, 0.125f, expected.Pointer, null);
+            Kernels.Scores<Bf16Weights, ushort>(q.Pointer, keysBf16.Pointer, m, hd, 0.125f, actual.Pointer, m % 2 == 0 ? valuesBf16.Pointer : null);
+            for (int t = 0; t < m; t++)
+            {
+                AssertBits(expected.Pointer[t], actual.Pointer[t]);
+            }
+
+            Fill(expectedOut.Span, seed: m);
+            expectedOut.Span.CopyTo(actualOut.Span);
+            Kernels.AccumulateValues(expected.Pointer, values.Pointer, m, hd, expectedOut.Pointer, null);
+            Kernels.AccumulateValues<Bf16Weights, ushort>(expected.Pointer, valuesBf16.Pointer, m, hd, actualOut.Pointer, m % 2 == 0 ? keysBf16.Pointer : null);
+            for (int e = 0; e < hd; e++)
+            {
+                AssertBits(expectedOut.Pointer[e], actualOut.Pointer[e]);
+            }
+        }
+    }
+
     private static void AssertBits(float expected, float actual) =>
         Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(actual));
 

@@ -133,7 +133,7 @@ public sealed unsafe class FourierKvCache : IKvCache, IForwardCache, ICacheState
         for (int i = _coefficientBlocks; i < _coefficientBlocks + addCoefficients; i++)
         {
             // Coefficients are sums: they start from zero (pool blocks come back dirty).
-            NativeMemory.Clear(_pool.Base + _coefficientTable[i] * _pool.BlockFloats, (nuint)(_pool.BlockBytes));
+            NativeMemory.Clear(_pool.Floats(_coefficientTable[i]), (nuint)_pool.BlockBytes);
         }
 
         _slotBlocks += addSlots;
@@ -203,14 +203,14 @@ public sealed unsafe class FourierKvCache : IKvCache, IForwardCache, ICacheState
 
     /// <summary>The head_dim floats of token slot <paramref name="slot"/> (side 0 = K, 1 = V).</summary>
     internal float* Slot(int slot, int layer, int side, int head) =>
-        _pool.Base + _slotTable[slot / _layout.BlockTokens] * _pool.BlockFloats
+        _pool.Floats(_slotTable[slot / _layout.BlockTokens])
         + (((long)(layer * 2 + side) * _layout.KvHeads + head) * _layout.BlockTokens + slot % _layout.BlockTokens) * _layout.HeadDim;
 
     /// <summary>The [2k][m] coefficients of (layer, side, head).</summary>
     internal float* Coefficients(int layer, int side, int head)
     {
         int unit = (layer * 2 + side) * _layout.KvHeads + head;
-        return _pool.Base + _coefficientTable[unit / _layout.CoefficientUnitsPerBlock] * _pool.BlockFloats
+        return _pool.Floats(_coefficientTable[unit / _layout.CoefficientUnitsPerBlock])
             + (long)(unit % _layout.CoefficientUnitsPerBlock) * _layout.Coefficients * _layout.Compressed;
     }
 
@@ -218,7 +218,7 @@ public sealed unsafe class FourierKvCache : IKvCache, IForwardCache, ICacheState
     internal float* Middle(int u, int layer, int side, int head)
     {
         int perBlock = _layout.MiddleTokensPerBlock;
-        return _pool.Base + _middleTable[u / perBlock] * _pool.BlockFloats
+        return _pool.Floats(_middleTable[u / perBlock])
             + (((long)(layer * 2 + side) * _layout.KvHeads + head) * perBlock + u % perBlock) * _layout.Exact;
     }
 

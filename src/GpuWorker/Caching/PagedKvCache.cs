@@ -6,15 +6,15 @@ namespace KvCache.GpuWorker;
 
 /// <summary>
 /// A session's cache in blocks of the model's pool: per token and layer, a K-side and a V-side vector for each
-/// of <c>heads</c> cache heads of <c>dim</c> floats (f32). What those vectors are is the codec's business; see
+/// of <c>heads</c> cache heads of <c>dim</c> elements, f32 or bf16 (<see cref="KvCacheFormat"/>). What those vectors are is the codec's business; see
 /// <see cref="FullKvCache"/> and <see cref="SvdGqaKvCache"/> for the two layouts that use it.
 /// </summary>
 /// <remarks>
 /// <para>Memory: the cache holds a block table (sized for max positions when created) and takes pool blocks
 /// of <c>BlockTokens</c> tokens as it grows, so appending a token never allocates.</para>
-/// <para>Serialized state (token-major, little-endian f32): for each position t in [0, Position), for each
-/// layer, the K side then the V side, for each cache head, dim floats. One token is <see cref="BytesPerToken"/>
-/// = 2 · layers · heads · dim · 4 bytes, and the state at a position p is a prefix of the state at any later position.</para>
+/// <para>Serialized state (token-major, little-endian f32 or bf16 as stored): for each position t in [0, Position), for each
+/// layer, the K side then the V side, for each cache head, dim elements. One token is <see cref="BytesPerToken"/>
+/// = 2 · layers · heads · dim · element bytes, and the state at a position p is a prefix of the state at any later position.</para>
 /// <para>Not thread-safe: one caller at a time (a session's turns are serialized).</para>
 /// </remarks>
 public sealed unsafe class PagedKvCache : IKvCache, IForwardCache, ICacheState
@@ -23,6 +23,7 @@ public sealed unsafe class PagedKvCache : IKvCache, IForwardCache, ICacheState
     private readonly int _blockTokens;
     private readonly int _kvHeads;
     private readonly int _headDim;
+    private readonly int _elementBytes;
     private readonly int _maxBlocks;
     private int* _blocks;
     private int _blockCount;
@@ -35,6 +36,7 @@ public sealed unsafe class PagedKvCache : IKvCache, IForwardCache, ICacheState
         _blockTokens = blockTokens;
         _kvHeads = layout.Heads;
         _headDim = layout.Dim;
+        _elementBytes = layout.ElementBytes;
         _maxBlocks = (maxPositions + blockTokens - 1) / blockTokens;
         _blocks = (int*)NativeMemory.Alloc((nuint)_maxBlocks, sizeof(int));
         BytesPerToken = layout.BytesPerToken;
@@ -52,7 +54,7 @@ public sealed unsafe class PagedKvCache : IKvCache, IForwardCache, ICacheState
 
     internal object Owner { get; }
 
-    internal KvView View => new(_pool.Base, _blocks, _blockTokens, _pool.BlockFloats, _kvHeads, _headDim);
+    internal KvView View => new(_pool.Base, _blocks, _blockTokens, _pool.BlockBytes, _kvHeads, _headDim, _elementBytes);
 
     public void ReadState(long offset, Span<byte> destination)
     {
@@ -130,12 +132,12 @@ public sealed unsafe class PagedKvCache : IKvCache, IForwardCache, ICacheState
     byte* ICacheState.Locate(long offset, out long contiguous)
     {
         // Per token: for each layer, K then V, for each KV head, one head_dim vector.
-        long pieceBytes = (long)_headDim * sizeof(float);
+        long pieceBytes = (long)_headDim * _elementBytes;
         long token = offset / BytesPerToken, inToken = offset % BytesPerToken;
         long piece = inToken / pieceBytes, inPiece = inToken % pieceBytes;
         long layerKind = piece / _kvHeads;
         contiguous = pieceBytes - inPiece;
-        float* vector = View.Slab((int)(token / _blockTokens), (int)(layerKind / 2), (int)(layerKind % 2), (int)(piece % _kvHeads)) + token % _blockTokens * _headDim;
-        return (byte*)vector + inPiece;
+        byte* slab = View.Slab<byte>((int)(token / _blockTokens), (int)(layerKind / 2), (int)(layerKind % 2), (int)(piece % _kvHeads));
+        return slab + token % _blockTokens * pieceBytes + inPiece;
     }
 }

@@ -72,11 +72,11 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
     internal int Window => _window;
 
     /// <summary>The global K̂V̂ as a one-layer paged view (position t at block t / BlockTokens).</summary>
-    internal KvView Global => new(_pool.Base, _table, _blockTokens, _pool.BlockFloats, _kvHeads, _headDim);
+    internal KvView Global => new(_pool.Base, _table, _blockTokens, _pool.BlockBytes, _kvHeads, _headDim, sizeof(float));
 
     /// <summary>Ring of self-decoder layer <paramref name="layer"/> as a one-layer view over slots [0, C).</summary>
     internal KvView Ring(int layer) =>
-        new(_pool.Base, _table + _maxBlocks + layer * _ringBlocks, _blockTokens, _pool.BlockFloats, _kvHeads, _headDim);
+        new(_pool.Base, _table + _maxBlocks + layer * _ringBlocks, _blockTokens, _pool.BlockBytes, _kvHeads, _headDim, sizeof(float));
 
     /// <summary>Bytes a cache of <paramref name="config"/> holds at <paramref name="position"/> (see remarks).</summary>
     /// <exception cref="ArgumentException">The model is not a YOCO model.</exception>
@@ -165,7 +165,7 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
             // Slots no position reached yet serialize as zeros, whatever the blocks held before.
             for (int i = 0; i < rings; i++)
             {
-                NativeMemory.Clear(_pool.Base + _table[_maxBlocks + i] * _pool.BlockFloats, (nuint)_pool.BlockBytes);
+                NativeMemory.Clear(_pool.Floats(_table[_maxBlocks + i]), (nuint)_pool.BlockBytes);
             }
 
             _hasRings = true;
@@ -207,7 +207,7 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
             inPiece = offset % pieceBytes;
             long token = piece / (2 * _kvHeads);
             int side = (int)(piece / _kvHeads % 2), head = (int)(piece % _kvHeads);
-            vector = Global.Slab((int)(token / _blockTokens), 0, side, head) + token % _blockTokens * _headDim;
+            vector = Global.Slab<float>((int)(token / _blockTokens), 0, side, head) + token % _blockTokens * _headDim;
         }
         else
         {
@@ -216,7 +216,7 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
             int slot = (int)(piece % _window);
             long ring = piece / _window;
             int head = (int)(ring % _kvHeads), side = (int)(ring / _kvHeads % 2), layer = (int)(ring / _kvHeads / 2);
-            vector = Ring(layer).Slab(slot / _blockTokens, 0, side, head) + slot % _blockTokens * _headDim;
+            vector = Ring(layer).Slab<float>(slot / _blockTokens, 0, side, head) + slot % _blockTokens * _headDim;
         }
 
         contiguous = pieceBytes - inPiece;

@@ -16,28 +16,34 @@ internal static unsafe partial class Kernels
 {
     /// <summary>Σ x[i] · w[i] with four accumulators: the reduction of attention scores and norms (the matmul has its own, LinearDot).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    public static float Dot(float* x, float* w, int n)
+    public static float Dot(float* x, float* w, int n) => Dot<F32Weights, float>(x, w, n);
+
+    /// <summary>Dot with w in any element format: bit-identical to Dot over w's f32 widening.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    public static float Dot<TFormat, T>(float* x, T* w, int n)
+        where TFormat : IWeightFormat<T>
+        where T : unmanaged
     {
         int i = 0;
         float s;
         if (Vector512.IsHardwareAccelerated && n >= 16)
         {
-            s = Vector512.Sum(Folded512(x, w, n, ref i));
+            s = Vector512.Sum(Folded512<TFormat, T>(x, w, n, ref i));
         }
         else if (Vector256.IsHardwareAccelerated && n >= 8)
         {
             Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
             for (; i <= n - 32; i += 32)
             {
-                acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), Vector256.Load(w + i), acc0);
-                acc1 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 8), Vector256.Load(w + i + 8), acc1);
-                acc2 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 16), Vector256.Load(w + i + 16), acc2);
-                acc3 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 24), Vector256.Load(w + i + 24), acc3);
+                acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), TFormat.Load256(w + i), acc0);
+                acc1 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 8), TFormat.Load256(w + i + 8), acc1);
+                acc2 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 16), TFormat.Load256(w + i + 16), acc2);
+                acc3 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i + 24), TFormat.Load256(w + i + 24), acc3);
             }
 
             for (; i <= n - 8; i += 8)
             {
-                acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), Vector256.Load(w + i), acc0);
+                acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), TFormat.Load256(w + i), acc0);
             }
 
             s = Vector256.Sum((acc0 + acc1) + (acc2 + acc3));
@@ -47,7 +53,7 @@ internal static unsafe partial class Kernels
             s = 0;
         }
 
-        return Tail<F32Weights, float>(x, w, i, n, s);
+        return Tail<TFormat, T>(x, w, i, n, s);
     }
 
     /// <summary>
@@ -55,20 +61,22 @@ internal static unsafe partial class Kernels
     /// (acc0 + acc1) + (acc2 + acc3) before the lane sum. Advances <paramref name="i"/> past the elements it took.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Folded512(float* x, float* w, int n, ref int i)
+    private static Vector512<float> Folded512<TFormat, T>(float* x, T* w, int n, ref int i)
+        where TFormat : IWeightFormat<T>
+        where T : unmanaged
     {
         Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         for (; i <= n - 64; i += 64)
         {
-            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), Vector512.Load(w + i), acc0);
-            acc1 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 16), Vector512.Load(w + i + 16), acc1);
-            acc2 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 32), Vector512.Load(w + i + 32), acc2);
-            acc3 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 48), Vector512.Load(w + i + 48), acc3);
+            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), TFormat.Load512(w + i), acc0);
+            acc1 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 16), TFormat.Load512(w + i + 16), acc1);
+            acc2 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 32), TFormat.Load512(w + i + 32), acc2);
+            acc3 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i + 48), TFormat.Load512(w + i + 48), acc3);
         }
 
         for (; i <= n - 16; i += 16)
         {
-            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), Vector512.Load(w + i), acc0);
+            acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), TFormat.Load512(w + i), acc0);
         }
 
         return (acc0 + acc1) + (acc2 + acc3);
@@ -108,15 +116,22 @@ internal static unsafe partial class Kernels
     /// When <paramref name="next"/> is not null, the same rows of that slab are prefetched as these are read: paged caches
     /// jump to another block every few KiB, where the hardware prefetchers, which stop at page boundaries, lose track.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Scores(float* q, float* k, int m, int hd, float scale, float* s, float* next) =>
+        Scores<F32Weights, float>(q, k, m, hd, scale, s, next);
+
+    /// <summary>Scores over keys in any element format: bit-identical to Scores over their f32 widening.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Scores(float* q, float* k, int m, int hd, float scale, float* s, float* next)
+    public static void Scores<TFormat, T>(float* q, T* k, int m, int hd, float scale, float* s, T* next)
+        where TFormat : IWeightFormat<T>
+        where T : unmanaged
     {
         // Dot and Axpy take their Vector512 path only where Vector512 is accelerated; so must these, or they would round differently.
         if (!Vector512.IsHardwareAccelerated || !Avx512F.IsSupported || hd % 16 != 0)
         {
             for (int t = 0; t < m; t++)
             {
-                s[t] = Dot(q, k + (long)t * hd, hd) * scale;
+                s[t] = Dot<TFormat, T>(q, k + (long)t * hd, hd) * scale;
             }
 
             return;
@@ -127,30 +142,33 @@ internal static unsafe partial class Kernels
         {
             if (next != null)
             {
-                for (int i = 0; i < 16 * hd; i += 16)
+                byte* lines = (byte*)(next + (long)t * hd);
+                for (int i = 0; i < 16 * hd * sizeof(T); i += 64)
                 {
-                    Sse.Prefetch0(next + (long)t * hd + i);
+                    Sse.Prefetch0(lines + i);
                 }
             }
 
             int c = m - t;
             var r = HalvesSum(
                 HalvesSum(
-                    PairSum(PairSum(Partials(q, k, hd, 0, c), Partials(q, k, hd, 1, c)), PairSum(Partials(q, k, hd, 2, c), Partials(q, k, hd, 3, c))),
-                    PairSum(PairSum(Partials(q, k, hd, 4, c), Partials(q, k, hd, 5, c)), PairSum(Partials(q, k, hd, 6, c), Partials(q, k, hd, 7, c)))),
+                    PairSum(PairSum(Partials<TFormat, T>(q, k, hd, 0, c), Partials<TFormat, T>(q, k, hd, 1, c)), PairSum(Partials<TFormat, T>(q, k, hd, 2, c), Partials<TFormat, T>(q, k, hd, 3, c))),
+                    PairSum(PairSum(Partials<TFormat, T>(q, k, hd, 4, c), Partials<TFormat, T>(q, k, hd, 5, c)), PairSum(Partials<TFormat, T>(q, k, hd, 6, c), Partials<TFormat, T>(q, k, hd, 7, c)))),
                 HalvesSum(
-                    PairSum(PairSum(Partials(q, k, hd, 8, c), Partials(q, k, hd, 9, c)), PairSum(Partials(q, k, hd, 10, c), Partials(q, k, hd, 11, c))),
-                    PairSum(PairSum(Partials(q, k, hd, 12, c), Partials(q, k, hd, 13, c)), PairSum(Partials(q, k, hd, 14, c), Partials(q, k, hd, 15, c)))));
+                    PairSum(PairSum(Partials<TFormat, T>(q, k, hd, 8, c), Partials<TFormat, T>(q, k, hd, 9, c)), PairSum(Partials<TFormat, T>(q, k, hd, 10, c), Partials<TFormat, T>(q, k, hd, 11, c))),
+                    PairSum(PairSum(Partials<TFormat, T>(q, k, hd, 12, c), Partials<TFormat, T>(q, k, hd, 13, c)), PairSum(Partials<TFormat, T>(q, k, hd, 14, c), Partials<TFormat, T>(q, k, hd, 15, c)))));
             Vector512.Store(r * vscale, s + t);
         }
     }
 
     /// <summary>Dot's folded accumulators for key t of the group (hd a multiple of 16, so no scalar tail); zero past the keys.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Partials(float* q, float* k, int hd, int t, int count)
+    private static Vector512<float> Partials<TFormat, T>(float* q, T* k, int hd, int t, int count)
+        where TFormat : IWeightFormat<T>
+        where T : unmanaged
     {
         int i = 0;
-        return t < count ? Folded512(q, k + (long)t * hd, hd, ref i) : default;
+        return t < count ? Folded512<TFormat, T>(q, k + (long)t * hd, hd, ref i) : default;
     }
 
     /// <summary>
@@ -170,15 +188,22 @@ internal static unsafe partial class Kernels
     /// o[0, hd) += Σ s[t] · v[t·hd ..] over t in [0, m) in key order: bit for bit m successive Axpy calls, with o held in
     /// registers across the keys instead of stored and reloaded after each one. <paramref name="next"/>: as for Scores.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void AccumulateValues(float* s, float* v, int m, int hd, float* o, float* next) =>
+        AccumulateValues<F32Weights, float>(s, v, m, hd, o, next);
+
+    /// <summary>AccumulateValues over values in any element format: bit-identical to it over their f32 widening.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void AccumulateValues(float* s, float* v, int m, int hd, float* o, float* next)
+    public static void AccumulateValues<TFormat, T>(float* s, T* v, int m, int hd, float* o, T* next)
+        where TFormat : IWeightFormat<T>
+        where T : unmanaged
     {
         // Dot and Axpy take their Vector512 path only where Vector512 is accelerated; so must these, or they would round differently.
         if (!Vector512.IsHardwareAccelerated || !Avx512F.IsSupported || hd % 16 != 0)
         {
             for (int t = 0; t < m; t++)
             {
-                Axpy(s[t], v + (long)t * hd, o, hd);
+                Axpy<TFormat, T>(s[t], v + (long)t * hd, o, hd);
             }
 
             return;
@@ -188,23 +213,23 @@ internal static unsafe partial class Kernels
         for (; c <= hd - 64; c += 64)
         {
             Vector512<float> o0 = Vector512.Load(o + c), o1 = Vector512.Load(o + c + 16), o2 = Vector512.Load(o + c + 32), o3 = Vector512.Load(o + c + 48);
-            float* row = v + c;
-            float* ahead = next + c;
-            for (int t = 0; t < m; t++, row += hd, ahead += hd)
+            T* row = v + c;
+            byte* ahead = (byte*)(next + c);
+            for (int t = 0; t < m; t++, row += hd, ahead += hd * sizeof(T))
             {
                 if (next != null)
                 {
-                    Sse.Prefetch0(ahead);
-                    Sse.Prefetch0(ahead + 16);
-                    Sse.Prefetch0(ahead + 32);
-                    Sse.Prefetch0(ahead + 48);
+                    for (int line = 0; line < 64 * sizeof(T); line += 64)
+                    {
+                        Sse.Prefetch0(ahead + line);
+                    }
                 }
 
                 var st = Vector512.Create(s[t]);
-                o0 = Vector512.FusedMultiplyAdd(st, Vector512.Load(row), o0);
-                o1 = Vector512.FusedMultiplyAdd(st, Vector512.Load(row + 16), o1);
-                o2 = Vector512.FusedMultiplyAdd(st, Vector512.Load(row + 32), o2);
-                o3 = Vector512.FusedMultiplyAdd(st, Vector512.Load(row + 48), o3);
+                o0 = Vector512.FusedMultiplyAdd(st, TFormat.Load512(row), o0);
+                o1 = Vector512.FusedMultiplyAdd(st, TFormat.Load512(row + 16), o1);
+                o2 = Vector512.FusedMultiplyAdd(st, TFormat.Load512(row + 32), o2);
+                o3 = Vector512.FusedMultiplyAdd(st, TFormat.Load512(row + 48), o3);
             }
 
             Vector512.Store(o0, o + c);
@@ -216,10 +241,10 @@ internal static unsafe partial class Kernels
         for (; c < hd; c += 16)
         {
             var oc = Vector512.Load(o + c);
-            float* row = v + c;
+            T* row = v + c;
             for (int t = 0; t < m; t++, row += hd)
             {
-                oc = Vector512.FusedMultiplyAdd(Vector512.Create(s[t]), Vector512.Load(row), oc);
+                oc = Vector512.FusedMultiplyAdd(Vector512.Create(s[t]), TFormat.Load512(row), oc);
             }
 
             Vector512.Store(oc, o + c);
@@ -286,7 +311,13 @@ internal static unsafe partial class Kernels
 
     /// <summary>y += alpha * x, fused per element, so vector body and scalar tail round identically.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-    public static void Axpy(float alpha, float* x, float* y, int n)
+    public static void Axpy(float alpha, float* x, float* y, int n) => Axpy<F32Weights, float>(alpha, x, y, n);
+
+    /// <summary>Axpy with x in any element format: bit-identical to Axpy over x's f32 widening.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void Axpy<TFormat, T>(float alpha, T* x, float* y, int n)
+        where TFormat : IWeightFormat<T>
+        where T : unmanaged
     {
         int i = 0;
         if (Vector512.IsHardwareAccelerated)
@@ -294,7 +325,7 @@ internal static unsafe partial class Kernels
             var va = Vector512.Create(alpha);
             for (; i <= n - 16; i += 16)
             {
-                Vector512.Store(Vector512.FusedMultiplyAdd(va, Vector512.Load(x + i), Vector512.Load(y + i)), y + i);
+                Vector512.Store(Vector512.FusedMultiplyAdd(va, TFormat.Load512(x + i), Vector512.Load(y + i)), y + i);
             }
         }
         else if (Vector256.IsHardwareAccelerated)
@@ -302,13 +333,13 @@ internal static unsafe partial class Kernels
             var va = Vector256.Create(alpha);
             for (; i <= n - 8; i += 8)
             {
-                Vector256.Store(Vector256.FusedMultiplyAdd(va, Vector256.Load(x + i), Vector256.Load(y + i)), y + i);
+                Vector256.Store(Vector256.FusedMultiplyAdd(va, TFormat.Load256(x + i), Vector256.Load(y + i)), y + i);
             }
         }
 
         for (; i < n; i++)
         {
-            y[i] = MathF.FusedMultiplyAdd(alpha, x[i], y[i]);
+            y[i] = MathF.FusedMultiplyAdd(alpha, TFormat.Load(x + i), y[i]);
         }
     }
 
@@ -316,8 +347,8 @@ internal static unsafe partial class Kernels
 }
 
 /// <summary>
-/// How a weight matrix is stored. Loads widen to f32 lanes, so every format runs the kernels' arithmetic unchanged
-/// and a narrow matrix gives bit-identical results to its f32 widening. A struct type argument specializes and
+/// How a weight matrix or a cache's keys and values are stored. Loads widen to f32 lanes, so every format runs the
+/// kernels' arithmetic unchanged and narrow operands give bit-identical results to their f32 widening. A struct type argument specializes and
 /// inlines the loads: no indirection in the hot loops.
 /// </summary>
 internal unsafe interface IWeightFormat<T>

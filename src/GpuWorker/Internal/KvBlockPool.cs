@@ -13,12 +13,12 @@ internal sealed unsafe class KvBlockPool : IDisposable
     private int _freeCount;
     private bool _disposed;
 
-    public KvBlockPool(long blockFloats, long budgetBytes)
+    public KvBlockPool(long blockBytes, long budgetBytes)
     {
-        BlockFloats = blockFloats;
-        BlockCount = (int)Math.Min(int.MaxValue, budgetBytes / (blockFloats * sizeof(float)));
-        nuint bytes = (nuint)(BlockCount * blockFloats * sizeof(float));
-        Base = (float*)LargePages.Allocate(bytes);
+        BlockBytes = blockBytes;
+        BlockCount = (int)Math.Min(int.MaxValue, budgetBytes / blockBytes);
+        nuint bytes = (nuint)(BlockCount * blockBytes);
+        Base = (byte*)LargePages.Allocate(bytes);
         NativeMemory.Clear(Base, bytes);
         _free = new int[BlockCount];
         for (int i = 0; i < BlockCount; i++)
@@ -30,13 +30,17 @@ internal sealed unsafe class KvBlockPool : IDisposable
         _freeCount = BlockCount;
     }
 
-    public float* Base { get; }
+    public byte* Base { get; }
 
-    public long BlockFloats { get; }
+    public long BlockBytes { get; }
+
+    /// <summary>f32 elements per block, for the caches that keep f32 (fourier, YOCO).</summary>
+    public long BlockFloats => BlockBytes / sizeof(float);
 
     public int BlockCount { get; }
 
-    public long BlockBytes => BlockFloats * sizeof(float);
+    /// <summary>Start of block <paramref name="block"/> as f32 elements.</summary>
+    public float* Floats(int block) => (float*)(Base + block * BlockBytes);
 
     public int FreeBlocks
     {

@@ -9,17 +9,18 @@ public sealed unsafe partial class LlamaModel
 
     /// <summary>
     /// A plain model's fourier parameters: its fourier.json, else the defaults where their coefficients fit a
-    /// cache block (a tiny model with tiny blocks then offers "full" only).
+    /// cache block (a tiny model with tiny blocks then offers "full" only). The fourier cache is f32: a model with
+    /// bf16 caches offers "full" only.
     /// </summary>
     private static FourierConfig? FourierFor(string directory, ModelConfig config, ModelLoadOptions options)
     {
-        if (config is not { SvdGqa: null, Yoco: null, FusedKv: null })
+        if (config is not { SvdGqa: null, Yoco: null, FusedKv: null } || options.CacheFormat != KvCacheFormat.F32)
         {
             return null;
         }
 
         var fourier = FourierConfig.Load(directory, config);
-        bool fits = (long)2 * fourier.Frequencies * fourier.CompressedDims <= options.BlockTokens * KvLayout.Full(config).FloatsPerToken;
+        bool fits = (long)2 * fourier.Frequencies * fourier.CompressedDims <= options.BlockTokens * KvLayout.Full(config).ElementsPerToken;
         return fits || File.Exists(Path.Combine(directory, FourierConfig.FileName)) ? fourier : null;
     }
 

@@ -91,11 +91,13 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
         _sin = (float*)sin;
         _backend = new CpuBackend(options.ComputeThreads, config.MaxPositionEmbeddings);
         _blockTokens = options.BlockTokens;
-        (_codec, _layout) = VariantCodec(config) ?? (config.SvdGqa is null
+        (_codec, var layout) = VariantCodec(config) ?? (config.SvdGqa is null
             ? (FullKvCache.CodecId, KvLayout.Full(config))
             : (SvdGqaKvCache.CodecId, KvLayout.SvdGqa(config)));
+        _layout = layout.In(options.CacheFormat);
+        CacheFormat = options.CacheFormat;
         Codecs = fourier is null ? [_codec] : [_codec, FourierKvCache.CodecId];
-        _pool = new KvBlockPool(options.BlockTokens * _layout.FloatsPerToken, options.CacheBudgetBytes);
+        _pool = new KvBlockPool(options.BlockTokens * _layout.BytesPerToken, options.CacheBudgetBytes);
         _fourier = fourier is null ? null : new FourierParts(config, fourier, options, _pool);
         var first = new ForwardScratch(config, ChunkTokens);
         _allScratch.Add(first);
@@ -107,6 +109,9 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
     public ModelConfig Config { get; }
 
     public string Fingerprint { get; }
+
+    /// <summary>Precision the paged caches keep their keys and values in.</summary>
+    public KvCacheFormat CacheFormat { get; }
 
     public long ParameterCount { get; }
 
@@ -149,6 +154,14 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
         }
 
         var config = ModelConfig.Load(configPath);
+        bool fourierCalibrated = config is { SvdGqa: null, Yoco: null, FusedKv: null } && File.Exists(Path.Combine(directory, FourierConfig.FileName));
+        if (options.CacheFormat != KvCacheFormat.F32 && (config.Yoco is not null || fourierCalibrated))
+        {
+            throw new ArgumentException(
+                $"{directory}: {(config.Yoco is not null ? "a YOCO model" : "a fourier-calibrated model")} keeps f32 caches; load it with CacheFormat {KvCacheFormat.F32}, not {options.CacheFormat}.",
+                nameof(options));
+        }
+
         var fourier = FourierFor(directory, config, options);
         var expected = LlamaTensors.List(config);
         var bf16 = expected.Where(t => options.WeightFormat == WeightFormat.Bf16 && LoadedTensors.MayBeBf16(t)).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
@@ -206,6 +219,12 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
                     pointers[t.Name] = (nint)next;
                     next += Bytes(t);
                 }
+            }
+
+            if (options.CacheFormat != KvCacheFormat.F32)
+            {
+                // Cached keys and values are rounded: snapshots and logits belong to this cache format only.
+                hash.Append(System.Text.Encoding.UTF8.GetBytes($"kv-cache:{options.CacheFormat}"));
             }
 
             string id = options.Id ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory)));

@@ -17,4 +17,7 @@ public sealed record ModelLoadOptions
 
     /// <summary>Precision the linear weights are kept in; bf16 halves the bytes a decode step reads.</summary>
     public WeightFormat WeightFormat { get; init; } = WeightFormat.F32;
+
+    /// <summary>Precision the KV caches keep their keys and values in; bf16 halves a session's memory and the bytes attention reads.</summary>
+    public KvCacheFormat CacheFormat { get; init; } = KvCacheFormat.F32;
 }

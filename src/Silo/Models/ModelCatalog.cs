@@ -28,6 +28,7 @@ public sealed class ModelCatalog : IDisposable
                 CacheBudgetBytes = (long)o.CacheBudgetMiB << 20,
                 ComputeThreads = o.ComputeThreads == 0 ? Environment.ProcessorCount : o.ComputeThreads,
                 WeightFormat = o.WeightFormat,
+                CacheFormat = o.CacheFormat,
             });
             if (!_models.TryAdd(model.Id, model))
             {
@@ -41,7 +42,7 @@ public sealed class ModelCatalog : IDisposable
                 GatherWindow = TimeSpan.FromMilliseconds(o.BatchGatherWindowMs),
                 PrefillRowsReserved = o.PrefillRowsReserved,
             });
-            ModelCatalogLog.ModelLoaded(logger, model.Id, directory, model.ParameterCount, o.WeightFormat, model.CacheBytesTotal >> 20);
+            ModelCatalogLog.ModelLoaded(logger, model.Id, directory, model.ParameterCount, o.WeightFormat, o.CacheFormat, model.CacheBytesTotal >> 20);
         }
 
         Default = o.DefaultModel is null ? _ordered[0] : Get(o.DefaultModel)
@@ -98,8 +99,8 @@ public sealed class ModelCatalog : IDisposable
 
 internal static partial class ModelCatalogLog
 {
-    [LoggerMessage(1, LogLevel.Information, "Loaded model {ModelId} from {Directory}: {Parameters} parameters, {WeightFormat} linear weights, {CacheMiB} MiB of KV-cache memory")]
-    public static partial void ModelLoaded(ILogger logger, string modelId, string directory, long parameters, WeightFormat weightFormat, long cacheMiB);
+    [LoggerMessage(1, LogLevel.Information, "Loaded model {ModelId} from {Directory}: {Parameters} parameters, {WeightFormat} linear weights, {CacheMiB} MiB of {CacheFormat} KV-cache memory")]
+    public static partial void ModelLoaded(ILogger logger, string modelId, string directory, long parameters, WeightFormat weightFormat, KvCacheFormat cacheFormat, long cacheMiB);
 
     [LoggerMessage(2, LogLevel.Information, "Generated the built-in demo model in {Directory}")]
     public static partial void DemoModelGenerated(ILogger logger, string directory);

@@ -27,6 +27,13 @@ public sealed class ModelCatalogOptions
     /// <summary>Precision of the linear weights: Bf16 halves the bytes a decode step reads (exact for bf16 checkpoints).</summary>
     public WeightFormat WeightFormat { get; set; } = WeightFormat.F32;
 
+    /// <summary>
+    /// Precision of the KV caches: Bf16 halves a session's memory and the cache bytes a decode step reads (full,
+    /// svd-gqa and fusedkv models; a YOCO or fourier-calibrated model then fails to load, and plain models drop the
+    /// fourier codec). Snapshots are only restored by silos with the same setting.
+    /// </summary>
+    public KvCacheFormat CacheFormat { get; set; } = KvCacheFormat.F32;
+
     /// <summary>Threads one forward pass may use (0 = all cores).</summary>
     [Range(0, 1024)]
     public int ComputeThreads { get; set; }

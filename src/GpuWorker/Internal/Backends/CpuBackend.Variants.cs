@@ -35,8 +35,8 @@ internal sealed unsafe partial class CpuBackend
             for (int g = 0; g < ring.KvHeads; g++)
             {
                 long src = ((long)r * ring.KvHeads + g) * hd;
-                new ReadOnlySpan<float>(k + src, hd).CopyTo(new Span<float>(ring.Slab(slot / ring.BlockTokens, 0, 0, g) + inBlock, hd));
-                new ReadOnlySpan<float>(v + src, hd).CopyTo(new Span<float>(ring.Slab(slot / ring.BlockTokens, 0, 1, g) + inBlock, hd));
+                new ReadOnlySpan<float>(k + src, hd).CopyTo(new Span<float>(ring.Slab<float>(slot / ring.BlockTokens, 0, 0, g) + inBlock, hd));
+                new ReadOnlySpan<float>(v + src, hd).CopyTo(new Span<float>(ring.Slab<float>(slot / ring.BlockTokens, 0, 1, g) + inBlock, hd));
             }
         }
     }
@@ -127,7 +127,7 @@ internal sealed unsafe partial class CpuBackend
             }
 
             int slot = position % _window;
-            return _ring.Slab(slot / _ring.BlockTokens, 0, kind, g) + (long)(slot % _ring.BlockTokens) * hd;
+            return _ring.Slab<float>(slot / _ring.BlockTokens, 0, kind, g) + (long)(slot % _ring.BlockTokens) * hd;
         }
     }
 
@@ -150,8 +150,22 @@ internal sealed unsafe partial class CpuBackend
             _out = output;
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int thread)
+        {
+            if (_cache.IsBf16)
+            {
+                Run<Bf16Weights, ushort>(index, thread);
+            }
+            else
+            {
+                Run<F32Weights, float>(index, thread);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Run<TFormat, T>(int index, int thread)
+            where TFormat : IWeightFormat<T>
+            where T : unmanaged
         {
             int r = index / _heads, h = index % _heads;
             int hd = _cache.HeadDim, bt = _cache.BlockTokens, kvDim = _cache.KvHeads * hd;
@@ -177,15 +191,15 @@ internal sealed unsafe partial class CpuBackend
             {
                 int m = Math.Min(bt, n - j0);
                 bool more = j0 + bt < n;
-                float* kLast = _cache.Slab(b, last, 0, g);
+                T* kLast = _cache.Slab<T>(b, last, 0, g);
                 if (a == null)
                 {
-                    Kernels.Scores(q, kLast, m, hd, _scale, s + j0, more ? _cache.Slab(b + 1, last, 0, g) : null);
+                    Kernels.Scores<TFormat, T>(q, kLast, m, hd, _scale, s + j0, more ? _cache.Slab<T>(b + 1, last, 0, g) : null);
                     continue;
                 }
 
-                Kernels.Scores(qFirst, _cache.Slab(b, first, 0, g), m, hd, 1f, s + j0, more ? _cache.Slab(b + 1, first, 0, g) : null);
-                Kernels.Scores(qLast, kLast, m, hd, 1f, sLast, more ? _cache.Slab(b + 1, last, 0, g) : null);
+                Kernels.Scores<TFormat, T>(qFirst, _cache.Slab<T>(b, first, 0, g), m, hd, 1f, s + j0, more ? _cache.Slab<T>(b + 1, first, 0, g) : null);
+                Kernels.Scores<TFormat, T>(qLast, kLast, m, hd, 1f, sLast, more ? _cache.Slab<T>(b + 1, last, 0, g) : null);
                 for (int t = 0; t < m; t++)
                 {
                     s[j0 + t] = (s[j0 + t] + sLast[t]) * _scale;
@@ -203,10 +217,10 @@ internal sealed unsafe partial class CpuBackend
             {
                 int m = Math.Min(bt, n - j0);
                 bool more = j0 + bt < n;
-                Kernels.AccumulateValues(s + j0, _cache.Slab(blk, first, 1, g), m, hd, o, more ? _cache.Slab(blk + 1, first, 1, g) : null);
+                Kernels.AccumulateValues<TFormat, T>(s + j0, _cache.Slab<T>(blk, first, 1, g), m, hd, o, more ? _cache.Slab<T>(blk + 1, first, 1, g) : null);
                 if (b1 != null)
                 {
-                    Kernels.AccumulateValues(s + j0, _cache.Slab(blk, last, 1, g), m, hd, oLast, more ? _cache.Slab(blk + 1, last, 1, g) : null);
+                    Kernels.AccumulateValues<TFormat, T>(s + j0, _cache.Slab<T>(blk, last, 1, g), m, hd, oLast, more ? _cache.Slab<T>(blk + 1, last, 1, g) : null);
                 }
             }
 

@@ -94,8 +94,18 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
             for (int g = 0; g < cache.KvHeads; g++)
             {
                 long src = ((long)r * cache.KvHeads + g) * hd;
-                new ReadOnlySpan<float>(k + src, hd).CopyTo(new Span<float>(cache.Slab(block, layer, 0, g) + inBlock, hd));
-                new ReadOnlySpan<float>(v + src, hd).CopyTo(new Span<float>(cache.Slab(block, layer, 1, g) + inBlock, hd));
+                var key = new ReadOnlySpan<float>(k + src, hd);
+                var value = new ReadOnlySpan<float>(v + src, hd);
+                if (cache.IsBf16)
+                {
+                    Bf16.Convert(key, new Span<ushort>(cache.Slab<ushort>(block, layer, 0, g) + inBlock, hd));
+                    Bf16.Convert(value, new Span<ushort>(cache.Slab<ushort>(block, layer, 1, g) + inBlock, hd));
+                }
+                else
+                {
+                    key.CopyTo(new Span<float>(cache.Slab<float>(block, layer, 0, g) + inBlock, hd));
+                    value.CopyTo(new Span<float>(cache.Slab<float>(block, layer, 1, g) + inBlock, hd));
+                }
             }
         }
     }
@@ -214,8 +224,22 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
             _out = output;
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int thread)
+        {
+            if (_rows!.Views[index / (_heads / _perItem)].IsBf16)
+            {
+                Run<Bf16Weights, ushort>(index, thread);
+            }
+            else
+            {
+                Run<F32Weights, float>(index, thread);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Run<TFormat, T>(int index, int thread)
+            where TFormat : IWeightFormat<T>
+            where T : unmanaged
         {
             var rows = _rows!;
             int items = _heads / _perItem;
@@ -233,7 +257,7 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
                 for (int h = h0; h < h1; h++)
                 {
                     float* q = _q + (r * _heads + h) * hd;
-                    Kernels.Scores(q, cache.Slab(b, _layer, 0, h / group), m, hd, scale, scoreBase + (long)(h - h0) * scoreStride + j0, j0 + bt < n ? cache.Slab(b + 1, _layer, 0, h / group) : null);
+                    Kernels.Scores<TFormat, T>(q, cache.Slab<T>(b, _layer, 0, h / group), m, hd, scale, scoreBase + (long)(h - h0) * scoreStride + j0, j0 + bt < n ? cache.Slab<T>(b + 1, _layer, 0, h / group) : null);
                 }
             }
 
@@ -250,7 +274,7 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
                 for (int h = h0; h < h1; h++)
                 {
                     float* s = scoreBase + (long)(h - h0) * scoreStride + j0;
-                    Kernels.AccumulateValues(s, cache.Slab(b, _layer, 1, h / group), m, hd, _out + (r * _heads + h) * hd, j0 + bt < n ? cache.Slab(b + 1, _layer, 1, h / group) : null);
+                    Kernels.AccumulateValues<TFormat, T>(s, cache.Slab<T>(b, _layer, 1, h / group), m, hd, _out + (r * _heads + h) * hd, j0 + bt < n ? cache.Slab<T>(b + 1, _layer, 1, h / group) : null);
                 }
             }
 

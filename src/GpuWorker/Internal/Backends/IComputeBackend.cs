@@ -2,20 +2,29 @@ namespace KvCache.GpuWorker.Internal.Backends;
 
 /// <summary>
 /// Where a block of one layer's K and V for one KV head lives: block-pool memory is
-/// [block][layer][K|V][kvHead][BlockTokens][HeadDim], so one head's keys within a block are contiguous.
+/// [block][layer][K|V][kvHead][BlockTokens][HeadDim] elements of ElementBytes (4 for f32, 2 for bf16), so one head's
+/// keys within a block are contiguous.
 /// </summary>
-internal readonly unsafe struct KvView(float* poolBase, int* blockTable, int blockTokens, long blockFloats, int kvHeads, int headDim)
+internal readonly unsafe struct KvView(byte* poolBase, int* blockTable, int blockTokens, long blockBytes, int kvHeads, int headDim, int elementBytes)
 {
-    public readonly float* PoolBase = poolBase;
+    public readonly byte* PoolBase = poolBase;
     public readonly int* BlockTable = blockTable;
     public readonly int BlockTokens = blockTokens;
-    public readonly long BlockFloats = blockFloats;
+    public readonly long BlockBytes = blockBytes;
     public readonly int KvHeads = kvHeads;
     public readonly int HeadDim = headDim;
+    public readonly int ElementBytes = elementBytes;
 
-    /// <summary>Start of the [BlockTokens, HeadDim] slab for (block, layer, kind 0 = K / 1 = V, kvHead).</summary>
-    public float* Slab(int blockIndex, int layer, int kind, int kvHead) =>
-        PoolBase + BlockTable[blockIndex] * BlockFloats + (((long)layer * 2 + kind) * KvHeads + kvHead) * BlockTokens * HeadDim;
+    /// <summary>Whether elements are bf16 (else f32).</summary>
+    public bool IsBf16 => ElementBytes == sizeof(ushort);
+
+    /// <summary>
+    /// Start of the [BlockTokens, HeadDim] slab for (block, layer, kind 0 = K / 1 = V, kvHead), as a pointer to T; offsets
+    /// count ElementBytes per element whatever T is, so T = byte addresses the slab's bytes.
+    /// </summary>
+    public T* Slab<T>(int blockIndex, int layer, int kind, int kvHead)
+        where T : unmanaged =>
+        (T*)(PoolBase + BlockTable[blockIndex] * BlockBytes + (((long)layer * 2 + kind) * KvHeads + kvHead) * BlockTokens * HeadDim * ElementBytes);
 }
 
 /// <summary>
