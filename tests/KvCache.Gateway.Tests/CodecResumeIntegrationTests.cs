@@ -95,8 +95,19 @@ public sealed class CodecResumeIntegrationTests(CodecModelsFixture models) : ICl
 
     private RedisServer _redis = null!;
 
-    public static TheoryData<string> Codecs =>
-        [FullKvCache.CodecId, SvdGqaKvCache.CodecId, YocoKvCache.CodecId, FusedKvCache.CodecId, FusedKvCache.LiteCodecId, FourierKvCache.CodecId];
+    /// <summary>Every codec with f32 caches, and those that offer bf16 caches with them (half the bytes per token).</summary>
+    public static TheoryData<string, KvCacheFormat> Codecs => new()
+    {
+        { FullKvCache.CodecId, KvCacheFormat.F32 },
+        { SvdGqaKvCache.CodecId, KvCacheFormat.F32 },
+        { YocoKvCache.CodecId, KvCacheFormat.F32 },
+        { FusedKvCache.CodecId, KvCacheFormat.F32 },
+        { FusedKvCache.LiteCodecId, KvCacheFormat.F32 },
+        { FourierKvCache.CodecId, KvCacheFormat.F32 },
+        { FullKvCache.CodecId, KvCacheFormat.Bf16 },
+        { SvdGqaKvCache.CodecId, KvCacheFormat.Bf16 },
+        { FusedKvCache.CodecId, KvCacheFormat.Bf16 },
+    };
 
     public async Task InitializeAsync() =>
         _redis = await RedisServer.StartAsync(TestPorts.Redis);
@@ -105,15 +116,17 @@ public sealed class CodecResumeIntegrationTests(CodecModelsFixture models) : ICl
 
     [Theory]
     [MemberData(nameof(Codecs))]
-    public async Task Spilled_session_resumes_in_a_new_process_like_its_twin(string codec)
+    public async Task Spilled_session_resumes_in_a_new_process_like_its_twin(string codec, KvCacheFormat cacheFormat)
     {
         var (directory, cacheBytes, bytesPerToken) = models.Models[codec];
         var config = ModelConfig.Load(Path.Combine(directory, "config.json"));
         var modelId = Path.GetFileName(directory);
+        int elementShrink = cacheFormat == KvCacheFormat.Bf16 ? 2 : 1;
         await using var gateway = new GatewayProcess(
             GatewayProcess.FreePort(),
             $"--Spill:Redis:Endpoint={_redis.Endpoint}",
-            $"--Models:Directories:0={directory}");
+            $"--Models:Directories:0={directory}",
+            $"--Models:CacheFormat={cacheFormat}");
         await gateway.StartAsync();
         var client = gateway.Client;
 
@@ -125,8 +138,8 @@ public sealed class CodecResumeIntegrationTests(CodecModelsFixture models) : ICl
         var active = await client.GetSessionAsync(new GetSessionRequest { SessionId = resumed.Id });
         Assert.Equal(codec, active.Codec);
         Assert.Equal(modelId, active.Model);
-        Assert.Equal(bytesPerToken(config), active.BytesPerToken);
-        Assert.Equal(cacheBytes(config, (int)active.Position), active.CacheBytes);
+        Assert.Equal(bytesPerToken(config) / elementShrink, active.BytesPerToken);
+        Assert.Equal(cacheBytes(config, (int)active.Position) / elementShrink, active.CacheBytes);
         Assert.Equal(SessionState.Spilled, (await client.SpillSessionAsync(new SpillSessionRequest { SessionId = resumed.Id })).State);
 
         await gateway.StopAsync();
@@ -136,6 +149,38 @@ public sealed class CodecResumeIntegrationTests(CodecModelsFixture models) : ICl
         Assert.Equal(expected, head.Concat(tail));
         var restored = $"Activated session dev/resumed: {Prompt.Length + 12} tokens, snapshot at {Prompt.Length + 12}, replayed 0";
         Assert.True(await gateway.PrintedAsync(restored), $"'{restored}' not in the log:\n{gateway.Output}");
+    }
+
+    /// <summary>
+    /// An operator switches a silo from bf16 to f32 caches: the bf16 snapshot belongs to another fingerprint, so the
+    /// new process refuses it and rebuilds the session from its token log; nothing is lost, only replayed.
+    /// </summary>
+    [Fact]
+    public async Task A_bf16_snapshot_is_refused_after_a_switch_to_f32_caches_and_the_token_log_rebuilds_the_session()
+    {
+        var (directory, _, _) = models.Models[FullKvCache.CodecId];
+        var modelId = Path.GetFileName(directory);
+        int port = GatewayProcess.FreePort();
+        string[] args = [$"--Spill:Redis:Endpoint={_redis.Endpoint}", $"--Models:Directories:0={directory}"];
+        await using (var bf16 = new GatewayProcess(port, [.. args, "--Models:CacheFormat=Bf16"]))
+        {
+            await bf16.StartAsync();
+            await CreateWithPromptAsync(bf16.Client, modelId, FullKvCache.CodecId, "switched");
+            await DecodeAsync(bf16.Client, "switched", 5);
+            Assert.Equal(SessionState.Spilled, (await bf16.Client.SpillSessionAsync(new SpillSessionRequest { SessionId = "switched" })).State);
+            await bf16.StopAsync();
+        }
+
+        await using var f32 = new GatewayProcess(port, args);
+        await f32.StartAsync();
+        var tail = await DecodeAsync(f32.Client, "switched", 4);
+        Assert.Equal(4, tail.Length);
+        var session = await f32.Client.GetSessionAsync(new GetSessionRequest { SessionId = "switched" });
+        Assert.Equal(Prompt.Length + 9, session.Position);
+        Assert.True(await f32.PrintedAsync("model fingerprint"), $"no refused-snapshot line in the log:\n{f32.Output}");
+        var activated = $"Activated session dev/switched: {Prompt.Length + 5} tokens";
+        Assert.True(await f32.PrintedAsync(activated), $"'{activated}' not in the log:\n{f32.Output}");
+        Assert.Contains($"replayed {Prompt.Length + 5}", f32.Output, StringComparison.Ordinal);
     }
 
     private static async Task<Session> CreateWithPromptAsync(KvCacheGrpc.KvCacheClient client, string model, string codec, string id)

@@ -19,10 +19,13 @@ over K^, V^ with their own q_proj / o_proj. A FusedKV model ("architectures": ["
 V_i = b_i1 * V_1 + b_in * V_n (post-RoPE keys; k_fusion.weight / v_fusion.weight [2, kv_heads * head_dim]), or
 with "fusedkv_lite": true over K_i = K_n, V_i = V_1.
 
+With --kv-bf16, every key and value a KV cache would hold (post-RoPE K and V of the cached layers; SVD-GQA's c and v')
+is rounded f32 -> bf16 (nearest even) before attention, as the engine's bf16 KV cache (KvCacheFormat.Bf16) stores them.
+
 Output JSON: prompt ids, logits after the prompt and after each decode step (steps + 1 rows), and
 greedy[i] = argmax(logits[i]) (lowest id on ties); the engine feeds greedy[0 .. steps-1].
 
-Usage: /usr/bin/python3 llama_reference.py MODEL_DIR OUT.json [--prompt-len 72] [--steps 32] [--prompt-seed 1]
+Usage: /usr/bin/python3 llama_reference.py MODEL_DIR OUT.json [--prompt-len 72] [--steps 32] [--prompt-seed 1] [--kv-bf16]
 """
 import argparse
 import json
@@ -69,7 +72,8 @@ def rotate_half(x):
 
 
 class Llama:
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, kv_bf16=False):
+        self.kv_bf16 = kv_bf16
         with open(f"{model_dir}/config.json") as f:
             self.cfg = json.load(f)
         self.w = load_safetensors(f"{model_dir}/model.safetensors")
@@ -115,6 +119,9 @@ class Llama:
                 else:
                     q, k, v = self.svd_gqa_qkv(p, h, q, k)
                     width = self.svd["rank"]
+                if self.kv_bf16:
+                    # What a bf16 KV cache holds: each cached element rounded f32 -> bf16 (nearest even).
+                    k, v = k.float().to(torch.bfloat16).double(), v.float().to(torch.bfloat16).double()
                 if self.arch == "YocoForCausalLM":
                     layer_mask = window_mask
                 if i == 0:
@@ -171,9 +178,10 @@ def main():
     parser.add_argument("--prompt-len", type=int, default=72)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--prompt-seed", type=int, default=1)
+    parser.add_argument("--kv-bf16", action="store_true", help="round every cached key and value to bf16, as a bf16 KV cache does")
     args = parser.parse_args()
 
-    model = Llama(args.model_dir)
+    model = Llama(args.model_dir, kv_bf16=args.kv_bf16)
     vocab = model.cfg["vocab_size"]
     rng = random.Random(args.prompt_seed)
     prompt = [rng.randrange(vocab) for _ in range(args.prompt_len)]
@@ -193,6 +201,7 @@ def main():
             "model": args.model_dir.rstrip("/").split("/")[-1],
             "torch_version": torch.__version__,
             "precision": "float64",
+            "kv_cache": "bf16" if args.kv_bf16 else "exact",
             "prompt": prompt,
             "steps": args.steps,
             "greedy": greedy,
