@@ -25,6 +25,7 @@ public sealed class BatchedForwardUnitTests : IDisposable
     [InlineData("full", KvCacheFormat.Bf16)]
     [InlineData("svd-gqa", KvCacheFormat.Bf16)]
     [InlineData("fusedkv", KvCacheFormat.Bf16)]
+    [InlineData("yoco", KvCacheFormat.Bf16)]
     public void Batched_passes_equal_separate_forwards_bit_for_bit(string kind, KvCacheFormat cacheFormat = KvCacheFormat.F32)
     {
         using var model = LlamaModel.Load(ModelFor(kind), TestModels.SmallOptions(budget: 16 << 20) with { CacheFormat = cacheFormat });

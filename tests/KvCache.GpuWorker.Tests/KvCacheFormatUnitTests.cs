@@ -16,6 +16,7 @@ public sealed class KvCacheFormatUnitTests(ITestOutputHelper output) : IDisposab
     [Theory]
     [InlineData("full")]
     [InlineData("fusedkv")]
+    [InlineData("yoco")]
     public void A_bf16_cache_holds_half_the_bytes_stores_the_rounded_f32_values_and_decodes_close_to_f32(string kind)
     {
         string directory = Generate(kind);
@@ -52,17 +53,19 @@ public sealed class KvCacheFormatUnitTests(ITestOutputHelper output) : IDisposab
         Assert.True(anyDifferent, "bf16 rounding changed no logit: was the cache kept in f32?");
         Assert.True(worst <= 0.02f * scale, $"max |Δlogit| {worst} for logits up to {scale}");
 
-        // Layer 0's keys and values depend on no cached value, so the bf16 cache must hold exactly their rounding.
+        // Layer 0's keys and values depend on no cached value, so the bf16 cache must hold exactly their rounding:
+        // each token's first layer in a paged state, the first ring (the state's first C slots after the global K̂V̂) in YOCO's.
         Assert.Equal(narrow.CacheBytes, narrow.StateLength);
         Assert.Equal(wide.StateLength, 2 * narrow.StateLength);
-        byte[] wideState = CodecChecks.ReadState(wide), narrowState = CodecChecks.ReadState(narrow);
-        int layerElements = 2 * Plain.NumKeyValueHeads * Plain.HeadDim;
-        long tokenElements = narrow.BytesPerToken / sizeof(ushort);
-        for (int t = 0; t < tokens.Length; t++)
+        var stored = MemoryMarshal.Cast<byte, float>(CodecChecks.ReadState(wide).AsSpan());
+        var rounded = MemoryMarshal.Cast<byte, ushort>(CodecChecks.ReadState(narrow).AsSpan());
+        int vector = 2 * Plain.NumKeyValueHeads * Plain.HeadDim;
+        var (first, length, stride) = kind == "yoco"
+            ? (tokens.Length * vector, 16 * vector, 0)
+            : (0, vector, (int)(narrow.BytesPerToken / sizeof(ushort)));
+        for (int t = 0; t < (kind == "yoco" ? 1 : tokens.Length); t++)
         {
-            var stored = MemoryMarshal.Cast<byte, float>(wideState.AsSpan((int)(t * tokenElements * sizeof(float)), layerElements * sizeof(float)));
-            var rounded = MemoryMarshal.Cast<byte, ushort>(narrowState.AsSpan((int)(t * tokenElements * sizeof(ushort)), layerElements * sizeof(ushort)));
-            for (int e = 0; e < layerElements; e++)
+            for (int e = first + t * stride; e < first + t * stride + length; e++)
             {
                 Assert.Equal(Bf16.FromSingle(stored[e]), rounded[e]);
             }
@@ -72,6 +75,7 @@ public sealed class KvCacheFormatUnitTests(ITestOutputHelper output) : IDisposab
     [Theory]
     [InlineData("full")]
     [InlineData("fusedkv")]
+    [InlineData("yoco")]
     public void A_bf16_cache_passes_the_codec_checks(string kind)
     {
         using var model = LlamaModel.Load(Generate(kind), TestModels.SmallOptions() with { CacheFormat = KvCacheFormat.Bf16 });
@@ -83,14 +87,9 @@ public sealed class KvCacheFormatUnitTests(ITestOutputHelper output) : IDisposab
     }
 
     [Fact]
-    public void Models_whose_caches_are_f32_only_refuse_bf16_at_load_and_a_plain_model_drops_fourier()
+    public void A_fourier_calibrated_model_refuses_bf16_caches_at_load_and_a_plain_model_drops_fourier()
     {
         var bf16 = TestModels.SmallOptions() with { CacheFormat = KvCacheFormat.Bf16 };
-        string yoco = _models.Generate(Plain with { Yoco = new YocoConfig { SlidingWindow = 16 } }, seed: 5);
-        var refused = Assert.Throws<ArgumentException>(() => LlamaModel.Load(yoco, bf16));
-        Assert.Contains("YOCO", refused.Message, StringComparison.Ordinal);
-        Assert.Contains("CacheFormat", refused.Message, StringComparison.Ordinal);
-
         string plain = Generate("full");
         using (var model = LlamaModel.Load(plain, bf16))
         {
@@ -104,10 +103,18 @@ public sealed class KvCacheFormatUnitTests(ITestOutputHelper output) : IDisposab
             Assert.Contains(FourierKvCache.CodecId, calibrated.Codecs);
         }
 
-        refused = Assert.Throws<ArgumentException>(() => LlamaModel.Load(plain, bf16));
+        var refused = Assert.Throws<ArgumentException>(() => LlamaModel.Load(plain, bf16));
         Assert.Contains("fourier", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("CacheFormat", refused.Message, StringComparison.Ordinal);
     }
 
-    private string Generate(string kind) =>
-        _models.Generate(kind == "fusedkv" ? Plain with { FusedKv = new FusedKvConfig() } : Plain, seed: 23);
+    // YOCO's window (16) is shorter than the 48-token sequences, so its rings wrap.
+    private string Generate(string kind) => _models.Generate(
+        kind switch
+        {
+            "fusedkv" => Plain with { FusedKv = new FusedKvConfig() },
+            "yoco" => Plain with { Yoco = new YocoConfig { SlidingWindow = 16 } },
+            _ => Plain,
+        },
+        seed: 23);
 }

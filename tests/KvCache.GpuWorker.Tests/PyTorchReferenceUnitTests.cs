@@ -64,6 +64,7 @@ public sealed class PyTorchReferenceUnitTests(ITestOutputHelper output)
     [InlineData("tiny-f32")]
     [InlineData("tiny-f32-svd-gqa-r0.5")]
     [InlineData("tiny-fusedkv")]
+    [InlineData("tiny-yoco")]
     public void Logits_with_bf16_kv_caches_match_pytorch_rounding_its_cached_keys_and_values(string name)
     {
         const float KvBf16Tolerance = 2e-3f;

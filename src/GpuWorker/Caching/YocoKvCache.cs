@@ -6,17 +6,18 @@ namespace KvCache.GpuWorker;
 
 /// <summary>
 /// The "yoco" codec of a YOCO model (<see cref="ModelConfig.Yoco"/>): the global K̂, V̂ of every token
-/// (num_key_value_heads heads of head_dim f32, growing in pool blocks) plus, per self-decoder layer, a ring buffer
+/// (num_key_value_heads heads of head_dim elements, f32 or bf16 as <see cref="KvCacheFormat"/> says, growing in pool
+/// blocks) plus, per self-decoder layer, a ring buffer
 /// of the last C = sliding_window keys and values (constant size).
 /// </summary>
 /// <remarks>
-/// <para>Bytes at N tokens (H_kv = num_key_value_heads, d = head_dim, b = 4, L = layers), the formula of
+/// <para>Bytes at N tokens (H_kv = num_key_value_heads, d = head_dim, b = 4 for f32 or 2 for bf16, L = layers), the formula of
 /// <see cref="BytesAt"/>: 2·N·H_kv·d·b + (N &gt; 0 ? (L/2)·2·C·H_kv·d·b : 0). The ring buffers hold the self-decoder's
 /// own KV heads (H_kv, not the query heads). They are taken whole from the pool with the first token, so the ring
 /// term is the full C from N = 1 on, not min(N, C): that is the memory the session holds.</para>
-/// <para>Serialized state (little-endian f32), <see cref="StateLength"/> = <see cref="CacheBytes"/>: first, for each
-/// position t in [0, N), K̂ then V̂, each for every KV head d floats; then, for each self-decoder layer, the K ring
-/// then the V ring, for each KV head, C slots of d floats. Slot s holds the latest position p &lt; N with
+/// <para>Serialized state (little-endian f32 or bf16 as stored), <see cref="StateLength"/> = <see cref="CacheBytes"/>:
+/// first, for each position t in [0, N), K̂ then V̂, each for every KV head d elements; then, for each self-decoder
+/// layer, the K ring then the V ring, for each KV head, C slots of d elements. Slot s holds the latest position p &lt; N with
 /// p mod C = s (positions follow from N); slots no position reached yet (N &lt; C) are zero.</para>
 /// <para>Memory: each ring is ⌈C / BlockTokens⌉ pool blocks of the global K̂V̂'s shape; appending never allocates.
 /// Not thread-safe: one caller at a time.</para>
@@ -29,6 +30,7 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
     private readonly int _blockTokens;
     private readonly int _kvHeads;
     private readonly int _headDim;
+    private readonly int _elementBytes;
     private readonly int _window;
     private readonly int _selfLayers;
     private readonly int _ringBlocks;
@@ -40,19 +42,20 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
     private int _globalBlocks;
     private bool _hasRings;
 
-    internal YocoKvCache(object owner, KvBlockPool pool, ModelConfig config, int blockTokens)
+    internal YocoKvCache(object owner, KvBlockPool pool, ModelConfig config, KvCacheFormat format, int blockTokens)
     {
         Owner = owner;
         _pool = pool;
         _blockTokens = blockTokens;
         _kvHeads = config.NumKeyValueHeads;
         _headDim = config.HeadDim;
+        _elementBytes = KvLayout.ElementBytesOf(format);
         _window = config.Yoco!.SlidingWindow;
         _selfLayers = config.NumHiddenLayers / 2;
         _ringBlocks = (_window + blockTokens - 1) / blockTokens;
         _maxBlocks = (config.MaxPositionEmbeddings + blockTokens - 1) / blockTokens;
         _table = (int*)NativeMemory.Alloc((nuint)(_maxBlocks + _selfLayers * _ringBlocks), sizeof(int));
-        BytesPerToken = 2L * _kvHeads * _headDim * sizeof(float);
+        BytesPerToken = 2L * _kvHeads * _headDim * _elementBytes;
         _ringBytes = (long)_selfLayers * _window * BytesPerToken;
     }
 
@@ -72,18 +75,22 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
     internal int Window => _window;
 
     /// <summary>The global K̂V̂ as a one-layer paged view (position t at block t / BlockTokens).</summary>
-    internal KvView Global => new(_pool.Base, _table, _blockTokens, _pool.BlockBytes, _kvHeads, _headDim, sizeof(float));
+    internal KvView Global => new(_pool.Base, _table, _blockTokens, _pool.BlockBytes, _kvHeads, _headDim, _elementBytes);
 
     /// <summary>Ring of self-decoder layer <paramref name="layer"/> as a one-layer view over slots [0, C).</summary>
     internal KvView Ring(int layer) =>
-        new(_pool.Base, _table + _maxBlocks + layer * _ringBlocks, _blockTokens, _pool.BlockBytes, _kvHeads, _headDim, sizeof(float));
+        new(_pool.Base, _table + _maxBlocks + layer * _ringBlocks, _blockTokens, _pool.BlockBytes, _kvHeads, _headDim, _elementBytes);
 
-    /// <summary>Bytes a cache of <paramref name="config"/> holds at <paramref name="position"/> (see remarks).</summary>
+    /// <summary>Bytes an f32 cache of <paramref name="config"/> holds at <paramref name="position"/> (see remarks).</summary>
     /// <exception cref="ArgumentException">The model is not a YOCO model.</exception>
-    public static long BytesAt(ModelConfig config, int position)
+    public static long BytesAt(ModelConfig config, int position) => BytesAt(config, position, KvCacheFormat.F32);
+
+    /// <summary>Bytes a cache of <paramref name="config"/> in <paramref name="format"/> holds at <paramref name="position"/> (see remarks).</summary>
+    /// <exception cref="ArgumentException">The model is not a YOCO model.</exception>
+    public static long BytesAt(ModelConfig config, int position, KvCacheFormat format)
     {
         var yoco = config.Yoco ?? throw new ArgumentException("The model is not a YOCO model.", nameof(config));
-        long perToken = 2L * config.NumKeyValueHeads * config.HeadDim * sizeof(float);
+        long perToken = 2L * config.NumKeyValueHeads * config.HeadDim * KvLayout.ElementBytesOf(format);
         return position == 0 ? 0 : position * perToken + config.NumHiddenLayers / 2 * (long)yoco.SlidingWindow * perToken;
     }
 
@@ -165,7 +172,7 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
             // Slots no position reached yet serialize as zeros, whatever the blocks held before.
             for (int i = 0; i < rings; i++)
             {
-                NativeMemory.Clear(_pool.Floats(_table[_maxBlocks + i]), (nuint)_pool.BlockBytes);
+                NativeMemory.Clear(_pool.Base + _table[_maxBlocks + i] * _pool.BlockBytes, (nuint)_pool.BlockBytes);
             }
 
             _hasRings = true;
@@ -197,9 +204,9 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
     // The state is a sequence of d-float pieces; each maps to one token's (or slot's) vector of one head and side.
     byte* ICacheState.Locate(long offset, out long contiguous)
     {
-        long pieceBytes = (long)_headDim * sizeof(float);
+        long pieceBytes = (long)_headDim * _elementBytes;
         long globalBytes = Position * BytesPerToken;
-        float* vector;
+        byte* vector;
         long inPiece;
         if (offset < globalBytes)
         {
@@ -207,7 +214,7 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
             inPiece = offset % pieceBytes;
             long token = piece / (2 * _kvHeads);
             int side = (int)(piece / _kvHeads % 2), head = (int)(piece % _kvHeads);
-            vector = Global.Slab<float>((int)(token / _blockTokens), 0, side, head) + token % _blockTokens * _headDim;
+            vector = Global.Slab<byte>((int)(token / _blockTokens), 0, side, head) + token % _blockTokens * pieceBytes;
         }
         else
         {
@@ -216,10 +223,10 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
             int slot = (int)(piece % _window);
             long ring = piece / _window;
             int head = (int)(ring % _kvHeads), side = (int)(ring / _kvHeads % 2), layer = (int)(ring / _kvHeads / 2);
-            vector = Ring(layer).Slab<float>(slot / _blockTokens, 0, side, head) + slot % _blockTokens * _headDim;
+            vector = Ring(layer).Slab<byte>(slot / _blockTokens, 0, side, head) + slot % _blockTokens * pieceBytes;
         }
 
         contiguous = pieceBytes - inPiece;
-        return (byte*)vector + inPiece;
+        return vector + inPiece;
     }
 }

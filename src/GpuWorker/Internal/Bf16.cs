@@ -26,6 +26,15 @@ internal static class Bf16
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float ToSingle(ushort value) => BitConverter.UInt32BitsToSingle((uint)value << 16);
 
+    /// <summary>Replaces each value by its bf16 rounding, widened back: the value a bf16 cache hands attention.</summary>
+    public static void Round(Span<float> values)
+    {
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = ToSingle(FromSingle(values[i]));
+        }
+    }
+
     public static void Convert(ReadOnlySpan<float> source, Span<ushort> destination)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(destination.Length, source.Length, nameof(destination));

@@ -34,7 +34,7 @@ internal sealed unsafe class KvBlockPool : IDisposable
 
     public long BlockBytes { get; }
 
-    /// <summary>f32 elements per block, for the caches that keep f32 (fourier, YOCO).</summary>
+    /// <summary>f32 elements per block, for the fourier cache (always f32).</summary>
     public long BlockFloats => BlockBytes / sizeof(float);
 
     public int BlockCount { get; }

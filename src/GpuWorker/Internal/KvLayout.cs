@@ -17,5 +17,8 @@ internal readonly record struct KvLayout(int Layers, int Heads, int Dim, int Ele
         : throw new ArgumentException("The model is not SVD-GQA-converted.", nameof(c));
 
     /// <summary>This shape with elements stored in <paramref name="format"/>.</summary>
-    public KvLayout In(KvCacheFormat format) => this with { ElementBytes = format == KvCacheFormat.Bf16 ? sizeof(ushort) : sizeof(float) };
+    public KvLayout In(KvCacheFormat format) => this with { ElementBytes = ElementBytesOf(format) };
+
+    /// <summary>Bytes of one cached element in <paramref name="format"/>.</summary>
+    public static int ElementBytesOf(KvCacheFormat format) => format == KvCacheFormat.Bf16 ? sizeof(ushort) : sizeof(float);
 }

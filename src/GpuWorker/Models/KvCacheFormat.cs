@@ -9,8 +9,9 @@ public enum KvCacheFormat
     /// <summary>
     /// bf16, rounded to nearest even as each token is stored: half the memory per session and half the cache bytes a
     /// decode step reads, for a relative error of at most 2⁻⁹ per stored element. Snapshots hold bf16 too, and a model
-    /// loaded this way has its own fingerprint, so they never restore into an f32-cache model or back. Supported by
-    /// the full, svd-gqa and fusedkv codecs; a YOCO model or one with a fourier calibration refuses it at load.
+    /// loaded this way has its own fingerprint, so they never restore into an f32-cache model or back. Every codec
+    /// but fourier (whose coefficients are running sums) supports it: a plain model loaded this way offers "full"
+    /// only, and one with a fourier calibration refuses it at load.
     /// </summary>
     Bf16,
 }

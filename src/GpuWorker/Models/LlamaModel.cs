@@ -155,10 +155,10 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
 
         var config = ModelConfig.Load(configPath);
         bool fourierCalibrated = config is { SvdGqa: null, Yoco: null, FusedKv: null } && File.Exists(Path.Combine(directory, FourierConfig.FileName));
-        if (options.CacheFormat != KvCacheFormat.F32 && (config.Yoco is not null || fourierCalibrated))
+        if (options.CacheFormat != KvCacheFormat.F32 && fourierCalibrated)
         {
             throw new ArgumentException(
-                $"{directory}: {(config.Yoco is not null ? "a YOCO model" : "a fourier-calibrated model")} keeps f32 caches; load it with CacheFormat {KvCacheFormat.F32}, not {options.CacheFormat}.",
+                $"{directory}: a fourier-calibrated model keeps f32 caches; load it with CacheFormat {KvCacheFormat.F32}, not {options.CacheFormat}.",
                 nameof(options));
         }
 
@@ -244,7 +244,7 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
     public long CacheBytesAt(string codec, int position) => codec == FourierKvCache.CodecId && _fourier is not null
         ? _fourier.Layout.BytesAt(position)
         : codec == _codec
-        ? Config.Yoco is null ? position * _layout.BytesPerToken : YocoKvCache.BytesAt(Config, position)
+        ? Config.Yoco is null ? position * _layout.BytesPerToken : YocoKvCache.BytesAt(Config, position, CacheFormat)
         : throw new ArgumentException($"Unknown codec '{codec}'; this model has: {string.Join(", ", Codecs)}.", nameof(codec));
 
     /// <summary>
@@ -281,7 +281,7 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
             : codec == _codec
             ? Config.Yoco is null
                 ? new PagedKvCache(this, _pool, _codec, _layout, Config.MaxPositionEmbeddings, _blockTokens)
-                : new YocoKvCache(this, _pool, Config, _blockTokens)
+                : new YocoKvCache(this, _pool, Config, CacheFormat, _blockTokens)
             : throw new ArgumentException($"Unknown codec '{codec}'; this model has: {string.Join(", ", Codecs)}.", nameof(codec));
     }
 

@@ -28,9 +28,9 @@ public sealed class ModelCatalogOptions
     public WeightFormat WeightFormat { get; set; } = WeightFormat.F32;
 
     /// <summary>
-    /// Precision of the KV caches: Bf16 halves a session's memory and the cache bytes a decode step reads (full,
-    /// svd-gqa and fusedkv models; a YOCO or fourier-calibrated model then fails to load, and plain models drop the
-    /// fourier codec). Snapshots are only restored by silos with the same setting.
+    /// Precision of the KV caches: Bf16 halves a session's memory and the cache bytes a decode step reads (every codec
+    /// but fourier: a fourier-calibrated model then fails to load, and plain models drop the fourier codec).
+    /// Snapshots are only restored by silos with the same setting; others rebuild sessions from their token logs.
     /// </summary>
     public KvCacheFormat CacheFormat { get; set; } = KvCacheFormat.F32;
 

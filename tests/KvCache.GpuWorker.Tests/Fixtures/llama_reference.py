@@ -19,7 +19,8 @@ over K^, V^ with their own q_proj / o_proj. A FusedKV model ("architectures": ["
 V_i = b_i1 * V_1 + b_in * V_n (post-RoPE keys; k_fusion.weight / v_fusion.weight [2, kv_heads * head_dim]), or
 with "fusedkv_lite": true over K_i = K_n, V_i = V_1.
 
-With --kv-bf16, every key and value a KV cache would hold (post-RoPE K and V of the cached layers; SVD-GQA's c and v')
+With --kv-bf16, every key and value a KV cache would hold (post-RoPE K and V of the cached layers; SVD-GQA's c and v';
+YOCO's self-decoder K, V and its global K^, V^)
 is rounded f32 -> bf16 (nearest even) before attention, as the engine's bf16 KV cache (KvCacheFormat.Bf16) stores them.
 
 Output JSON: prompt ids, logits after the prompt and after each decode step (steps + 1 rows), and
@@ -134,6 +135,9 @@ class Llama:
                     global_k = (hg @ w["model.cross_kv.k_proj.weight"].T).view(t, self.kv_heads, hd).transpose(0, 1)
                     global_k = global_k * cos + rotate_half(global_k) * sin
                     global_v = (hg @ w["model.cross_kv.v_proj.weight"].T).view(t, self.kv_heads, hd).transpose(0, 1)
+                    if self.kv_bf16:
+                        global_k = global_k.float().to(torch.bfloat16).double()
+                        global_v = global_v.float().to(torch.bfloat16).double()
                 k, v = global_k, global_v
             elif self.cfg.get("fusedkv_lite"):
                 k, v = last_k, first_v

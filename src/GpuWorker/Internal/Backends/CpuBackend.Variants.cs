@@ -16,6 +16,13 @@ internal sealed unsafe partial class CpuBackend
     {
         int count = rows * heads;
         bool parallel = count > 1 && (long)count * Math.Min(window, startPosition + rows) * ring.HeadDim >= ParallelThreshold;
+        if (ring.IsBf16)
+        {
+            int width = rows * ring.KvHeads * ring.HeadDim;
+            Bf16.Round(new Span<float>(k, width));
+            Bf16.Round(new Span<float>(v, width));
+        }
+
         lock (_gate)
         {
             _sliding.Set(ring, q, k, v, heads, startPosition, window, scale, output);
@@ -35,8 +42,8 @@ internal sealed unsafe partial class CpuBackend
             for (int g = 0; g < ring.KvHeads; g++)
             {
                 long src = ((long)r * ring.KvHeads + g) * hd;
-                new ReadOnlySpan<float>(k + src, hd).CopyTo(new Span<float>(ring.Slab<float>(slot / ring.BlockTokens, 0, 0, g) + inBlock, hd));
-                new ReadOnlySpan<float>(v + src, hd).CopyTo(new Span<float>(ring.Slab<float>(slot / ring.BlockTokens, 0, 1, g) + inBlock, hd));
+                StoreVector(ring, slot / ring.BlockTokens, 0, 0, g, inBlock, new ReadOnlySpan<float>(k + src, hd));
+                StoreVector(ring, slot / ring.BlockTokens, 0, 1, g, inBlock, new ReadOnlySpan<float>(v + src, hd));
             }
         }
     }
@@ -72,8 +79,22 @@ internal sealed unsafe partial class CpuBackend
             _out = output;
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int thread)
+        {
+            if (_ring.IsBf16)
+            {
+                Run<Bf16Weights, ushort>(index, thread);
+            }
+            else
+            {
+                Run<F32Weights, float>(index, thread);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Run<TFormat, T>(int index, int thread)
+            where TFormat : IWeightFormat<T>
+            where T : unmanaged
         {
             int r = index / _heads, h = index % _heads;
             int hd = _ring.HeadDim, kvHeads = _ring.KvHeads;
@@ -86,12 +107,12 @@ internal sealed unsafe partial class CpuBackend
             for (int j = lo, run; j < ringEnd; j += run)
             {
                 run = RingRun(j, ringEnd);
-                Kernels.Scores(q, Vector(j, 0, g), run, hd, _scale, s + (j - lo), j + run < ringEnd ? Vector(j + run, 0, g) : null);
+                Kernels.Scores<TFormat, T>(q, Slot<T>(j, 0, g), run, hd, _scale, s + (j - lo), j + run < ringEnd ? Slot<T>(j + run, 0, g) : null);
             }
 
             for (int j = Math.Max(lo, _start); j <= p; j++)
             {
-                s[j - lo] = Kernels.Dot(q, Vector(j, 0, g), hd) * _scale;
+                s[j - lo] = Kernels.Dot(q, Row(j, 0, g), hd) * _scale;
             }
 
             float sum = Kernels.Exponentiate(s, n);
@@ -99,12 +120,12 @@ internal sealed unsafe partial class CpuBackend
             for (int j = lo, run; j < ringEnd; j += run)
             {
                 run = RingRun(j, ringEnd);
-                Kernels.AccumulateValues(s + (j - lo), Vector(j, 1, g), run, hd, o, j + run < ringEnd ? Vector(j + run, 1, g) : null);
+                Kernels.AccumulateValues<TFormat, T>(s + (j - lo), Slot<T>(j, 1, g), run, hd, o, j + run < ringEnd ? Slot<T>(j + run, 1, g) : null);
             }
 
             for (int j = Math.Max(lo, _start); j <= p; j++)
             {
-                Kernels.Axpy(s[j - lo], Vector(j, 1, g), o, hd);
+                Kernels.Axpy(s[j - lo], Row(j, 1, g), o, hd);
             }
 
             TensorPrimitives.Multiply(new ReadOnlySpan<float>(o, hd), 1f / sum, new Span<float>(o, hd));
@@ -118,17 +139,15 @@ internal sealed unsafe partial class CpuBackend
         }
 
         // Positions before this call live in the ring; the call's own rows are still in k, v.
-        private float* Vector(int position, int kind, int g)
+        private T* Slot<T>(int position, int kind, int g)
+            where T : unmanaged
         {
-            int hd = _ring.HeadDim;
-            if (position >= _start)
-            {
-                return (kind == 0 ? _k : _v) + ((long)(position - _start) * _ring.KvHeads + g) * hd;
-            }
-
             int slot = position % _window;
-            return _ring.Slab<float>(slot / _ring.BlockTokens, 0, kind, g) + (long)(slot % _ring.BlockTokens) * hd;
+            return _ring.Slab<T>(slot / _ring.BlockTokens, 0, kind, g) + (long)(slot % _ring.BlockTokens) * _ring.HeadDim;
         }
+
+        private float* Row(int position, int kind, int g) =>
+            (kind == 0 ? _k : _v) + ((long)(position - _start) * _ring.KvHeads + g) * _ring.HeadDim;
     }
 
     private sealed class FusedAttentionJob(float* scores, int scoreStride, int threadStride) : ParallelJob

@@ -94,19 +94,22 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
             for (int g = 0; g < cache.KvHeads; g++)
             {
                 long src = ((long)r * cache.KvHeads + g) * hd;
-                var key = new ReadOnlySpan<float>(k + src, hd);
-                var value = new ReadOnlySpan<float>(v + src, hd);
-                if (cache.IsBf16)
-                {
-                    Bf16.Convert(key, new Span<ushort>(cache.Slab<ushort>(block, layer, 0, g) + inBlock, hd));
-                    Bf16.Convert(value, new Span<ushort>(cache.Slab<ushort>(block, layer, 1, g) + inBlock, hd));
-                }
-                else
-                {
-                    key.CopyTo(new Span<float>(cache.Slab<float>(block, layer, 0, g) + inBlock, hd));
-                    value.CopyTo(new Span<float>(cache.Slab<float>(block, layer, 1, g) + inBlock, hd));
-                }
+                StoreVector(cache, block, layer, 0, g, inBlock, new ReadOnlySpan<float>(k + src, hd));
+                StoreVector(cache, block, layer, 1, g, inBlock, new ReadOnlySpan<float>(v + src, hd));
             }
+        }
+    }
+
+    /// <summary>Writes one head's vector at element <paramref name="inBlock"/> of a slab, rounded to bf16 when the cache keeps bf16.</summary>
+    private static void StoreVector(in KvView cache, int block, int layer, int kind, int kvHead, long inBlock, ReadOnlySpan<float> vector)
+    {
+        if (cache.IsBf16)
+        {
+            Bf16.Convert(vector, new Span<ushort>(cache.Slab<ushort>(block, layer, kind, kvHead) + inBlock, vector.Length));
+        }
+        else
+        {
+            vector.CopyTo(new Span<float>(cache.Slab<float>(block, layer, kind, kvHead) + inBlock, vector.Length));
         }
     }
 

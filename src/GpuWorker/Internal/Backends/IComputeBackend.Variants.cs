@@ -19,7 +19,8 @@ internal unsafe partial interface IComputeBackend
     /// YOCO self-decoder attention: query row r (position p = startPosition + r) attends to positions
     /// [max(0, p − window + 1), p]; those before startPosition come from the ring (slot = position mod window, one
     /// layer), the others from this call's k, v rows ([rows, kvHeads · headDim], not yet stored). q, output as in
-    /// <see cref="Attention"/>.
+    /// <see cref="Attention"/>. With a bf16 ring, k and v are first rounded in place to the values the ring will hold,
+    /// so a chunk attends over its own rows exactly as token-by-token decode would over the ring.
     /// </summary>
     void SlidingAttention(in KvView ring, float* q, float* k, float* v, int rows, int heads, int startPosition, int window, float scale, float* output);
 
