@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using KvCache.Bench.Internal;
+using KvCache.GpuWorker;
 using KvCache.GpuWorker.Internal;
 using KvCache.GpuWorker.Internal.Backends;
 
@@ -13,8 +14,8 @@ namespace KvCache.Bench;
 /// The engine's matmul on the benchmark model's shapes, 1 to 64 token rows, f32 and bf16 weights: GFLOP/s against
 /// this machine's fused multiply-add peak and weight GB/s against its memory read ceiling, both measured in the
 /// same run. A decode pass of one session is a GEMV (memory-bound); sixteen or more sessions make it a GEMM whose
-/// speed the FMA peak bounds. Then decode attention over full f32 caches of the same model, every layer in turn as a
-/// pass runs it: cache GB/s against the read ceiling.
+/// speed the FMA peak bounds. Then decode attention over full caches of the same model, f32 and bf16, every layer in
+/// turn as a pass runs it: cache GB/s against the read ceiling.
 /// </summary>
 public static unsafe class KernelBench
 {
@@ -131,18 +132,22 @@ public static unsafe class KernelBench
         Console.WriteLine($"{"attention",-20} {"context",7} {"rows",5} {"µs/layer",9} {"cache GB/s",11} {"of ceiling",10}");
         foreach (int context in contexts)
         {
-            foreach (int r in rows.Where(r => (long)r * context * AttentionTokenBytes <= AttentionCacheLimit))
+            foreach (var format in (KvCacheFormat[])[KvCacheFormat.F32, KvCacheFormat.Bf16])
             {
-                double us = TimeAttention(threads, context, r, cached, seconds) * 1e6;
-                double gbps = (double)r * context * AttentionTokenBytes / AttentionLayers / us / 1e3;
-                Console.WriteLine($"{"full f32 12x64",-20} {context,7} {r,5} {us,9:F1} {gbps,11:F1} {gbps / ceiling,10:P0}");
+                long tokenBytes = AttentionTokenElements * KvLayout.ElementBytesOf(format);
+                foreach (int r in rows.Where(r => (long)r * context * tokenBytes <= AttentionCacheLimit))
+                {
+                    double us = TimeAttention(threads, context, r, format, cached, seconds) * 1e6;
+                    double gbps = (double)r * context * tokenBytes / AttentionLayers / us / 1e3;
+                    Console.WriteLine($"{$"full {format} 12x64",-20} {context,7} {r,5} {us,9:F1} {gbps,11:F1} {gbps / ceiling,10:P0}");
+                }
             }
         }
     }
 
     // The benchmark model's attention: 12 layers of 12 heads (plain multi-head) of 64 dims, 32-token blocks.
     private const int AttentionLayers = 12, AttentionHeads = 12, AttentionHeadDim = 64, AttentionBlockTokens = 32;
-    private const long AttentionTokenBytes = AttentionLayers * 2L * AttentionHeads * AttentionHeadDim * sizeof(float);
+    private const long AttentionTokenElements = AttentionLayers * 2L * AttentionHeads * AttentionHeadDim;
     private const long AttentionCacheLimit = 3L << 29;
 
     /// <summary>
@@ -150,30 +155,32 @@ public static unsafe class KernelBench
     /// taken in turn (with <paramref name="cached"/>, layer 0 again and again). Each session's blocks are consecutive
     /// in one pool, as a fresh pool hands them out.
     /// </summary>
-    private static double TimeAttention(int threads, int context, int sessions, bool cached, double seconds)
+    private static double TimeAttention(int threads, int context, int sessions, KvCacheFormat format, bool cached, double seconds)
     {
         int blocks = context / AttentionBlockTokens;
-        long blockFloats = AttentionLayers * 2L * AttentionHeads * AttentionBlockTokens * AttentionHeadDim;
-        long poolBytes = (long)sessions * blocks * blockFloats * sizeof(float);
-        float* pool = (float*)LargePages.Allocate((nuint)poolBytes);
+        int elementBytes = KvLayout.ElementBytesOf(format);
+        long blockBytes = AttentionTokenElements * AttentionBlockTokens * elementBytes;
+        long poolBytes = (long)sessions * blocks * blockBytes;
+        byte* pool = (byte*)LargePages.Allocate((nuint)poolBytes);
         int* table = (int*)NativeMemory.Alloc((nuint)((long)sessions * blocks * sizeof(int)));
         int width = AttentionHeads * AttentionHeadDim;
         float* q = (float*)NativeMemory.AlignedAlloc((nuint)((long)sessions * width * sizeof(float)), 64);
         float* output = (float*)NativeMemory.AlignedAlloc((nuint)((long)sessions * width * sizeof(float)), 64);
         try
         {
+            // bf16 values in [-0.5, 0.5): read as f32, each pair is the second value plus a perturbation of its low bits.
             var random = new Random(11);
-            var values = new float[4096];
+            var values = new ushort[8192];
             for (int i = 0; i < values.Length; i++)
             {
-                values[i] = (float)(random.NextDouble() - 0.5);
+                values[i] = (ushort)(BitConverter.SingleToUInt32Bits((float)(random.NextDouble() - 0.5)) >> 16);
             }
 
-            long floats = poolBytes / sizeof(float);
-            for (long i = 0; i < floats; i += values.Length)
+            long halves = poolBytes / sizeof(ushort);
+            for (long i = 0; i < halves; i += values.Length)
             {
-                int count = (int)Math.Min(values.Length, floats - i);
-                values.AsSpan(0, count).CopyTo(new Span<float>(pool + i, count));
+                int count = (int)Math.Min(values.Length, halves - i);
+                values.AsSpan(0, count).CopyTo(new Span<ushort>((ushort*)pool + i, count));
             }
 
             for (long i = 0; i < (long)sessions * width; i++)
@@ -189,7 +196,7 @@ public static unsafe class KernelBench
                     table[s * blocks + b] = s * blocks + b;
                 }
 
-                attentionRows.Add(s, new KvView((byte*)pool, table + s * blocks, AttentionBlockTokens, blockFloats * sizeof(float), AttentionHeads, AttentionHeadDim, sizeof(float)), context - 1);
+                attentionRows.Add(s, new KvView(pool, table + s * blocks, AttentionBlockTokens, blockBytes, AttentionHeads, AttentionHeadDim, elementBytes), context - 1);
             }
 
             using var backend = new CpuBackend(threads, context);

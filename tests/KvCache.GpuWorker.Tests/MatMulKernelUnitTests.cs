@@ -241,6 +241,8 @@ public sealed unsafe class MatMulKernelUnitTests
 
     [Theory]
     [InlineData(64)]
+    [InlineData(96)]
+    [InlineData(32)]
     [InlineData(80)]
     [InlineData(24)]
     public void Scores_and_AccumulateValues_over_bf16_keys_and_values_equal_them_over_the_widened_f32(int hd)
