@@ -59,7 +59,7 @@ internal sealed unsafe partial class CpuBackend
         }
     }
 
-    private sealed class SlidingAttentionJob(float* scores, int scoreStride) : ParallelJob
+    private sealed class SlidingAttentionJob(float* scores, int scoreStride) : CacheAttentionJob
     {
         private KvView _ring;
         private float* _q, _k, _v, _out;
@@ -79,22 +79,10 @@ internal sealed unsafe partial class CpuBackend
             _out = output;
         }
 
-        public override void Execute(int index, int thread)
-        {
-            if (_ring.IsBf16)
-            {
-                Run<Bf16Weights, ushort>(index, thread);
-            }
-            else
-            {
-                Run<F32Weights, float>(index, thread);
-            }
-        }
+        protected override bool IsBf16(int index) => _ring.IsBf16;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void Run<TFormat, T>(int index, int thread)
-            where TFormat : IWeightFormat<T>
-            where T : unmanaged
+        protected override void Run<TFormat, T>(int index, int thread)
         {
             int r = index / _heads, h = index % _heads;
             int hd = _ring.HeadDim, kvHeads = _ring.KvHeads;
@@ -150,7 +138,7 @@ internal sealed unsafe partial class CpuBackend
             (kind == 0 ? _k : _v) + ((long)(position - _start) * _ring.KvHeads + g) * _ring.HeadDim;
     }
 
-    private sealed class FusedAttentionJob(float* scores, int scoreStride, int threadStride) : ParallelJob
+    private sealed class FusedAttentionJob(float* scores, int scoreStride, int threadStride) : CacheAttentionJob
     {
         private KvView _cache;
         private KvFusion _fusion;
@@ -169,22 +157,10 @@ internal sealed unsafe partial class CpuBackend
             _out = output;
         }
 
-        public override void Execute(int index, int thread)
-        {
-            if (_cache.IsBf16)
-            {
-                Run<Bf16Weights, ushort>(index, thread);
-            }
-            else
-            {
-                Run<F32Weights, float>(index, thread);
-            }
-        }
+        protected override bool IsBf16(int index) => _cache.IsBf16;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void Run<TFormat, T>(int index, int thread)
-            where TFormat : IWeightFormat<T>
-            where T : unmanaged
+        protected override void Run<TFormat, T>(int index, int thread)
         {
             int r = index / _heads, h = index % _heads;
             int hd = _cache.HeadDim, bt = _cache.BlockTokens, kvDim = _cache.KvHeads * hd;

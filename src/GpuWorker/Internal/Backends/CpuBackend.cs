@@ -209,7 +209,7 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
     /// are grouped never changes a result. Within a block the heads are visited in order: their key (and value) slabs
     /// lie one after another.
     /// </summary>
-    private sealed class AttentionJob(float* scores, int scoreStride, int threadStride) : ParallelJob
+    private sealed class AttentionJob(float* scores, int scoreStride, int threadStride) : CacheAttentionJob
     {
         private AttentionRows? _rows;
         private float* _q, _out;
@@ -227,22 +227,10 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
             _out = output;
         }
 
-        public override void Execute(int index, int thread)
-        {
-            if (_rows!.Views[index / (_heads / _perItem)].IsBf16)
-            {
-                Run<Bf16Weights, ushort>(index, thread);
-            }
-            else
-            {
-                Run<F32Weights, float>(index, thread);
-            }
-        }
+        protected override bool IsBf16(int index) => _rows!.Views[index / (_heads / _perItem)].IsBf16;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void Run<TFormat, T>(int index, int thread)
-            where TFormat : IWeightFormat<T>
-            where T : unmanaged
+        protected override void Run<TFormat, T>(int index, int thread)
         {
             var rows = _rows!;
             int items = _heads / _perItem;
@@ -287,5 +275,31 @@ internal sealed unsafe partial class CpuBackend : IComputeBackend
                 TensorPrimitives.Multiply(new ReadOnlySpan<float>(o, hd), 1f / sums[h - h0], new Span<float>(o, hd));
             }
         }
+    }
+
+    /// <summary>
+    /// An attention job over caches of either element format: each item runs Run specialized for its cache's format, so
+    /// the kernels inline that format's loads.
+    /// </summary>
+    private abstract class CacheAttentionJob : ParallelJob
+    {
+        public sealed override void Execute(int index, int thread)
+        {
+            if (IsBf16(index))
+            {
+                Run<Bf16Weights, ushort>(index, thread);
+            }
+            else
+            {
+                Run<F32Weights, float>(index, thread);
+            }
+        }
+
+        /// <summary>Whether item <paramref name="index"/> reads a bf16 cache.</summary>
+        protected abstract bool IsBf16(int index);
+
+        protected abstract void Run<TFormat, T>(int index, int thread)
+            where TFormat : IWeightFormat<T>
+            where T : unmanaged;
     }
 }
