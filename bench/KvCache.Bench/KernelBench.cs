@@ -168,14 +168,7 @@ public static unsafe class KernelBench
         float* output = (float*)NativeMemory.AlignedAlloc((nuint)((long)sessions * width * sizeof(float)), 64);
         try
         {
-            // bf16 values in [-0.5, 0.5): read as f32, each pair is the second value plus a perturbation of its low bits.
-            var random = new Random(11);
-            var values = new ushort[8192];
-            for (int i = 0; i < values.Length; i++)
-            {
-                values[i] = (ushort)(BitConverter.SingleToUInt32Bits((float)(random.NextDouble() - 0.5)) >> 16);
-            }
-
+            var values = CacheValues.Bf16Pairs(8192);
             long halves = poolBytes / sizeof(ushort);
             for (long i = 0; i < halves; i += values.Length)
             {
@@ -183,6 +176,7 @@ public static unsafe class KernelBench
                 values.AsSpan(0, count).CopyTo(new Span<ushort>((ushort*)pool + i, count));
             }
 
+            var random = new Random(11);
             for (long i = 0; i < (long)sessions * width; i++)
             {
                 q[i] = (float)(random.NextDouble() - 0.5);

@@ -1,6 +1,7 @@
 // Benchmarks print ratios against baselines measured in the same run; they are not tests.
 //   dotnet run -c Release --project bench/KvCache.Bench -- decode [--codecs full,svd-gqa,yoco,fusedkv,fourier] [--contexts 1024,8192,32768]
-//                                                                 [--sessions 1,4,16,64] [--steps 8] [--memory-gib 12] [--scheduler]
+//                                                                 [--sessions 1,4,16,64] [--steps 8] [--memory-gib 12] [--weights f32|bf16]
+//                                                                 [--cache f32|bf16] [--block-tokens 32] [--scheduler]
 //   dotnet run -c Release --project bench/KvCache.Bench -- kernels [--ops matmul,attention] [--rows 1,4,16,64] [--contexts 1024,8192] [--cached]
 //   dotnet run -c Release --project bench/KvCache.Bench -- spill  [--mib 256]
 //   dotnet run -c Release --project bench/KvCache.Bench -- quality [--contexts 512,2048] [--tokens 16384]

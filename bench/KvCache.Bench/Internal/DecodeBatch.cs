@@ -134,23 +134,6 @@ internal sealed class DecodeBatch : IDisposable
         }
     }
 
-    /// <summary>
-    /// Cache state of values in [-1, 1) in either element format: each 32-bit word is two bf16 values in [-1, 1), so
-    /// read as f32 it is the first of them plus a perturbation in its low mantissa bits.
-    /// </summary>
-    private static byte[] FillChunk(int bytes)
-    {
-        var values = new ushort[bytes / sizeof(ushort)];
-        ulong state = 0x9E3779B97F4A7C15UL;
-        for (int i = 0; i < values.Length; i++)
-        {
-            state = state * 6364136223846793005UL + 1442695040888963407UL;
-            float value = (int)(state >> 40) * (1f / (1 << 23)) - 1f;
-
-            // Little-endian: the upper half of each f32 word is the second ushort of the pair.
-            values[i ^ 1] = (ushort)(BitConverter.SingleToUInt32Bits(value) >> 16);
-        }
-
-        return MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
-    }
+    /// <summary>Cache state that reads as values in [-1, 1) whichever element format the model's caches keep.</summary>
+    private static byte[] FillChunk(int bytes) => MemoryMarshal.AsBytes(CacheValues.Bf16Pairs(bytes / sizeof(ushort)).AsSpan()).ToArray();
 }

@@ -133,7 +133,7 @@ public sealed unsafe class FourierKvCache : IKvCache, IForwardCache, ICacheState
         for (int i = _coefficientBlocks; i < _coefficientBlocks + addCoefficients; i++)
         {
             // Coefficients are sums: they start from zero (pool blocks come back dirty).
-            NativeMemory.Clear(_pool.Floats(_coefficientTable[i]), (nuint)_pool.BlockBytes);
+            _pool.Clear(_coefficientTable[i]);
         }
 
         _slotBlocks += addSlots;

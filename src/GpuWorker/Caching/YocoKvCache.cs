@@ -172,7 +172,7 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
             // Slots no position reached yet serialize as zeros, whatever the blocks held before.
             for (int i = 0; i < rings; i++)
             {
-                NativeMemory.Clear(_pool.Base + _table[_maxBlocks + i] * _pool.BlockBytes, (nuint)_pool.BlockBytes);
+                _pool.Clear(_table[_maxBlocks + i]);
             }
 
             _hasRings = true;

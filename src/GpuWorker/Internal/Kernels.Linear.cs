@@ -88,12 +88,12 @@ internal static unsafe partial class Kernels
             if (prefetch && (i & 63) == 0)
             {
                 T* next = w0 + Ahead(i, n, Tile4Outputs * wStride);
-                PrefetchRun(next);
-                PrefetchRun(next + wStride);
-                PrefetchRun(next + 2 * wStride);
-                PrefetchRun(next + 3 * wStride);
-                PrefetchRun(next + 4 * wStride);
-                PrefetchRun(next + 5 * wStride);
+                PrefetchLines(next, 64);
+                PrefetchLines(next + wStride, 64);
+                PrefetchLines(next + 2 * wStride, 64);
+                PrefetchLines(next + 3 * wStride, 64);
+                PrefetchLines(next + 4 * wStride, 64);
+                PrefetchLines(next + 5 * wStride, 64);
             }
 
             var v0 = Vector512.Load(x0 + i);
@@ -170,14 +170,14 @@ internal static unsafe partial class Kernels
             if (prefetch && (i & 63) == 0)
             {
                 T* next = w0 + Ahead(i, n, Tile1Outputs * wStride);
-                PrefetchRun(next);
-                PrefetchRun(next + wStride);
-                PrefetchRun(next + 2 * wStride);
-                PrefetchRun(next + 3 * wStride);
-                PrefetchRun(next + 4 * wStride);
-                PrefetchRun(next + 5 * wStride);
-                PrefetchRun(next + 6 * wStride);
-                PrefetchRun(next + 7 * wStride);
+                PrefetchLines(next, 64);
+                PrefetchLines(next + wStride, 64);
+                PrefetchLines(next + 2 * wStride, 64);
+                PrefetchLines(next + 3 * wStride, 64);
+                PrefetchLines(next + 4 * wStride, 64);
+                PrefetchLines(next + 5 * wStride, 64);
+                PrefetchLines(next + 6 * wStride, 64);
+                PrefetchLines(next + 7 * wStride, 64);
             }
 
             var v = Vector512.Load(x + i);
@@ -222,18 +222,6 @@ internal static unsafe partial class Kernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static long Ahead(int i, int n, long nextTile) =>
         i + PrefetchElements < n ? i + PrefetchElements : nextTile + i + PrefetchElements - n;
-
-    /// <summary>Prefetches the lines of 64 weights from <paramref name="w"/> on.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PrefetchRun<T>(T* w)
-        where T : unmanaged
-    {
-        // Prefetches never fault, so running past the end of the matrix is harmless.
-        for (int line = 0; line < 64 * sizeof(T); line += 64)
-        {
-            Sse.Prefetch0((byte*)w + line);
-        }
-    }
 
     /// <summary>Finishes one output of four token rows from their lane sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -142,11 +142,7 @@ internal static unsafe partial class Kernels
         {
             if (next != null)
             {
-                byte* lines = (byte*)(next + (long)t * hd);
-                for (int i = 0; i < 16 * hd * sizeof(T); i += 64)
-                {
-                    Sse.Prefetch0(lines + i);
-                }
+                PrefetchLines(next + (long)t * hd, 16 * hd);
             }
 
             int c = m - t;
@@ -214,15 +210,12 @@ internal static unsafe partial class Kernels
         {
             Vector512<float> o0 = Vector512.Load(o + c), o1 = Vector512.Load(o + c + 16), o2 = Vector512.Load(o + c + 32), o3 = Vector512.Load(o + c + 48);
             T* row = v + c;
-            byte* ahead = (byte*)(next + c);
-            for (int t = 0; t < m; t++, row += hd, ahead += hd * sizeof(T))
+            T* ahead = next + c;
+            for (int t = 0; t < m; t++, row += hd, ahead += hd)
             {
                 if (next != null)
                 {
-                    for (int line = 0; line < 64 * sizeof(T); line += 64)
-                    {
-                        Sse.Prefetch0(ahead + line);
-                    }
+                    PrefetchLines(ahead, 64);
                 }
 
                 var st = Vector512.Create(s[t]);
@@ -343,13 +336,23 @@ internal static unsafe partial class Kernels
         }
     }
 
-
+    /// <summary>Prefetches into L1 the cache lines of <paramref name="count"/> elements from <paramref name="p"/> on.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchLines<T>(T* p, int count)
+        where T : unmanaged
+    {
+        // Prefetches never fault, so running past the end of a matrix or slab is harmless.
+        for (int i = 0; i < count * sizeof(T); i += 64)
+        {
+            Sse.Prefetch0((byte*)p + i);
+        }
+    }
 }
 
 /// <summary>
 /// How a weight matrix or a cache's keys and values are stored. Loads widen to f32 lanes, so every format runs the
-/// kernels' arithmetic unchanged and narrow operands give bit-identical results to their f32 widening. A struct type argument specializes and
-/// inlines the loads: no indirection in the hot loops.
+/// kernels' arithmetic unchanged and narrow operands give bit-identical results to their f32 widening. A struct type
+/// argument specializes and inlines the loads: no indirection in the hot loops.
 /// </summary>
 internal unsafe interface IWeightFormat<T>
     where T : unmanaged

@@ -42,6 +42,9 @@ internal sealed unsafe class KvBlockPool : IDisposable
     /// <summary>Start of block <paramref name="block"/> as f32 elements.</summary>
     public float* Floats(int block) => (float*)(Base + block * BlockBytes);
 
+    /// <summary>Zeroes block <paramref name="block"/>: blocks come back from other caches dirty.</summary>
+    public void Clear(int block) => NativeMemory.Clear(Base + block * BlockBytes, (nuint)BlockBytes);
+
     public int FreeBlocks
     {
         get

@@ -9,19 +9,30 @@ public sealed unsafe partial class LlamaModel
 
     /// <summary>
     /// A plain model's fourier parameters: its fourier.json, else the defaults where their coefficients fit a
-    /// cache block (a tiny model with tiny blocks then offers "full" only). The fourier cache is f32: a model with
-    /// bf16 caches offers "full" only.
+    /// cache block (a tiny model with tiny blocks then offers "full" only). The fourier cache is f32: with bf16 caches
+    /// a plain model offers "full" only, and a calibrated one refuses to load rather than drop its calibration.
     /// </summary>
+    /// <exception cref="ArgumentException">bf16 caches for a model with a fourier.json.</exception>
     private static FourierConfig? FourierFor(string directory, ModelConfig config, ModelLoadOptions options)
     {
-        if (config is not { SvdGqa: null, Yoco: null, FusedKv: null } || options.CacheFormat != KvCacheFormat.F32)
+        if (config is not { SvdGqa: null, Yoco: null, FusedKv: null })
         {
             return null;
         }
 
+        bool calibrated = File.Exists(Path.Combine(directory, FourierConfig.FileName));
+        if (options.CacheFormat != KvCacheFormat.F32)
+        {
+            return calibrated
+                ? throw new ArgumentException(
+                    $"{directory}: a fourier-calibrated model keeps f32 caches; load it with CacheFormat {KvCacheFormat.F32}, not {options.CacheFormat}.",
+                    nameof(options))
+                : null;
+        }
+
         var fourier = FourierConfig.Load(directory, config);
         bool fits = (long)2 * fourier.Frequencies * fourier.CompressedDims <= options.BlockTokens * KvLayout.Full(config).ElementsPerToken;
-        return fits || File.Exists(Path.Combine(directory, FourierConfig.FileName)) ? fourier : null;
+        return fits || calibrated ? fourier : null;
     }
 
     /// <summary>

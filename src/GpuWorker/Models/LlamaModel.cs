@@ -154,14 +154,6 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
         }
 
         var config = ModelConfig.Load(configPath);
-        bool fourierCalibrated = config is { SvdGqa: null, Yoco: null, FusedKv: null } && File.Exists(Path.Combine(directory, FourierConfig.FileName));
-        if (options.CacheFormat != KvCacheFormat.F32 && fourierCalibrated)
-        {
-            throw new ArgumentException(
-                $"{directory}: a fourier-calibrated model keeps f32 caches; load it with CacheFormat {KvCacheFormat.F32}, not {options.CacheFormat}.",
-                nameof(options));
-        }
-
         var fourier = FourierFor(directory, config, options);
         var expected = LlamaTensors.List(config);
         var bf16 = expected.Where(t => options.WeightFormat == WeightFormat.Bf16 && LoadedTensors.MayBeBf16(t)).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
