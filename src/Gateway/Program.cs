@@ -1,43 +1,48 @@
-// The KV-cache service's public gRPC gateway: with an in-process silo (the single-node service, the default), or
-// routing to silo processes (Cluster:Mode=Routed).
+// The KV-cache service's public gRPC gateway: by default it hosts its own Orleans silo (one process, no Redis needed);
+// with Cluster:Mode=Routed it is an Orleans client of the silo processes that share Spill:Redis.
+using KvCache.Gateway;
 using KvCache.Gateway.Admin;
 using KvCache.Gateway.Auth;
 using KvCache.Gateway.Observability;
 using KvCache.Gateway.Quotas;
-using KvCache.Gateway.Routing;
 using KvCache.Gateway.Services;
 using KvCache.Silo.Observability;
-using KvCache.Transport;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
 
-var builder = WebApplication.CreateBuilder(args);
+// Settings are read beside the program, wherever it is started from.
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 builder.WebHost.ConfigureKestrel(kestrel =>
 {
-    // gRPC clients speak HTTP/2 with prior knowledge on a cleartext port.
+    // gRPC clients speak HTTP/2 with prior knowledge on a cleartext port (the Health endpoint sets Http1 for itself).
     kestrel.ConfigureEndpointDefaults(listen => listen.Protocols = HttpProtocols.Http2);
 
     // Kestrel:Limits (e.g. Http2:MaxStreamsPerConnection, MaxConcurrentConnections) bounds what one client can hold open.
     builder.Configuration.GetSection("Kestrel:Limits").Bind(kestrel.Limits);
 });
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
-builder.Services.AddGrpcTransport(o => builder.Configuration.GetSection("Grpc").Bind(o));
+builder.Services
+    .AddGrpc(o =>
+    {
+        builder.Configuration.GetSection("Grpc").Bind(o);
+        o.EnableDetailedErrors = false;
+    })
+    .AddServiceOptions<KvCacheService>(o => o.Interceptors.Add<SessionErrorInterceptor>())
+    .AddServiceOptions<AdminService>(o => o.Interceptors.Add<SessionErrorInterceptor>());
+builder.Services.AddGrpcReflection();
+builder.Services.AddGrpcHealthChecks().AddCheck<ReadinessHealthCheck>("ready");
 builder.Services.AddOptions<AuthOptions>().Bind(builder.Configuration.GetSection(AuthOptions.SectionName));
 builder.Services.AddSingleton<TenantAuthenticator>();
 builder.Services.AddQuotas(builder.Configuration);
-builder.Services.AddSingleton<KvCacheService>();
-builder.Services.AddSingleton<GatewayMetrics>();
-builder.Services.AddSingleton<IMetricsSource>(sp => sp.GetRequiredService<GatewayMetrics>());
 builder.Services.AddSingleton<IReadinessCheck, GatewayReadinessCheck>();
-var routed = builder.Configuration.GetSection(RoutingOptions.SectionName).Get<RoutingOptions>()?.Mode == ClusterMode.Routed;
-if (routed)
+builder.Services.AddKvCacheSessionService(builder.Configuration);
+if (GatewayMode.IsRouted(builder.Configuration))
 {
-    builder.Services.AddClusterRouting(builder.Configuration);
-    builder.Services.AddClusterAdmin();
+    builder.UseOrleansClient(client => client.UseKvCacheCluster(builder.Configuration));
 }
 else
 {
-    builder.Services.AddSilo(builder.Configuration);
+    builder.UseOrleans(silo => silo.AddKvCacheSilo(builder.Configuration).UseKvCacheClustering(builder.Configuration));
 }
 
 var app = builder.Build();
@@ -47,12 +52,9 @@ if (authenticator.IsDevMode)
     GatewayLog.DevMode(app.Logger, app.Services.GetRequiredService<IOptions<AuthOptions>>().Value.DevTenant);
 }
 
-app.Services.GetRequiredService<KvCacheService>().Map(app);
-if (routed)
-{
-    app.MapClusterAdmin();
-}
-
+app.MapGrpcService<KvCacheService>();
+app.MapGrpcService<AdminService>();
+app.MapGrpcHealthChecksService();
+app.MapGrpcReflectionService();
 app.MapHealthAndMetrics();
-app.MapGrpcFallback();
 app.Run();

@@ -1,26 +1,52 @@
-// A cluster silo: sessions of the models it serves, spilled to the shared Redis store, owned through the Redis
-// directory and membership, and served to gateways on the internal endpoint (kvcache.internal.v1.Silo).
+// A cluster silo: an Orleans silo holding the sessions of the models it serves, in a cluster formed through Redis
+// (Orleans' Redis membership and grain directory), spilling to the same Redis. Its HTTP port serves health, metrics
+// and, when enabled, the Orleans dashboard.
+using KvCache.SiloHost;
 using KvCache.Silo.Observability;
+using KvCache.Silo.Storage.Redis;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Configuration.Json;
+using Orleans.Dashboard;
 
-var builder = WebApplication.CreateBuilder(args);
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 
 // Settings come from silo.appsettings.json, not appsettings.json: a gateway's file may sit in the same folder.
-var gatewayFile = builder.Configuration.Sources.OfType<JsonConfigurationSource>().Where(s => s.Path?.StartsWith("appsettings", StringComparison.Ordinal) == true).ToList();
-foreach (var source in gatewayFile)
+foreach (var source in builder.Configuration.Sources.OfType<JsonConfigurationSource>().Where(s => s.Path?.StartsWith("appsettings", StringComparison.Ordinal) == true).ToList())
 {
     builder.Configuration.Sources.Remove(source);
 }
 
 builder.Configuration.Sources.Insert(0, new JsonConfigurationSource { Path = "silo.appsettings.json", Optional = true, ReloadOnChange = false });
-builder.WebHost.ConfigureKestrel(kestrel => kestrel.ConfigureEndpointDefaults(listen => listen.Protocols = HttpProtocols.Http2));
+if (string.IsNullOrEmpty(builder.Configuration[$"{RedisStoreOptions.SectionName}:Endpoint"]))
+{
+    Console.Error.WriteLine($"A silo process joins a cluster through Redis: set {RedisStoreOptions.SectionName}:Endpoint.");
+    return 2;
+}
+
+builder.WebHost.ConfigureKestrel(kestrel => kestrel.ConfigureEndpointDefaults(listen => listen.Protocols = HttpProtocols.Http1));
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
-builder.Services.AddGrpcTransport(o => builder.Configuration.GetSection("Grpc").Bind(o));
-builder.Services.AddClusterSilo(builder.Configuration);
+builder.Services.AddOptions<DashboardAccessOptions>().Bind(builder.Configuration.GetSection(DashboardAccessOptions.SectionName));
+var dashboard = builder.Configuration.GetSection(DashboardAccessOptions.SectionName).Get<DashboardAccessOptions>() ?? new();
+builder.UseOrleans(silo =>
+{
+    silo.AddKvCacheSilo(builder.Configuration).UseKvCacheClustering(builder.Configuration);
+    if (KubernetesHosting.IsEnabled(builder.Configuration))
+    {
+        silo.UseKubernetesHosting();
+    }
+
+    if (dashboard.Enabled)
+    {
+        silo.AddDashboard();
+    }
+});
 
 var app = builder.Build();
-app.MapSiloGrpc();
 app.MapHealthAndMetrics();
-app.MapGrpcFallback();
+if (dashboard.Enabled)
+{
+    app.MapOrleansDashboard(DashboardAccessOptions.Path).AddEndpointFilter<DashboardAccessFilter>();
+}
+
 app.Run();
+return 0;

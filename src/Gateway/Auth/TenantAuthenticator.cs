@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
-using KvCache.Transport;
+using Grpc.Core;
 using Microsoft.Extensions.Options;
 
 namespace KvCache.Gateway.Auth;

@@ -4,11 +4,29 @@ using KvCache.Silo.Sessions;
 namespace KvCache.Gateway.Observability;
 
 /// <summary>
-/// Ready once the gateway can serve a model: in process, the model is loaded; routed, a silo serving one has
-/// been read from membership. A gateway with nothing to route to gets no traffic from its Service.
+/// Ready once the gateway can serve a model: a silo (its own, or one it reaches through Orleans) lists one. A gateway
+/// with nothing to route to gets no traffic from its Service.
 /// </summary>
 internal sealed class GatewayReadinessCheck(ISessionService sessions, IHostApplicationLifetime lifetime) : IReadinessCheck
 {
-    public ValueTask<bool> IsReadyAsync(CancellationToken cancellationToken) =>
-        ValueTask.FromResult(!lifetime.ApplicationStopping.IsCancellationRequested && sessions.ListModels().Count > 0);
+    private const string ProbeTenant = "readiness-probe";
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(5);
+
+    public async ValueTask<bool> IsReadyAsync(CancellationToken cancellationToken)
+    {
+        if (lifetime.ApplicationStopping.IsCancellationRequested)
+        {
+            return false;
+        }
+
+        try
+        {
+            var models = await sessions.ListModelsAsync(ProbeTenant, cancellationToken).WaitAsync(Timeout, cancellationToken);
+            return models.Count > 0;
+        }
+        catch (Exception ex) when (ex is SessionException or TimeoutException)
+        {
+            return false;
+        }
+    }
 }

@@ -2,7 +2,7 @@ using System.Collections.Concurrent;
 using KvCache.Gateway.Quotas.Internal;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
-using KvCache.Transport;
+using Grpc.Core;
 using Microsoft.Extensions.Options;
 
 namespace KvCache.Gateway.Quotas;

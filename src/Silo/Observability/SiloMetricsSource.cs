@@ -1,14 +1,14 @@
 using KvCache.Silo.Models;
-using KvCache.Silo.Runtime;
+using KvCache.Silo.Sessions.Internal;
 
 namespace KvCache.Silo.Observability;
 
 /// <summary>The silo's series: live state read at scrape time plus the counters of <see cref="SiloMetrics"/>.</summary>
-internal sealed class SiloMetricsSource(SessionCatalog catalog, ModelCatalog models, SiloMetrics metrics) : IMetricsSource
+internal sealed class SiloMetricsSource(ResidentSessions resident, ModelCatalog models, SiloMetrics metrics) : IMetricsSource
 {
     public void WriteTo(PrometheusTextWriter writer)
     {
-        writer.Gauge("kvcache_sessions_active", "Sessions whose KV cache is in this silo's memory.", catalog.ActiveCount);
+        writer.Gauge("kvcache_sessions_active", "Sessions whose KV cache is in this silo's memory.", resident.Count);
         writer.Counter("kvcache_sessions_spilled_total", "Sessions this silo snapshotted to the spill store and freed.", metrics.Spills.Count);
         writer.Gauge("kvcache_cache_bytes_used", "KV-cache memory in use, per model.", "model", models.All.Select(m => (m.Id, (double)(m.CacheBytesTotal - m.CacheBytesFree))));
         writer.Gauge("kvcache_cache_bytes_free", "KV-cache memory free, per model.", "model", models.All.Select(m => (m.Id, (double)m.CacheBytesFree)));

@@ -1,17 +1,21 @@
-using KvCache.Silo.Cluster.Membership;
 using KvCache.Silo.Models;
 using Microsoft.Extensions.Hosting;
 
 namespace KvCache.Silo.Observability;
 
 /// <summary>
-/// Ready once the models are loaded and the membership table lists this silo as live (in a single-node process
-/// the local oracle answers); not ready once the host is stopping, so a rollout waits for a replacement.
+/// Ready once the models are loaded and Orleans' membership lists this silo as active; not ready once the host is
+/// stopping, so a rollout waits for a replacement.
 /// </summary>
-internal sealed class SiloReadinessCheck(ModelCatalog models, ISiloStatusOracle oracle, IHostApplicationLifetime lifetime) : IReadinessCheck
+internal sealed class SiloReadinessCheck(
+    ModelCatalog models,
+    IClusterMembershipService membership,
+    ILocalSiloDetails local,
+    IHostApplicationLifetime lifetime) : IReadinessCheck
 {
-    public async ValueTask<bool> IsReadyAsync(CancellationToken cancellationToken) =>
-        !lifetime.ApplicationStopping.IsCancellationRequested
-        && models.All.Count > 0
-        && await oracle.IsLiveAsync(oracle.SiloAddress, cancellationToken);
+    public ValueTask<bool> IsReadyAsync(CancellationToken cancellationToken) =>
+        ValueTask.FromResult(
+            !lifetime.ApplicationStopping.IsCancellationRequested
+            && models.All.Count > 0
+            && membership.CurrentSnapshot.GetSiloStatus(local.SiloAddress) == SiloStatus.Active);
 }

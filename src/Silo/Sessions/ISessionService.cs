@@ -3,17 +3,18 @@ using KvCache.Silo.Storage;
 namespace KvCache.Silo.Sessions;
 
 /// <summary>
-/// What the gateway asks of the silo that owns a session. In the single-node service it is called in
-/// process; across processes it is the silo's internal gRPC surface.
+/// What the gateway asks of the cluster's sessions: checks requests at the boundary, calls the session grains (in
+/// this process's silo or through an Orleans client), and rides out a silo's failure where that is safe.
 /// </summary>
 /// <remarks>Failures the caller can act on are <see cref="SessionException"/>s.</remarks>
 public interface ISessionService
 {
     Task<SessionInfo> CreateAsync(string tenant, string? model, string? codec, string? sessionId, CancellationToken cancellationToken);
 
-    Task<AppendResult> AppendAsync(SessionKey key, ReadOnlyMemory<int> tokens, int topLogprobs, CancellationToken cancellationToken);
+    Task<AppendResult> AppendAsync(SessionKey key, int[] tokens, int topLogprobs, CancellationToken cancellationToken);
 
-    /// <summary>Generates tokens; each is durable in the token log before it is yielded.</summary>
+    /// <summary>Generates tokens; each is durable in the token log before it is yielded. A stream with a request id
+    /// continues on the session's new silo if its silo fails, without losing or repeating a token.</summary>
     IAsyncEnumerable<DecodedToken> DecodeAsync(SessionKey key, DecodeRequestOptions options, CancellationToken cancellationToken);
 
     Task<SessionInfo> GetAsync(SessionKey key, CancellationToken cancellationToken);
@@ -25,5 +26,9 @@ public interface ISessionService
 
     Task<SessionListPage> ListAsync(string tenant, int pageSize, string? pageToken, CancellationToken cancellationToken);
 
-    IReadOnlyList<ModelDescription> ListModels();
+    Task<IReadOnlyList<ModelDescription>> ListModelsAsync(string tenant, CancellationToken cancellationToken);
+
+    /// <summary>Live migration to <paramref name="targetSilo"/> (a silo name, <c>host:port</c> or address; null: the
+    /// least loaded other silo); returns once the session is in memory there.</summary>
+    Task<(MigrationResult Result, SessionInfo Session)> MigrateAsync(SessionKey key, string? targetSilo, CancellationToken cancellationToken);
 }

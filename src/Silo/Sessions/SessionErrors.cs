@@ -1,5 +1,3 @@
-using KvCache.Silo.Cluster.Membership;
-
 namespace KvCache.Silo.Sessions;
 
 /// <summary>Why a session call failed; the gateway maps each to a gRPC status code.</summary>
@@ -12,22 +10,21 @@ public enum SessionErrorCode
     ResourceExhausted,
     Unavailable,
 
-    /// <summary>Another live silo owns the session (<see cref="SessionException.Owner"/>): call that one.</summary>
-    NotOwner,
+    /// <summary>
+    /// The activation that took the call lost the session to a newer one (a migration, or a takeover after its silo
+    /// was declared dead) before doing anything: the caller may send the call again, and it reaches the new one.
+    /// </summary>
+    Moved,
 }
 
-/// <summary>A session call failed for a reason the caller can act on.</summary>
+/// <summary>A session call failed for a reason the caller can act on; it crosses grain calls intact.</summary>
+[GenerateSerializer]
 public sealed class SessionException(SessionErrorCode code, string message, Exception? inner = null)
     : Exception(message, inner)
 {
+    [Id(0)]
     public SessionErrorCode Code { get; } = code;
-
-    /// <summary>With <see cref="SessionErrorCode.NotOwner"/>: the silo that owns the session, if known.</summary>
-    public SiloAddress? Owner { get; init; }
 
     internal static SessionException NotFound(string sessionId) =>
         new(SessionErrorCode.NotFound, $"Session '{sessionId}' does not exist.");
-
-    internal static SessionException NotOwner(string sessionId, SiloAddress owner) =>
-        new(SessionErrorCode.NotOwner, $"Session '{sessionId}' is active on silo {owner}.") { Owner = owner };
 }

@@ -12,6 +12,7 @@ public enum SessionResidency
 }
 
 /// <summary>What a client may know about a session.</summary>
+[GenerateSerializer, Immutable]
 public sealed record SessionInfo(
     string Id,
     string Model,
@@ -23,7 +24,8 @@ public sealed record SessionInfo(
     long BytesPerToken,
     long MaxPosition);
 
-public sealed record AppendResult(long Position, IReadOnlyList<TokenLogprob> TopLogprobs);
+[GenerateSerializer, Immutable]
+public sealed record AppendResult(long Position, TokenLogprob[] TopLogprobs);
 
 public enum FinishReason
 {
@@ -36,21 +38,31 @@ public enum FinishReason
 /// <summary>One generated token, durable in the token log before it is handed out.</summary>
 /// <param name="Replayed">Produced by an earlier attempt of the same request id and read back from the token log;
 /// its logprob is not stored, so it is NaN.</param>
+[GenerateSerializer, Immutable]
 public readonly record struct DecodedToken(int TokenId, long Position, float Logprob, FinishReason Finish, bool Replayed);
 
+[GenerateSerializer, Immutable]
 public sealed record DecodeRequestOptions(
     int MaxTokens,
     SamplingOptions Sampling,
-    IReadOnlyCollection<int> StopTokenIds,
+    int[] StopTokenIds,
     string? RequestId);
 
+[GenerateSerializer, Immutable]
 public sealed record ModelDescription(
     string Id,
     int VocabSize,
     long MaxPosition,
-    IReadOnlyList<string> Codecs,
+    string[] Codecs,
     int NumLayers,
     int HiddenSize,
     long Parameters);
 
-public sealed record SessionListPage(IReadOnlyList<SessionInfo> Sessions, string? NextPageToken);
+[GenerateSerializer, Immutable]
+public sealed record SessionListPage(SessionInfo[] Sessions, string? NextPageToken);
+
+/// <summary>A live migration's outcome, for the operator who asked for it.</summary>
+/// <param name="FromSilo">Name of the silo the session left; empty when it was not in any silo's memory.</param>
+/// <param name="Seconds">How long the session was unavailable: its snapshot was written and handed over.</param>
+[GenerateSerializer, Immutable]
+public sealed record MigrationResult(string FromSilo, string ToSilo, long Position, long CacheBytes, double Seconds);

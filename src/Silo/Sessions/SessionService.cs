@@ -1,41 +1,45 @@
 using System.Buffers.Text;
 using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
-using KvCache.GpuWorker;
 using KvCache.Silo.Hosting;
-using KvCache.Silo.Models;
-using KvCache.Silo.Runtime;
+using KvCache.Silo.Migration;
+using KvCache.Silo.Observability;
 using KvCache.Silo.Storage;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace KvCache.Silo.Sessions;
 
-/// <summary>The silo's sessions, served in process: the single-node service's <see cref="ISessionService"/>.</summary>
+/// <summary>
+/// <see cref="ISessionService"/> over Orleans: the same in the gateway's own silo (embedded mode) and through an
+/// Orleans client to silo processes. Requests are checked here, before any grain is activated.
+/// </summary>
+/// <remarks>
+/// A call that provably did nothing (<see cref="SessionErrorCode.Moved"/>: it reached an activation that was leaving)
+/// is sent again until it reaches the session's new activation. Reads are sent again too when a silo fails under
+/// them. A call that may have changed the session (Create, Append, Delete) is not: its caller gets UNAVAILABLE. A
+/// Decode with a request id continues after a silo failure: the retry replays the request's tokens and those the
+/// caller already has are skipped.
+/// </remarks>
 internal sealed class SessionService(
-    SessionCatalog catalog,
-    ModelCatalog models,
-    ISessionStore store,
-    IOptions<SiloOptions> options,
-    TimeProvider time) : ISessionService
+    IGrainFactory grains,
+    IOptions<SiloOptions> siloOptions,
+    IOptions<ClusterOptions> clusterOptions,
+    SessionServiceMetrics metrics,
+    TimeProvider time,
+    ILogger<SessionService> logger) : ISessionService
 {
-    public const string FullCodec = "full";
     private const int MaxIdLength = 128;
+    private const int MaxNameLength = 128;
+    private static readonly TimeSpan RetryDelay = TimeSpan.FromMilliseconds(100);
 
-    private readonly SiloOptions _options = options.Value;
+    private readonly SiloOptions _options = siloOptions.Value;
+    private readonly TimeSpan _failoverTimeout = clusterOptions.Value.FailoverTimeout;
 
-    public async Task<SessionInfo> CreateAsync(string tenant, string? model, string? codec, string? sessionId, CancellationToken cancellationToken)
+    public Task<SessionInfo> CreateAsync(string tenant, string? model, string? codec, string? sessionId, CancellationToken cancellationToken)
     {
-        var languageModel = string.IsNullOrEmpty(model)
-            ? models.Default
-            : models.Get(model) ?? throw new SessionException(SessionErrorCode.InvalidArgument, $"Unknown model '{model}'; ListModels names the served ones.");
-        codec = string.IsNullOrEmpty(codec) ? FullCodec : codec;
-        if (!languageModel.Codecs.Contains(codec))
-        {
-            throw new SessionException(
-                SessionErrorCode.InvalidArgument,
-                $"Model '{languageModel.Id}' has no codec '{codec}'; it has: {string.Join(", ", languageModel.Codecs)}.");
-        }
-
+        ValidateName(model, "model");
+        ValidateName(codec, "codec");
         if (string.IsNullOrEmpty(sessionId))
         {
             sessionId = NewSessionId();
@@ -45,17 +49,11 @@ internal sealed class SessionService(
             ValidateId(sessionId, "session_id");
         }
 
-        var key = new SessionKey(tenant, sessionId);
-        var record = new SessionRecord(key, languageModel.Id, codec, time.GetUtcNow());
-        if (!await StoreCall(() => store.TryCreateAsync(record, cancellationToken)))
-        {
-            throw new SessionException(SessionErrorCode.AlreadyExists, $"Session '{sessionId}' already exists.");
-        }
-
-        return SpilledInfo(record, languageModel, 0);
+        var grain = Session(new SessionKey(tenant, sessionId));
+        return CallAsync(() => grain.CreateAsync(model, codec, cancellationToken), retryOnFailure: false, cancellationToken);
     }
 
-    public Task<AppendResult> AppendAsync(SessionKey key, ReadOnlyMemory<int> tokens, int topLogprobs, CancellationToken cancellationToken)
+    public Task<AppendResult> AppendAsync(SessionKey key, int[] tokens, int topLogprobs, CancellationToken cancellationToken)
     {
         ValidateKey(key);
         if (tokens.Length > _options.MaxAppendTokens)
@@ -63,7 +61,8 @@ internal sealed class SessionService(
             throw new SessionException(SessionErrorCode.InvalidArgument, $"Append carries {tokens.Length} tokens; the limit is {_options.MaxAppendTokens}.");
         }
 
-        return catalog.InvokeAsync(key, grain => grain.AppendAsync(tokens, topLogprobs, cancellationToken));
+        var grain = Session(key);
+        return CallAsync(() => grain.AppendAsync(tokens, topLogprobs, cancellationToken), retryOnFailure: false, cancellationToken);
     }
 
     public IAsyncEnumerable<DecodedToken> DecodeAsync(SessionKey key, DecodeRequestOptions options, CancellationToken cancellationToken)
@@ -86,61 +85,38 @@ internal sealed class SessionService(
             throw new SessionException(SessionErrorCode.InvalidArgument, "sampling needs temperature >= 0, top_k >= 0 and top_p in [0, 1].");
         }
 
-        return catalog.InvokeStreamAsync(key, grain => grain.DecodeAsync(options, cancellationToken));
+        return DecodeResumingAsync(key, options, cancellationToken);
     }
 
-    public async Task<SessionInfo> GetAsync(SessionKey key, CancellationToken cancellationToken)
+    public Task<SessionInfo> GetAsync(SessionKey key, CancellationToken cancellationToken)
     {
         ValidateKey(key);
-        if (catalog.TryGetActive(key)?.TryGetInfo() is { } active)
-        {
-            return active;
-        }
-
-        var record = await StoreCall(() => store.GetAsync(key, cancellationToken)) ?? throw SessionException.NotFound(key.SessionId);
-        return await SpilledInfoAsync(record, cancellationToken);
+        var tenant = Tenant(key.Tenant);
+        return CallAsync(() => tenant.GetSessionAsync(key.SessionId), retryOnFailure: true, cancellationToken);
     }
 
-    public async Task<SessionInfo> SpillAsync(SessionKey key, CancellationToken cancellationToken)
+    public Task<SessionInfo> SpillAsync(SessionKey key, CancellationToken cancellationToken)
     {
         ValidateKey(key);
-        if (catalog.TryGetActive(key) is { } grain)
-        {
-            try
-            {
-                return await grain.SpillAsync(cancellationToken);
-            }
-            catch (GrainDeactivatedException)
-            {
-                // Spilled by someone else meanwhile: report what the store holds.
-            }
-        }
-
-        return await GetAsync(key, cancellationToken);
+        var grain = Session(key);
+        return CallAsync(() => grain.SpillAsync(cancellationToken), retryOnFailure: true, cancellationToken);
     }
 
-    public async Task DeleteAsync(SessionKey key, CancellationToken cancellationToken)
+    public Task DeleteAsync(SessionKey key, CancellationToken cancellationToken)
     {
         ValidateKey(key);
-        if (catalog.TryGetActive(key) is { } grain)
-        {
-            try
+        var grain = Session(key);
+        return CallAsync(
+            async () =>
             {
                 await grain.DeleteAsync(cancellationToken);
-                return;
-            }
-            catch (GrainDeactivatedException)
-            {
-            }
-        }
-
-        if (!await StoreCall(() => store.DeleteAsync(key, cancellationToken)))
-        {
-            throw SessionException.NotFound(key.SessionId);
-        }
+                return true;
+            },
+            retryOnFailure: false,
+            cancellationToken);
     }
 
-    public async Task<SessionListPage> ListAsync(string tenant, int pageSize, string? pageToken, CancellationToken cancellationToken)
+    public Task<SessionListPage> ListAsync(string tenant, int pageSize, string? pageToken, CancellationToken cancellationToken)
     {
         if (pageSize is < 0 or > 1000)
         {
@@ -152,41 +128,171 @@ internal sealed class SessionService(
             ValidateId(pageToken, "page_token");
         }
 
-        var page = await StoreCall(() => store.ListAsync(tenant, string.IsNullOrEmpty(pageToken) ? null : pageToken, pageSize == 0 ? 100 : pageSize, cancellationToken));
-        var sessions = await Task.WhenAll(page.Sessions.Select(record =>
-            catalog.TryGetActive(record.Key)?.TryGetInfo() is { } active ? Task.FromResult(active) : SpilledInfoAsync(record, cancellationToken)));
-        return new SessionListPage(sessions, page.NextPageToken);
+        var grain = Tenant(tenant);
+        return CallAsync(
+            () => grain.ListSessionsAsync(pageSize == 0 ? 100 : pageSize, string.IsNullOrEmpty(pageToken) ? null : pageToken),
+            retryOnFailure: true,
+            cancellationToken);
     }
 
-    public IReadOnlyList<ModelDescription> ListModels() =>
-        models.All.Select(m => new ModelDescription(
-            m.Id,
-            m.Config.VocabSize,
-            m.Config.MaxPositionEmbeddings,
-            m.Codecs,
-            m.Config.NumHiddenLayers,
-            m.Config.HiddenSize,
-            m.ParameterCount)).ToArray();
-
-    private async Task<SessionInfo> SpilledInfoAsync(SessionRecord record, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<ModelDescription>> ListModelsAsync(string tenant, CancellationToken cancellationToken)
     {
-        var position = await StoreCall(() => store.GetTokenCountAsync(record.Key, cancellationToken));
-        return models.Get(record.Model) is { } model
-            ? SpilledInfo(record, model, position)
-            : new SessionInfo(record.Key.SessionId, record.Model, record.Codec, position, SessionResidency.Spilled, null, 0, 0, 0);
+        var grain = Tenant(tenant);
+        return await CallAsync(grain.ListModelsAsync, retryOnFailure: true, cancellationToken);
     }
 
-    private static SessionInfo SpilledInfo(SessionRecord record, ILanguageModel model, long position) =>
-        new(
-            record.Key.SessionId,
-            record.Model,
-            record.Codec,
-            position,
-            SessionResidency.Spilled,
-            null,
-            model.CacheBytesAt(record.Codec, (int)position),
-            model.BytesPerToken(record.Codec),
-            model.Config.MaxPositionEmbeddings);
+    public Task<(MigrationResult Result, SessionInfo Session)> MigrateAsync(SessionKey key, string? targetSilo, CancellationToken cancellationToken)
+    {
+        ValidateId(key.Tenant, "tenant");
+        ValidateKey(key);
+        ValidateName(targetSilo, "target_silo");
+        return CallAsync(() => SessionMigrations.MoveAsync(grains, key, string.IsNullOrEmpty(targetSilo) ? null : targetSilo, cancellationToken), retryOnFailure: false, cancellationToken);
+    }
+
+    private ISessionGrain Session(SessionKey key) => grains.GetGrain<ISessionGrain>(SessionGrainKey.Format(key));
+
+    private ITenantSessionsGrain Tenant(string tenant) => grains.GetGrain<ITenantSessionsGrain>(tenant);
+
+    /// <summary>
+    /// Calls a grain: sends the call again while it is refused as <see cref="SessionErrorCode.Moved"/>, or (with
+    /// <paramref name="retryOnFailure"/>) while its silo fails, until <see cref="ClusterOptions.FailoverTimeout"/>;
+    /// any other failure than a session error becomes UNAVAILABLE.
+    /// </summary>
+    private async Task<T> CallAsync<T>(Func<Task<T>> call, bool retryOnFailure, CancellationToken cancellationToken)
+    {
+        var started = time.GetTimestamp();
+        while (true)
+        {
+            Exception failure;
+            try
+            {
+                return await call();
+            }
+            catch (SessionException ex) when (ex.Code != SessionErrorCode.Moved)
+            {
+                throw;
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                throw;
+            }
+            catch (Exception ex)
+            {
+                failure = ex;
+            }
+
+            var moved = failure is SessionException;
+            if (!(moved || retryOnFailure) || time.GetElapsedTime(started) > _failoverTimeout)
+            {
+                throw Unavailable(failure);
+            }
+
+            metrics.Failover();
+            await Task.Delay(RetryDelay, time, cancellationToken);
+        }
+    }
+
+    private async IAsyncEnumerable<DecodedToken> DecodeResumingAsync(
+        SessionKey key,
+        DecodeRequestOptions options,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var grain = Session(key);
+        var started = time.GetTimestamp();
+        var sent = 0;
+        while (true)
+        {
+            // A retry with the same request id replays the request's tokens first: the caller has `sent` of them.
+            var skip = sent;
+            Exception? failure = null;
+            var stream = grain.DecodeAsync(options, cancellationToken).GetAsyncEnumerator(cancellationToken);
+            try
+            {
+                while (true)
+                {
+                    DecodedToken token;
+                    try
+                    {
+                        if (!await stream.MoveNextAsync())
+                        {
+                            break;
+                        }
+
+                        token = stream.Current;
+                    }
+                    catch (SessionException ex) when (ex.Code != SessionErrorCode.Moved)
+                    {
+                        throw;
+                    }
+                    catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                    {
+                        throw;
+                    }
+                    catch (Exception ex)
+                    {
+                        failure = ex;
+                        break;
+                    }
+
+                    if (skip > 0)
+                    {
+                        skip--;
+                        continue;
+                    }
+
+                    sent++;
+                    yield return token;
+                }
+            }
+            finally
+            {
+                await DisposeQuietlyAsync(stream);
+            }
+
+            if (failure is null)
+            {
+                yield break;
+            }
+
+            // Without a request id only a refusal that did nothing may be sent again: otherwise the stream may have
+            // produced a token the caller never saw, and a new request would continue past it.
+            var resumable = options.RequestId is not null || (failure is SessionException && sent == 0);
+            if (!resumable)
+            {
+                throw sent > 0
+                    ? new SessionException(SessionErrorCode.Unavailable, "The session's silo failed mid-stream; send a request_id to make Decode resumable.", failure)
+                    : Unavailable(failure);
+            }
+
+            if (time.GetElapsedTime(started) > _failoverTimeout)
+            {
+                throw Unavailable(failure);
+            }
+
+            SessionServiceLog.DecodeContinued(logger, key.Tenant, key.SessionId, sent, failure.Message);
+            metrics.Failover();
+            await Task.Delay(RetryDelay, time, cancellationToken);
+        }
+    }
+
+    private static async ValueTask DisposeQuietlyAsync(IAsyncEnumerator<DecodedToken> stream)
+    {
+        try
+        {
+            await stream.DisposeAsync();
+        }
+        catch (Exception)
+        {
+            // Disposing tells the grain to drop the stream; a grain whose silo failed has nothing left to drop.
+        }
+    }
+
+    private static SessionException Unavailable(Exception failure) => failure switch
+    {
+        SessionException moved => new SessionException(SessionErrorCode.Unavailable, moved.Message, moved),
+        TimeoutException => new SessionException(SessionErrorCode.Unavailable, "The session's silo did not answer in time; retry.", failure),
+        _ => new SessionException(SessionErrorCode.Unavailable, "The session's silo is unavailable; retry.", failure),
+    };
 
     private static string NewSessionId()
     {
@@ -199,7 +305,7 @@ internal sealed class SessionService(
 
     private static void ValidateKey(SessionKey key) => ValidateId(key.SessionId, "session_id");
 
-    /// <summary>Ids become parts of store keys and log lines: a strict alphabet keeps both safe.</summary>
+    /// <summary>Ids become parts of grain and store keys and of log lines: a strict alphabet keeps them safe.</summary>
     private static void ValidateId(string id, string field)
     {
         if (id.Length is 0 or > MaxIdLength)
@@ -216,19 +322,17 @@ internal sealed class SessionService(
         }
     }
 
-    private static async Task<T> StoreCall<T>(Func<ValueTask<T>> call)
+    private static void ValidateName(string? name, string field)
     {
-        try
+        if (name is { Length: > MaxNameLength })
         {
-            return await call();
-        }
-        catch (SessionNotFoundException ex)
-        {
-            throw SessionException.NotFound(ex.Key.SessionId);
-        }
-        catch (Exception ex) when (ex is not SessionException and not OperationCanceledException and not ArgumentException)
-        {
-            throw new SessionException(SessionErrorCode.Unavailable, "The spill store is unavailable.", ex);
+            throw new SessionException(SessionErrorCode.InvalidArgument, $"{field} is longer than {MaxNameLength} characters.");
         }
     }
+}
+
+internal static partial class SessionServiceLog
+{
+    [LoggerMessage(400, LogLevel.Warning, "Decode of session {Tenant}/{SessionId} broke after {Sent} tokens ({Reason}); continuing on the new owner")]
+    public static partial void DecodeContinued(ILogger logger, string tenant, string sessionId, int sent, string reason);
 }

@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using KvCache.Silo.Cluster.Directory;
 using KvCache.Silo.Storage.Internal;
 
 namespace KvCache.Silo.Storage;
@@ -17,9 +16,7 @@ public sealed class InMemorySessionStore : ISessionStore
 
     private readonly ConcurrentDictionary<SessionKey, Session> _sessions = new();
     private readonly ConcurrentDictionary<string, SortedSet<string>> _tenants = new(StringComparer.Ordinal);
-    private readonly InMemoryGrainDirectory _directory = new();
-
-    public IGrainDirectory Directory => _directory;
+    private readonly ConcurrentDictionary<SessionKey, long> _epochs = new();
 
     public ValueTask<bool> TryCreateAsync(SessionRecord record, CancellationToken cancellationToken = default)
     {
@@ -42,6 +39,39 @@ public sealed class InMemorySessionStore : ISessionStore
     {
         StoreArguments.ValidateKey(key);
         return ValueTask.FromResult(_sessions.TryGetValue(key, out var s) ? s.Record : null);
+    }
+
+    public ValueTask<SessionState?> GetStateAsync(SessionKey key, CancellationToken cancellationToken = default)
+    {
+        StoreArguments.ValidateKey(key);
+        if (!_sessions.TryGetValue(key, out var s))
+        {
+            return ValueTask.FromResult<SessionState?>(null);
+        }
+
+        lock (s)
+        {
+            return ValueTask.FromResult<SessionState?>(s.Deleted ? null : new SessionState(s.Record, s.TokenCount, s.Resident));
+        }
+    }
+
+    public ValueTask<long> TakeEpochAsync(SessionKey key, CancellationToken cancellationToken = default)
+    {
+        StoreArguments.ValidateKey(key);
+        return ValueTask.FromResult(_epochs.AddOrUpdate(key, 1, (_, e) => e + 1));
+    }
+
+    public ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        var s = Find(key);
+        lock (s)
+        {
+            ThrowIfDeletedOrStale(s, key, epoch);
+            s.Resident = silo;
+        }
+
+        return ValueTask.CompletedTask;
     }
 
     public ValueTask<bool> DeleteAsync(SessionKey key, CancellationToken cancellationToken = default)
@@ -82,7 +112,7 @@ public sealed class InMemorySessionStore : ISessionStore
             return ValueTask.FromResult(new SessionPage([], null));
         }
 
-        var page = new List<SessionRecord>(pageSize);
+        var page = new List<SessionState>(pageSize);
         bool more = false;
         lock (index)
         {
@@ -104,12 +134,15 @@ public sealed class InMemorySessionStore : ISessionStore
 
                 if (_sessions.TryGetValue(new SessionKey(tenant, id), out var s))
                 {
-                    page.Add(s.Record);
+                    lock (s)
+                    {
+                        page.Add(new SessionState(s.Record, s.TokenCount, s.Resident));
+                    }
                 }
             }
         }
 
-        return ValueTask.FromResult(new SessionPage(page, more ? page[^1].Key.SessionId : null));
+        return ValueTask.FromResult(new SessionPage(page, more ? page[^1].Record.Key.SessionId : null));
     }
 
     public ValueTask<long> GetTokenCountAsync(SessionKey key, CancellationToken cancellationToken = default)
@@ -299,7 +332,7 @@ public sealed class InMemorySessionStore : ISessionStore
     private void ThrowIfDeletedOrStale(Session s, SessionKey key, long epoch)
     {
         ThrowIfDeleted(s, key);
-        if (epoch != Unfenced && !_directory.IsCurrent(key, epoch))
+        if (epoch != Unfenced && _epochs.GetValueOrDefault(key) != epoch)
         {
             throw new StaleEpochException(key, epoch);
         }
@@ -309,6 +342,7 @@ public sealed class InMemorySessionStore : ISessionStore
     {
         public SessionRecord Record { get; } = record;
         public bool Deleted { get; set; }
+        public string? Resident { get; set; }
         public int[] Tokens = [];
         public int TokenCount { get; set; }
         public StoredSnapshot? Snapshot { get; set; }

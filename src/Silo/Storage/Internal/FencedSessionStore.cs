@@ -1,5 +1,3 @@
-using KvCache.Silo.Cluster.Directory;
-
 namespace KvCache.Silo.Storage.Internal;
 
 /// <summary>
@@ -10,13 +8,20 @@ internal sealed class FencedSessionStore(ISessionStore inner, SessionKey key, lo
 {
     public long Epoch { get; } = epoch > 0 ? epoch : throw new ArgumentOutOfRangeException(nameof(epoch), epoch, "Epochs start at 1.");
 
-    public IGrainDirectory Directory => inner.Directory;
-
     public ValueTask<bool> TryCreateAsync(SessionRecord record, CancellationToken cancellationToken = default) =>
         inner.TryCreateAsync(record, cancellationToken);
 
     public ValueTask<SessionRecord?> GetAsync(SessionKey key, CancellationToken cancellationToken = default) =>
         inner.GetAsync(key, cancellationToken);
+
+    public ValueTask<SessionState?> GetStateAsync(SessionKey key, CancellationToken cancellationToken = default) =>
+        inner.GetStateAsync(key, cancellationToken);
+
+    public ValueTask<long> TakeEpochAsync(SessionKey key, CancellationToken cancellationToken = default) =>
+        inner.TakeEpochAsync(key, cancellationToken);
+
+    public ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default) =>
+        inner.SetResidentAsync(Own(key), silo, epoch, cancellationToken);
 
     public ValueTask<bool> DeleteAsync(SessionKey key, CancellationToken cancellationToken = default) =>
         inner.DeleteAsync(key, cancellationToken);

@@ -43,6 +43,18 @@ internal static class StoreArguments
         ArgumentException.ThrowIfNullOrEmpty(record.Codec, "record.Codec");
     }
 
+    /// <summary>A resident silo's name is stored as a hash field: an id's rules; null (no silo) is allowed.</summary>
+    public static void ValidateSilo(string? silo)
+    {
+        if (silo is not null)
+        {
+            ValidateId(silo, nameof(silo));
+        }
+    }
+
+    /// <summary>Epochs start at 1 (<see cref="ISessionStore.TakeEpochAsync"/>); stores use 0 to mark an unfenced write.</summary>
+    public static void ValidateEpoch(long epoch) => ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+
     public static void ValidateRequestId(string? requestId)
     {
         ArgumentException.ThrowIfNullOrEmpty(requestId, nameof(requestId));

@@ -2,106 +2,148 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Runtime.InteropServices;
-using KvCache.Silo.Cluster.Directory;
 using KvCache.Silo.Storage.Internal;
 using KvCache.Silo.Storage.Redis.Internal;
-using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using StackExchange.Redis;
 
 namespace KvCache.Silo.Storage.Redis;
 
 /// <summary>
-/// <see cref="ISessionStore"/> on Redis (standalone server): each operation is one command or one Lua script,
-/// so it is atomic; snapshot chunks move as plain SET/GET through the pipelined client. Key layout in
-/// <see cref="SessionKeys"/>. Fenced writes check the epoch of the <see cref="RedisGrainDirectory"/> entry in
-/// the same script.
+/// <see cref="ISessionStore"/> on Redis (standalone server) through StackExchange.Redis: each operation is one
+/// command or one Lua script (<see cref="StoreScripts"/>), so it is atomic; snapshot chunks move as plain SET and
+/// GET. Key layout in <see cref="SessionKeys"/>. Fenced writes compare the session's epoch counter in the same
+/// script.
 /// </summary>
-public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
+/// <remarks>
+/// A cancellation token is honoured until the operation is sent; after that it runs to its reply or to
+/// <see cref="RedisStoreOptions.CommandTimeout"/>, because StackExchange.Redis may still be reading the caller's
+/// buffer until then. Connection failures surface as described on <see cref="RedisConnection"/>.
+/// </remarks>
+public sealed class RedisSessionStore : ISessionStore
 {
     // Epochs start at 1: 0 marks an unfenced write (the scripts skip the check).
     private const long Unfenced = 0;
     private const long StaleEpoch = -2;
 
-    private readonly RedisClient _client;
+    private readonly RedisConnection _connection;
     private readonly string _prefix;
-    private readonly long _chunkTtlMs;
+    private readonly TimeSpan _chunkTtl;
 
-    public RedisSessionStore(IOptions<RedisStoreOptions> options, ILogger<RedisClient>? logger = null)
+    public RedisSessionStore(RedisConnection connection, IOptions<RedisStoreOptions> options)
     {
+        ArgumentNullException.ThrowIfNull(connection);
+        ArgumentNullException.ThrowIfNull(options);
         var o = options.Value;
         o.Validate();
-        _client = new RedisClient(o, logger);
+        _connection = connection;
         _prefix = o.KeyPrefix;
-        _chunkTtlMs = (long)o.UncommittedChunkTtl.TotalMilliseconds;
-        Directory = new RedisGrainDirectory(_client, _prefix);
+        _chunkTtl = o.UncommittedChunkTtl;
     }
-
-    public IGrainDirectory Directory { get; }
 
     public async ValueTask<bool> TryCreateAsync(SessionRecord record, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateRecord(record);
+        cancellationToken.ThrowIfCancellationRequested();
         var k = Keys(record.Key);
-        var reply = await _client.EvalAsync(
-            StoreScripts.Create,
-            [k.Meta, k.TenantIndex],
-            [record.Model, record.Codec, record.CreatedAt.UtcTicks, record.Key.SessionId],
-            cancellationToken).ConfigureAwait(false);
-        return reply.AsInt64() == 1;
+        var created = await Database().ScriptEvaluateAsync(StoreScripts.Create, new
+        {
+            meta = (RedisKey)k.Meta,
+            index = (RedisKey)k.TenantIndex,
+            model = record.Model,
+            codec = record.Codec,
+            created = record.CreatedAt.UtcTicks,
+            session = record.Key.SessionId,
+        }).ConfigureAwait(false);
+        return (long)created == 1;
     }
 
     public async ValueTask<SessionRecord?> GetAsync(SessionKey key, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateKey(key);
-        return await GetRecordAsync(key, cancellationToken).ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
+        var fields = await Database().HashGetAsync(Keys(key).Meta, RecordFields).ConfigureAwait(false);
+        return fields[0].IsNull || fields[1].IsNull || fields[2].IsNull ? null : ParseRecord(key, fields[0], fields[1], fields[2]);
+    }
+
+    public ValueTask<SessionState?> GetStateAsync(SessionKey key, CancellationToken cancellationToken = default)
+    {
+        StoreArguments.ValidateKey(key);
+        cancellationToken.ThrowIfCancellationRequested();
+        return new ValueTask<SessionState?>(GetStateCoreAsync(key));
     }
 
     public async ValueTask<bool> DeleteAsync(SessionKey key, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateKey(key);
+        cancellationToken.ThrowIfCancellationRequested();
         var k = Keys(key);
-        var reply = await _client.EvalAsync(
-            StoreScripts.Delete,
-            [k.Meta, k.Tokens, k.Snapshot, k.Chunks, k.Requests, k.TenantIndex],
-            [key.SessionId, k.ChunkPrefix],
-            cancellationToken).ConfigureAwait(false);
-        return reply.AsInt64() == 1;
+        var existed = await Database().ScriptEvaluateAsync(StoreScripts.Delete, new
+        {
+            meta = (RedisKey)k.Meta,
+            tokens = (RedisKey)k.Tokens,
+            snap = (RedisKey)k.Snapshot,
+            chunks = (RedisKey)k.Chunks,
+            reqs = (RedisKey)k.Requests,
+            index = (RedisKey)k.TenantIndex,
+            session = key.SessionId,
+            chunkPrefix = k.ChunkPrefix,
+        }).ConfigureAwait(false);
+        return (long)existed == 1;
     }
 
     public async ValueTask<SessionPage> ListAsync(string tenant, string? pageToken, int pageSize, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidatePage(tenant, pageToken, pageSize);
-        var ids = (await _client.ExecuteAsync(
-            ["ZRANGEBYLEX", SessionKeys.TenantIndexKey(_prefix, tenant), pageToken is null ? "-" : "(" + pageToken, "+", "LIMIT", 0, pageSize + 1],
-            cancellationToken).ConfigureAwait(false)).AsArray();
-        int count = Math.Min(pageSize, ids.Count);
+        cancellationToken.ThrowIfCancellationRequested();
+        var ids = await Database().SortedSetRangeByValueAsync(
+            SessionKeys.TenantIndexKey(_prefix, tenant),
+            min: pageToken ?? default(RedisValue),
+            max: default,
+            exclude: Exclude.Start,
+            order: Order.Ascending,
+            skip: 0,
+            take: pageSize + 1).ConfigureAwait(false);
+        int count = Math.Min(pageSize, ids.Length);
 
-        // One round trip for the page: every HMGET is in flight at once.
-        var lookups = new ValueTask<SessionRecord?>[count];
+        // One round trip for the page: every lookup is in flight at once.
+        var lookups = new Task<SessionState?>[count];
         for (int i = 0; i < count; i++)
         {
-            lookups[i] = GetRecordAsync(new SessionKey(tenant, ids[i].AsString()!), cancellationToken);
+            lookups[i] = GetStateCoreAsync(new SessionKey(tenant, ids[i]!));
         }
 
-        var sessions = new List<SessionRecord>(count);
+        var sessions = new List<SessionState>(count);
         foreach (var lookup in lookups)
         {
             // A session deleted since the index was read is left out.
-            if (await lookup.ConfigureAwait(false) is { } record)
+            if (await lookup.ConfigureAwait(false) is { } state)
             {
-                sessions.Add(record);
+                sessions.Add(state);
             }
         }
 
-        return new SessionPage(sessions, ids.Count > pageSize ? ids[count - 1].AsString() : null);
+        return new SessionPage(sessions, ids.Length > pageSize ? (string?)ids[count - 1] : null);
     }
 
     public async ValueTask<long> GetTokenCountAsync(SessionKey key, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateKey(key);
+        cancellationToken.ThrowIfCancellationRequested();
         var k = Keys(key);
-        long bytes = (await _client.EvalAsync(StoreScripts.Length, [k.Meta, k.Tokens], [], cancellationToken).ConfigureAwait(false)).AsInt64();
+        long bytes = (long)await Database().ScriptEvaluateAsync(StoreScripts.Length, new
+        {
+            meta = (RedisKey)k.Meta,
+            tokens = (RedisKey)k.Tokens,
+        }).ConfigureAwait(false);
         return bytes < 0 ? throw new SessionNotFoundException(key) : bytes / sizeof(int);
+    }
+
+    public async ValueTask<long> TakeEpochAsync(SessionKey key, CancellationToken cancellationToken = default)
+    {
+        StoreArguments.ValidateKey(key);
+        cancellationToken.ThrowIfCancellationRequested();
+        return await Database().StringIncrementAsync(Keys(key).Epoch).ConfigureAwait(false);
     }
 
     public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, CancellationToken cancellationToken = default) =>
@@ -109,7 +151,7 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
 
     public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        StoreArguments.ValidateEpoch(epoch);
         return AppendTokensCore(key, expectedCount, tokens, epoch, cancellationToken);
     }
 
@@ -117,17 +159,22 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
     {
         StoreArguments.ValidateKey(key);
         ArgumentOutOfRangeException.ThrowIfNegative(expectedCount);
+        cancellationToken.ThrowIfCancellationRequested();
         var k = Keys(key);
         byte[] bytes = ArrayPool<byte>.Shared.Rent(tokens.Length * sizeof(int));
         try
         {
             var data = bytes.AsMemory(0, tokens.Length * sizeof(int));
             WriteLittleEndian(tokens.Span, data.Span);
-            long before = (await _client.EvalAsync(
-                StoreScripts.Append,
-                [k.Meta, k.Tokens, k.Directory],
-                [expectedCount * sizeof(int), (ReadOnlyMemory<byte>)data, epoch],
-                cancellationToken).ConfigureAwait(false)).AsInt64();
+            long before = (long)await Database().ScriptEvaluateAsync(StoreScripts.Append, new
+            {
+                meta = (RedisKey)k.Meta,
+                tokens = (RedisKey)k.Tokens,
+                epochCounter = (RedisKey)k.Epoch,
+                expected = expectedCount * sizeof(int),
+                data = (RedisValue)(ReadOnlyMemory<byte>)data,
+                epoch,
+            }).ConfigureAwait(false);
             if (before == StaleEpoch)
             {
                 throw new StaleEpochException(key, epoch);
@@ -153,30 +200,30 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
     {
         StoreArguments.ValidateKey(key);
         ArgumentOutOfRangeException.ThrowIfNegative(start);
-        var k = Keys(key);
-        int read = 0;
-        if (!destination.IsEmpty)
+        if (destination.IsEmpty)
         {
-            byte[] bytes = ArrayPool<byte>.Shared.Rent(destination.Length * sizeof(int));
-            try
-            {
-                using var request = RedisRequest.Create("GETRANGE", k.Tokens, start * sizeof(int), (start + destination.Length) * sizeof(int) - 1);
-                int n = await _client.ExecuteIntoAsync(request, bytes.AsMemory(0, destination.Length * sizeof(int)), cancellationToken).ConfigureAwait(false);
-                read = Math.Max(0, n) / sizeof(int);
-                ReadLittleEndian(bytes.AsSpan(0, read * sizeof(int)), destination.Span);
-            }
-            finally
-            {
-                ArrayPool<byte>.Shared.Return(bytes);
-            }
+            // Nothing to read, but a missing session still throws.
+            await GetTokenCountAsync(key, cancellationToken).ConfigureAwait(false);
+            return 0;
         }
 
-        // An empty read is either the log's end or a missing session: tell them apart.
-        if (read == 0 && !await ExistsAsync(k, cancellationToken).ConfigureAwait(false))
+        cancellationToken.ThrowIfCancellationRequested();
+        var k = Keys(key);
+        var range = await Database().ScriptEvaluateAsync(StoreScripts.ReadTokens, new
+        {
+            meta = (RedisKey)k.Meta,
+            tokens = (RedisKey)k.Tokens,
+            first = start * sizeof(int),
+            last = (start + destination.Length) * sizeof(int) - 1,
+        }).ConfigureAwait(false);
+        if (range.Resp2Type == ResultType.Integer)
         {
             throw new SessionNotFoundException(key);
         }
 
+        ReadOnlyMemory<byte> bytes = (RedisValue)range;
+        int read = bytes.Length / sizeof(int);
+        ReadLittleEndian(bytes.Span[..(read * sizeof(int))], destination.Span);
         return read;
     }
 
@@ -185,7 +232,7 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
 
     public ValueTask WriteSnapshotChunkAsync(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, long epoch, CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        StoreArguments.ValidateEpoch(epoch);
         return WriteSnapshotChunkCore(key, snapshotId, index, chunk, epoch, cancellationToken);
     }
 
@@ -193,29 +240,39 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
     {
         StoreArguments.ValidateKey(key);
         StoreArguments.ValidateChunk(index, chunk.Length);
+        cancellationToken.ThrowIfCancellationRequested();
         var k = Keys(key);
         string member = SessionKeys.ChunkMember(snapshotId, index);
         string chunkKey = k.ChunkPrefix + member;
 
-        // Tracking and SET go out back to back (one round trip). The chunk itself is a plain SET, not a script
-        // argument, so 1 MiB is not copied through Lua; its TTL removes it if the session vanished meanwhile.
-        var tracked = _client.EvalAsync(StoreScripts.TrackChunk, [k.Meta, k.Chunks, k.Directory], [member, epoch], cancellationToken);
-        using var set = RedisRequest.Create("SET", chunkKey, chunk, "PX", _chunkTtlMs);
-        var stored = _client.ExecuteAsync(set, cancellationToken);
+        // Tracking and SET go out back to back on one connection (one round trip). The chunk itself is a plain SET,
+        // not a script argument, so 1 MiB is not copied through Lua; its TTL removes it if the session vanished
+        // meanwhile.
+        var db = Database();
+        var tracked = db.ScriptEvaluateAsync(StoreScripts.TrackChunk, new
+        {
+            meta = (RedisKey)k.Meta,
+            chunks = (RedisKey)k.Chunks,
+            epochCounter = (RedisKey)k.Epoch,
+            member,
+            epoch,
+        });
+        var stored = db.StringSetAsync(chunkKey, chunk, _chunkTtl);
         long exists;
         try
         {
-            exists = (await tracked.ConfigureAwait(false)).AsInt64();
+            exists = (long)await tracked.ConfigureAwait(false);
         }
         finally
         {
+            // The caller may reuse the chunk's memory once this returns: the SET must be done with it.
             await stored.ConfigureAwait(false);
         }
 
         if (exists != 1)
         {
             // A stale writer's chunk is never tracked, so no commit can make it visible; remove it now.
-            await _client.ExecuteAsync(["DEL", chunkKey], cancellationToken).ConfigureAwait(false);
+            await db.KeyDeleteAsync(chunkKey).ConfigureAwait(false);
             throw exists == StaleEpoch ? new StaleEpochException(key, epoch) : new SessionNotFoundException(key);
         }
     }
@@ -225,20 +282,26 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
 
     public ValueTask CommitSnapshotAsync(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, long epoch, CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        StoreArguments.ValidateEpoch(epoch);
         return CommitSnapshotCore(key, snapshotId, header, epoch, cancellationToken);
     }
 
     private async ValueTask CommitSnapshotCore(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, long epoch, CancellationToken cancellationToken)
     {
         StoreArguments.ValidateKey(key);
+        cancellationToken.ThrowIfCancellationRequested();
         var k = Keys(key);
-        var reply = await _client.EvalAsync(
-            StoreScripts.Commit,
-            [k.Meta, k.Snapshot, k.Chunks, k.Directory],
-            [snapshotId, header, k.ChunkPrefix, epoch],
-            cancellationToken).ConfigureAwait(false);
-        long result = reply.AsInt64();
+        long result = (long)await Database().ScriptEvaluateAsync(StoreScripts.Commit, new
+        {
+            meta = (RedisKey)k.Meta,
+            snap = (RedisKey)k.Snapshot,
+            chunks = (RedisKey)k.Chunks,
+            epochCounter = (RedisKey)k.Epoch,
+            id = snapshotId,
+            header = (RedisValue)header,
+            chunkPrefix = k.ChunkPrefix,
+            epoch,
+        }).ConfigureAwait(false);
         if (result != 1)
         {
             throw result == StaleEpoch ? new StaleEpochException(key, epoch) : new SessionNotFoundException(key);
@@ -248,32 +311,47 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
     public async ValueTask<StoredSnapshot?> GetSnapshotAsync(SessionKey key, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateKey(key);
+        cancellationToken.ThrowIfCancellationRequested();
         var k = Keys(key);
-        var reply = await _client.EvalAsync(StoreScripts.GetSnapshot, [k.Meta, k.Snapshot], [], cancellationToken).ConfigureAwait(false);
-        if (reply.Kind == RedisReplyKind.Integer)
+        var reply = await Database().ScriptEvaluateAsync(StoreScripts.GetSnapshot, new
+        {
+            meta = (RedisKey)k.Meta,
+            snap = (RedisKey)k.Snapshot,
+        }).ConfigureAwait(false);
+        if (reply.Resp2Type == ResultType.Integer)
         {
             throw new SessionNotFoundException(key);
         }
 
-        var fields = reply.AsArray();
-        return fields[0].IsNull || fields[1].IsNull
-            ? null
-            : new StoredSnapshot(long.Parse(fields[0].AsString()!, CultureInfo.InvariantCulture), fields[1].Bytes);
+        var fields = (RedisResult[])reply!;
+        return fields[0].IsNull || fields[1].IsNull ? null : new StoredSnapshot((long)fields[0], (byte[])fields[1]!);
     }
 
     public async ValueTask<int> ReadSnapshotChunkAsync(SessionKey key, long snapshotId, int index, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateKey(key);
         ArgumentOutOfRangeException.ThrowIfNegative(index);
+        cancellationToken.ThrowIfCancellationRequested();
         var k = Keys(key);
-        using var request = RedisRequest.Create("GET", k.ChunkPrefix + SessionKeys.ChunkMember(snapshotId, index));
-        int n = await _client.ExecuteIntoAsync(request, destination, cancellationToken).ConfigureAwait(false);
-        if (n >= 0)
+        var db = Database();
+
+        // The reply lands in a pooled lease, copied once into the caller's memory.
+        using (var chunk = await db.StringGetLeaseAsync(k.ChunkPrefix + SessionKeys.ChunkMember(snapshotId, index)).ConfigureAwait(false))
         {
-            return n;
+            if (chunk is not null)
+            {
+                if (chunk.Length > destination.Length)
+                {
+                    throw new ArgumentException($"Chunk of {chunk.Length} bytes does not fit in {destination.Length} bytes.", nameof(destination));
+                }
+
+                chunk.Span.CopyTo(destination.Span);
+                return chunk.Length;
+            }
         }
 
-        return await ExistsAsync(k, cancellationToken).ConfigureAwait(false)
+        // Only a miss pays a second command, to tell a missing chunk from a missing session.
+        return await db.KeyExistsAsync(k.Meta).ConfigureAwait(false)
             ? throw new SnapshotChunkNotFoundException(key, snapshotId, index)
             : throw new SessionNotFoundException(key);
     }
@@ -283,7 +361,7 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
 
     public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, long epoch, CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        StoreArguments.ValidateEpoch(epoch);
         return GetOrAddDecodeRequestCore(key, requestId, startPosition, epoch, cancellationToken);
     }
 
@@ -292,31 +370,68 @@ public sealed class RedisSessionStore : ISessionStore, IAsyncDisposable
         StoreArguments.ValidateKey(key);
         StoreArguments.ValidateRequestId(requestId);
         ArgumentOutOfRangeException.ThrowIfNegative(startPosition);
+        cancellationToken.ThrowIfCancellationRequested();
         var k = Keys(key);
-        var reply = await _client.EvalAsync(StoreScripts.GetOrAddRequest, [k.Meta, k.Requests, k.Directory], [requestId, startPosition, epoch], cancellationToken).ConfigureAwait(false);
-        return reply.Kind != RedisReplyKind.Integer ? long.Parse(reply.AsString()!, CultureInfo.InvariantCulture)
-            : reply.Integer == StaleEpoch ? throw new StaleEpochException(key, epoch)
+        var reply = await Database().ScriptEvaluateAsync(StoreScripts.GetOrAddRequest, new
+        {
+            meta = (RedisKey)k.Meta,
+            reqs = (RedisKey)k.Requests,
+            epochCounter = (RedisKey)k.Epoch,
+            request = requestId,
+            start = startPosition,
+            epoch,
+        }).ConfigureAwait(false);
+        return reply.Resp2Type != ResultType.Integer ? (long)reply
+            : (long)reply == StaleEpoch ? throw new StaleEpochException(key, epoch)
             : throw new SessionNotFoundException(key);
     }
 
-    public ValueTask DisposeAsync() => _client.DisposeAsync();
+    public async ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default)
+    {
+        StoreArguments.ValidateKey(key);
+        StoreArguments.ValidateSilo(silo);
+        StoreArguments.ValidateEpoch(epoch);
+        cancellationToken.ThrowIfCancellationRequested();
+        var k = Keys(key);
+        long result = (long)await Database().ScriptEvaluateAsync(StoreScripts.SetResident, new
+        {
+            meta = (RedisKey)k.Meta,
+            epochCounter = (RedisKey)k.Epoch,
+            silo = silo ?? "",
+            epoch,
+        }).ConfigureAwait(false);
+        if (result != 1)
+        {
+            throw result == StaleEpoch ? new StaleEpochException(key, epoch) : new SessionNotFoundException(key);
+        }
+    }
+
+    private static readonly RedisValue[] RecordFields = ["model", "codec", "created"];
+
+    private IDatabase Database() => _connection.NextDatabase();
 
     private SessionKeys Keys(SessionKey key) => new(_prefix, key);
 
-    private async ValueTask<SessionRecord?> GetRecordAsync(SessionKey key, CancellationToken cancellationToken)
+    private async Task<SessionState?> GetStateCoreAsync(SessionKey key)
     {
-        var fields = (await _client.ExecuteAsync(["HMGET", Keys(key).Meta, "model", "codec", "created"], cancellationToken).ConfigureAwait(false)).AsArray();
-        if (fields[0].IsNull || fields[1].IsNull || fields[2].IsNull)
+        var k = Keys(key);
+        var reply = await Database().ScriptEvaluateAsync(StoreScripts.GetState, new
+        {
+            meta = (RedisKey)k.Meta,
+            tokens = (RedisKey)k.Tokens,
+        }).ConfigureAwait(false);
+        if (reply.IsNull)
         {
             return null;
         }
 
-        long ticks = long.Parse(fields[2].AsString()!, CultureInfo.InvariantCulture);
-        return new SessionRecord(key, fields[0].AsString()!, fields[1].AsString()!, new DateTimeOffset(ticks, TimeSpan.Zero));
+        var fields = (RedisValue[])reply!;
+        var record = ParseRecord(key, fields[0], fields[1], fields[2]);
+        return new SessionState(record, (long)fields[4] / sizeof(int), (string?)fields[3]);
     }
 
-    private async ValueTask<bool> ExistsAsync(SessionKeys k, CancellationToken cancellationToken) =>
-        (await _client.ExecuteAsync(["EXISTS", k.Meta], cancellationToken).ConfigureAwait(false)).AsInt64() == 1;
+    private static SessionRecord ParseRecord(SessionKey key, RedisValue model, RedisValue codec, RedisValue created) =>
+        new(key, model!, codec!, new DateTimeOffset(long.Parse((string)created!, CultureInfo.InvariantCulture), TimeSpan.Zero));
 
     private static void WriteLittleEndian(ReadOnlySpan<int> tokens, Span<byte> destination)
     {

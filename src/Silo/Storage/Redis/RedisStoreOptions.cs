@@ -1,12 +1,48 @@
+using System.Globalization;
 using KvCache.Silo.Storage.Internal;
 using Microsoft.Extensions.Options;
 
 namespace KvCache.Silo.Storage.Redis;
 
-/// <summary>Settings of <see cref="RedisSessionStore"/> (configuration section <see cref="SectionName"/>).</summary>
-public sealed class RedisStoreOptions : RedisClientOptions
+/// <summary>
+/// Settings of <see cref="RedisConnection"/> and <see cref="RedisSessionStore"/> (configuration section
+/// <see cref="SectionName"/>). <see cref="Password"/> is a secret: never printed.
+/// </summary>
+public sealed class RedisStoreOptions
 {
     public const string SectionName = "Spill:Redis";
+
+    /// <summary>"host:port" of one standalone Redis server.</summary>
+    public string Endpoint { get; set; } = "127.0.0.1:6379";
+
+    /// <summary>ACL user for AUTH; null for the default user.</summary>
+    public string? User { get; set; }
+
+    /// <summary>Sent with AUTH on every connection; null or empty for none.</summary>
+    public string? Password { get; set; }
+
+    /// <summary>Logical database of every command.</summary>
+    public int Database { get; set; }
+
+    public bool UseTls { get; set; }
+
+    /// <summary>Name the server certificate must carry; the endpoint's host if null.</summary>
+    public string? TlsTargetHost { get; set; }
+
+    /// <summary>Limit on TCP connect, TLS handshake and AUTH together, for the first connect and every reconnect.</summary>
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Limit on one command's round trip, after which it fails with a timeout (it may still have run). A 1 MiB
+    /// chunk takes about a millisecond, so this bounds only a stalled server or network.
+    /// </summary>
+    public TimeSpan CommandTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Connections (multiplexers) that operations are spread over. Each has one socket and one reader, so a second
+    /// one lets snapshot chunks move on both cores of a small silo.
+    /// </summary>
+    public int Connections { get; set; } = 2;
 
     /// <summary>First part of every key, so several deployments can share one Redis.</summary>
     public string KeyPrefix { get; set; } = "kvc";
@@ -17,14 +53,50 @@ public sealed class RedisStoreOptions : RedisClientOptions
     /// </summary>
     public TimeSpan UncommittedChunkTtl { get; set; } = TimeSpan.FromHours(1);
 
-    public override void Validate()
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid setting.</summary>
+    public void Validate()
     {
-        base.Validate();
+        _ = ParseEndpoint();
+        ArgumentOutOfRangeException.ThrowIfNegative(Database);
+        ValidateMilliseconds(ConnectTimeout, nameof(ConnectTimeout));
+        ValidateMilliseconds(CommandTimeout, nameof(CommandTimeout));
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(Connections);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(Connections, 16);
         StoreArguments.ValidateId(KeyPrefix, nameof(KeyPrefix));
         ArgumentOutOfRangeException.ThrowIfLessThan(UncommittedChunkTtl, TimeSpan.FromSeconds(1));
     }
 
-    public override string ToString() => $"{base.ToString()}, KeyPrefix={KeyPrefix}, UncommittedChunkTtl={UncommittedChunkTtl}";
+    /// <summary>
+    /// StackExchange.Redis settings for these options (endpoint, credentials, TLS, timeouts, reconnect policy), for
+    /// components that make their own connections to the same Redis (Orleans' Redis clustering and grain directory).
+    /// </summary>
+    public StackExchange.Redis.ConfigurationOptions ToConfigurationOptions() => RedisConnection.CreateConfiguration(this);
+
+    /// <summary>Host and port of <see cref="Endpoint"/> ("[::1]:6379" for IPv6).</summary>
+    internal (string Host, int Port) ParseEndpoint()
+    {
+        int colon = Endpoint?.LastIndexOf(':') ?? -1;
+        if (colon <= 0 || !int.TryParse(Endpoint.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out int port) || port is <= 0 or > 65535)
+        {
+            throw new ArgumentException($"Redis endpoint '{Endpoint}' is not 'host:port'.", nameof(Endpoint));
+        }
+
+        return (Endpoint![..colon].Trim('[', ']'), port);
+    }
+
+    public override string ToString() =>
+        $"Endpoint={Endpoint}, User={User ?? "(default)"}, Password={(string.IsNullOrEmpty(Password) ? "(none)" : "***")}, " +
+        $"Database={Database}, UseTls={UseTls}, ConnectTimeout={ConnectTimeout}, CommandTimeout={CommandTimeout}, " +
+        $"Connections={Connections}, KeyPrefix={KeyPrefix}, UncommittedChunkTtl={UncommittedChunkTtl}";
+
+    // StackExchange.Redis takes whole milliseconds as int.
+    private static void ValidateMilliseconds(TimeSpan value, string name)
+    {
+        if (value < TimeSpan.FromMilliseconds(1) || value.TotalMilliseconds > int.MaxValue)
+        {
+            throw new ArgumentOutOfRangeException(name, value, $"{name} must be between 1 ms and {int.MaxValue} ms.");
+        }
+    }
 }
 
 /// <summary>Checks <see cref="RedisStoreOptions"/> at start (ValidateOnStart).</summary>

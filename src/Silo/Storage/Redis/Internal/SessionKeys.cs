@@ -4,49 +4,38 @@ namespace KvCache.Silo.Storage.Redis.Internal;
 
 /// <summary>
 /// Key names of one session. All share the hash tag {tenant/session}, so they live in one cluster slot and
-/// the scripts may touch them together; the tenant index is the only key outside it.
+/// the scripts may touch them together; the tenant index is the only key outside it. Names are built when
+/// asked for, so an operation pays only for the keys it uses.
 /// </summary>
-internal readonly struct SessionKeys
+internal readonly struct SessionKeys(string prefix, SessionKey key)
 {
-    public SessionKeys(string prefix, SessionKey key)
-    {
-        string root = $"{prefix}:{{{key.Tenant}/{key.SessionId}}}:";
-        Meta = root + "meta";
-        Tokens = root + "tokens";
-        Snapshot = root + "snap";
-        ChunkPrefix = root + "snap:";
-        Chunks = root + "chunks";
-        Requests = root + "reqs";
-        Directory = root + "dir";
-        Epoch = root + "epoch";
-        TenantIndex = TenantIndexKey(prefix, key.Tenant);
-    }
+    private readonly string _root = $"{prefix}:{{{key.Tenant}/{key.SessionId}}}:";
 
-    /// <summary>Hash: model, codec, created (UTC ticks).</summary>
-    public string Meta { get; }
+    /// <summary>Hash: model, codec, created (UTC ticks), and resident (silo name) while a silo holds the cache.</summary>
+    public string Meta => _root + "meta";
 
     /// <summary>String of little-endian int32 tokens.</summary>
-    public string Tokens { get; }
+    public string Tokens => _root + "tokens";
 
     /// <summary>Hash of the committed snapshot: id, header.</summary>
-    public string Snapshot { get; }
+    public string Snapshot => _root + "snap";
 
     /// <summary>Chunk i of snapshot id is ChunkPrefix + "id:i".</summary>
-    public string ChunkPrefix { get; }
+    public string ChunkPrefix => _root + "snap:";
 
     /// <summary>Set of the members "id:i" of every chunk written, committed or not, so delete can find them.</summary>
-    public string Chunks { get; }
+    public string Chunks => _root + "chunks";
 
     /// <summary>Hash of decode request id → start position.</summary>
-    public string Requests { get; }
+    public string Requests => _root + "reqs";
 
-    /// <summary>Hash of the grain directory entry: silo, act, epoch (see RedisGrainDirectory).</summary>
-    public string Directory { get; }
+    /// <summary>
+    /// Counter of the session's epochs (INCR): its value is the current one, which fenced writes must carry. Never
+    /// deleted, not even with the session, so no epoch is handed out twice for one key.
+    /// </summary>
+    public string Epoch => _root + "epoch";
 
-    /// <summary>Counter of the directory's epochs; never deleted, so no epoch is handed out twice.</summary>
-    public string Epoch { get; }
-
-    public string TenantIndex { get; }
+    public string TenantIndex => TenantIndexKey(prefix, key.Tenant);
 
     public static string TenantIndexKey(string prefix, string tenant) => $"{prefix}:tenant:{{{tenant}}}:sessions";
 

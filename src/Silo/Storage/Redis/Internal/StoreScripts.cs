@@ -1,98 +1,133 @@
+using StackExchange.Redis;
+
 namespace KvCache.Silo.Storage.Redis.Internal;
 
 /// <summary>
-/// The Lua scripts that make each store operation atomic. Every script first checks that the session's meta
-/// hash exists, so nothing is written for a session that does not exist (or was deleted). The writes then
-/// check the fence: an epoch argument other than '0' must equal the epoch of the session's directory entry
-/// (the <c>dir</c> hash, in the same hash tag), else they return -2 having written nothing.
+/// The Lua scripts that make each store operation atomic, with StackExchange.Redis' named parameters: those
+/// passed as <see cref="RedisKey"/> become KEYS, the rest ARGV; each runs by its SHA once the server has it and
+/// is sent again if the server lost it (restart, SCRIPT FLUSH). Every script first checks that the session's
+/// meta hash exists, so nothing is written for a session that does not exist (or was deleted). The writes then
+/// check the fence: an <c>@epoch</c> other than '0' must equal the session's epoch counter (the <c>epoch</c> key,
+/// in the same hash tag; see <see cref="SessionKeys.Epoch"/>), else they return -2 having written nothing.
 /// </summary>
 internal static class StoreScripts
 {
-    /// <summary>KEYS: meta, tenant index. ARGV: model, codec, created ticks, session id. Returns 1 if created.</summary>
-    public static readonly RedisScript Create = new("""
-        if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-        redis.call('HSET', KEYS[1], 'model', ARGV[1], 'codec', ARGV[2], 'created', ARGV[3])
-        redis.call('ZADD', KEYS[2], 0, ARGV[4])
+    /// <summary>Keys: meta, index (the tenant's). Args: model, codec, created (ticks), session (id). Returns 1 if created.</summary>
+    public static readonly LuaScript Create = LuaScript.Prepare("""
+        if redis.call('EXISTS', @meta) == 1 then return 0 end
+        redis.call('HSET', @meta, 'model', @model, 'codec', @codec, 'created', @created)
+        redis.call('ZADD', @index, 0, @session)
         return 1
         """);
 
     /// <summary>
-    /// KEYS: meta, tokens, snap, chunks, reqs, tenant index. ARGV: session id, chunk key prefix.
-    /// Removes everything even if meta is gone; returns 1 if meta existed.
+    /// Keys: meta, tokens, snap, chunks, reqs, index. Args: session (id), chunkPrefix. Removes everything but the
+    /// epoch counter, even if meta is gone; returns 1 if meta existed.
     /// </summary>
-    public static readonly RedisScript Delete = new("""
-        local existed = redis.call('EXISTS', KEYS[1])
-        for _, m in ipairs(redis.call('SMEMBERS', KEYS[4])) do redis.call('DEL', ARGV[2] .. m) end
-        redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-        redis.call('ZREM', KEYS[6], ARGV[1])
+    public static readonly LuaScript Delete = LuaScript.Prepare("""
+        local existed = redis.call('EXISTS', @meta)
+        for _, m in ipairs(redis.call('SMEMBERS', @chunks)) do redis.call('DEL', @chunkPrefix .. m) end
+        redis.call('DEL', @meta, @tokens, @snap, @chunks, @reqs)
+        redis.call('ZREM', @index, @session)
         return existed
         """);
 
-    /// <summary>KEYS: meta, tokens. Returns the log's length in bytes, or -1 if the session does not exist.</summary>
-    public static readonly RedisScript Length = new("""
-        if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-        return redis.call('STRLEN', KEYS[2])
+    /// <summary>
+    /// Keys: meta, tokens. Returns [model, codec, created, resident (nil if none), token log length in bytes],
+    /// or nil if the session does not exist.
+    /// </summary>
+    public static readonly LuaScript GetState = LuaScript.Prepare("""
+        local state = redis.call('HMGET', @meta, 'model', 'codec', 'created', 'resident')
+        if not state[1] then return false end
+        state[5] = redis.call('STRLEN', @tokens)
+        return state
+        """);
+
+    /// <summary>Keys: meta, tokens. Returns the log's length in bytes, or -1 if the session does not exist.</summary>
+    public static readonly LuaScript Length = LuaScript.Prepare("""
+        if redis.call('EXISTS', @meta) == 0 then return -1 end
+        return redis.call('STRLEN', @tokens)
         """);
 
     /// <summary>
-    /// KEYS: meta, tokens, dir. ARGV: expected length in bytes, bytes to append, epoch. Appends only at the
-    /// expected length; returns the length before (the append happened iff it equals the expected one), -1 if
-    /// no session, -2 if the epoch is stale.
+    /// Keys: meta, tokens. Args: first, last (byte offsets, inclusive, last &gt;= first &gt;= 0). Returns those bytes
+    /// of the log (fewer at its end), or -1 if the session does not exist.
     /// </summary>
-    public static readonly RedisScript Append = new("""
-        if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-        if ARGV[3] ~= '0' and redis.call('HGET', KEYS[3], 'epoch') ~= ARGV[3] then return -2 end
-        local n = redis.call('STRLEN', KEYS[2])
-        if n == tonumber(ARGV[1]) then redis.call('APPEND', KEYS[2], ARGV[2]) end
+    public static readonly LuaScript ReadTokens = LuaScript.Prepare("""
+        if redis.call('EXISTS', @meta) == 0 then return -1 end
+        return redis.call('GETRANGE', @tokens, @first, @last)
+        """);
+
+    /// <summary>
+    /// Keys: meta, tokens, epochCounter. Args: expected (length in bytes), data (bytes to append), epoch. Appends only
+    /// at the expected length; returns the length before (the append happened iff it equals the expected one), -1
+    /// if no session, -2 if the epoch is stale.
+    /// </summary>
+    public static readonly LuaScript Append = LuaScript.Prepare("""
+        if redis.call('EXISTS', @meta) == 0 then return -1 end
+        if @epoch ~= '0' and redis.call('GET', @epochCounter) ~= @epoch then return -2 end
+        local n = redis.call('STRLEN', @tokens)
+        if n == tonumber(@expected) then redis.call('APPEND', @tokens, @data) end
         return n
         """);
 
     /// <summary>
-    /// KEYS: meta, chunks, dir. ARGV: chunk member "id:index", epoch. Returns 1, or 0 if the session does not
+    /// Keys: meta, chunks, epochCounter. Args: member ("id:index"), epoch. Returns 1, or 0 if the session does not
     /// exist, -2 if the epoch is stale.
     /// </summary>
-    public static readonly RedisScript TrackChunk = new("""
-        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-        if ARGV[2] ~= '0' and redis.call('HGET', KEYS[3], 'epoch') ~= ARGV[2] then return -2 end
-        redis.call('SADD', KEYS[2], ARGV[1])
+    public static readonly LuaScript TrackChunk = LuaScript.Prepare("""
+        if redis.call('EXISTS', @meta) == 0 then return 0 end
+        if @epoch ~= '0' and redis.call('GET', @epochCounter) ~= @epoch then return -2 end
+        redis.call('SADD', @chunks, @member)
         return 1
         """);
 
     /// <summary>
-    /// KEYS: meta, snap, chunks, dir. ARGV: snapshot id, header, chunk key prefix, epoch. Makes the snapshot's
-    /// chunks permanent, deletes every other snapshot's chunks and records the header; returns 1, 0 if no
-    /// session, -2 if the epoch is stale.
+    /// Keys: meta, snap, chunks, epochCounter. Args: id, header, chunkPrefix, epoch. Makes the snapshot's chunks
+    /// permanent, deletes every other snapshot's chunks and records the header; returns 1, 0 if no session, -2 if
+    /// the epoch is stale.
     /// </summary>
-    public static readonly RedisScript Commit = new("""
-        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-        if ARGV[4] ~= '0' and redis.call('HGET', KEYS[4], 'epoch') ~= ARGV[4] then return -2 end
-        local own = ARGV[1] .. ':'
-        for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    public static readonly LuaScript Commit = LuaScript.Prepare("""
+        if redis.call('EXISTS', @meta) == 0 then return 0 end
+        if @epoch ~= '0' and redis.call('GET', @epochCounter) ~= @epoch then return -2 end
+        local own = @id .. ':'
+        for _, m in ipairs(redis.call('SMEMBERS', @chunks)) do
           if string.sub(m, 1, #own) == own then
-            redis.call('PERSIST', ARGV[3] .. m)
+            redis.call('PERSIST', @chunkPrefix .. m)
           else
-            redis.call('DEL', ARGV[3] .. m)
-            redis.call('SREM', KEYS[3], m)
+            redis.call('DEL', @chunkPrefix .. m)
+            redis.call('SREM', @chunks, m)
           end
         end
-        redis.call('HSET', KEYS[2], 'id', ARGV[1], 'header', ARGV[2])
+        redis.call('HSET', @snap, 'id', @id, 'header', @header)
         return 1
         """);
 
-    /// <summary>KEYS: meta, snap. Returns -1 if no session, else [id, header] (nils if no snapshot).</summary>
-    public static readonly RedisScript GetSnapshot = new("""
-        if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-        return redis.call('HMGET', KEYS[2], 'id', 'header')
+    /// <summary>Keys: meta, snap. Returns -1 if no session, else [id, header] (nils if no snapshot).</summary>
+    public static readonly LuaScript GetSnapshot = LuaScript.Prepare("""
+        if redis.call('EXISTS', @meta) == 0 then return -1 end
+        return redis.call('HMGET', @snap, 'id', 'header')
         """);
 
     /// <summary>
-    /// KEYS: meta, reqs, dir. ARGV: request id, start, epoch. Returns the recorded start, or -1 if no session,
-    /// -2 if the epoch is stale.
+    /// Keys: meta, reqs, epochCounter. Args: request (id), start, epoch. Returns the recorded start, or -1 if no
+    /// session, -2 if the epoch is stale.
     /// </summary>
-    public static readonly RedisScript GetOrAddRequest = new("""
-        if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-        if ARGV[3] ~= '0' and redis.call('HGET', KEYS[3], 'epoch') ~= ARGV[3] then return -2 end
-        redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
-        return redis.call('HGET', KEYS[2], ARGV[1])
+    public static readonly LuaScript GetOrAddRequest = LuaScript.Prepare("""
+        if redis.call('EXISTS', @meta) == 0 then return -1 end
+        if @epoch ~= '0' and redis.call('GET', @epochCounter) ~= @epoch then return -2 end
+        redis.call('HSETNX', @reqs, @request, @start)
+        return redis.call('HGET', @reqs, @request)
+        """);
+
+    /// <summary>
+    /// Keys: meta, epochCounter. Args: silo ('' for none), epoch (never '0': fenced only). Sets or clears meta's
+    /// resident field; returns 1, -1 if no session, -2 if the epoch is stale.
+    /// </summary>
+    public static readonly LuaScript SetResident = LuaScript.Prepare("""
+        if redis.call('EXISTS', @meta) == 0 then return -1 end
+        if redis.call('GET', @epochCounter) ~= @epoch then return -2 end
+        if @silo == '' then redis.call('HDEL', @meta, 'resident') else redis.call('HSET', @meta, 'resident', @silo) end
+        return 1
         """);
 }

@@ -1,0 +1,352 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using KvCache.GpuWorker.Sampling;
+using KvCache.Silo.Snapshots;
+using KvCache.Silo.Sessions.Internal;
+using KvCache.Silo.Storage;
+using Orleans.Runtime.Placement;
+
+namespace KvCache.Silo.Sessions;
+
+// The session's calls.
+internal sealed partial class SessionGrain
+{
+    public async Task<SessionInfo> CreateAsync(string? model, string? codec, CancellationToken cancellationToken)
+    {
+        await EnterAsync(cancellationToken);
+        try
+        {
+            var languageModel = string.IsNullOrEmpty(model)
+                ? _models.Default
+                : _models.Get(model) ?? throw new SessionException(SessionErrorCode.InvalidArgument, $"Unknown model '{SessionInfos.Quote(model)}'; ListModels names the served ones.");
+            codec = string.IsNullOrEmpty(codec) ? FullCodec : codec;
+            if (!languageModel.Codecs.Contains(codec))
+            {
+                throw new SessionException(
+                    SessionErrorCode.InvalidArgument,
+                    $"Model '{languageModel.Id}' has no codec '{SessionInfos.Quote(codec)}'; it has: {string.Join(", ", languageModel.Codecs)}.");
+            }
+
+            var record = new SessionRecord(Key, languageModel.Id, codec, _time.GetUtcNow());
+            if (_record is not null || !await StoreCallAsync(() => _store.TryCreateAsync(record, cancellationToken)))
+            {
+                throw new SessionException(SessionErrorCode.AlreadyExists, $"Session '{Key.SessionId}' already exists.");
+            }
+
+            _record = record;
+            return SessionInfos.Create(record, languageModel, 0, SessionResidency.Spilled, ownerSilo: null);
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    public async Task<AppendResult> AppendAsync(int[] tokens, int topLogprobs, CancellationToken cancellationToken)
+    {
+        await EnterAsync(cancellationToken);
+        try
+        {
+            await EnsureResidentAsync(cancellationToken);
+            var model = _model!;
+            ValidateTokens(tokens, model.Config.VocabSize);
+            if (_tokenCount + tokens.Length > model.Config.MaxPositionEmbeddings)
+            {
+                throw new SessionException(
+                    SessionErrorCode.FailedPrecondition,
+                    $"Appending {tokens.Length} tokens at position {_tokenCount} would pass the model's {model.Config.MaxPositionEmbeddings} positions.");
+            }
+
+            await ForwardAsync(tokens, logged: false);
+            await AppendToLogAsync(tokens);
+            _logitsValid = true;
+
+            var top = new TokenLogprob[Math.Min(topLogprobs, model.Config.VocabSize)];
+            var count = TokenSampler.TopLogprobs(_logits, top);
+            return new AppendResult(_tokenCount, top[..count]);
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    /// <remarks>
+    /// The tokens are produced one step ahead of the stream: Orleans fetches a stream's items one grain call at a time,
+    /// so the next token is computed while the last one travels to the caller. A caller that stops reading leaves at
+    /// most two tokens past the last one it received in the session (durable, as every produced token).
+    /// </remarks>
+    public async IAsyncEnumerable<DecodedToken> DecodeAsync(
+        DecodeRequestOptions options,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var ahead = Channel.CreateBounded<DecodedToken>(new BoundedChannelOptions(1) { SingleReader = true, SingleWriter = true });
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var producer = DecodeIntoAsync(options, ahead.Writer, stop.Token);
+        try
+        {
+            while (await ahead.Reader.WaitToReadAsync(CancellationToken.None))
+            {
+                while (ahead.Reader.TryRead(out var token))
+                {
+                    yield return token;
+                }
+            }
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await producer;
+        }
+    }
+
+    /// <summary>Runs a Decode, writing each token once it is durable; completes <paramref name="output"/> with the
+    /// failure, if any.</summary>
+    private async Task DecodeIntoAsync(DecodeRequestOptions options, ChannelWriter<DecodedToken> output, CancellationToken cancellationToken)
+    {
+        Exception? failure = null;
+        try
+        {
+            await DecodeTurnAsync(options, output, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            failure = ex;
+        }
+        finally
+        {
+            output.TryComplete(failure);
+        }
+    }
+
+    private async Task DecodeTurnAsync(DecodeRequestOptions options, ChannelWriter<DecodedToken> output, CancellationToken cancellationToken)
+    {
+        // Counted from the call, not the turn: waiting decodes are the queue an autoscaler looks at.
+        using var inFlight = _metrics.TrackDecode();
+        await EnterAsync(cancellationToken);
+        try
+        {
+            await EnsureResidentAsync(cancellationToken);
+            var model = _model!;
+            var maxPosition = model.Config.MaxPositionEmbeddings;
+            if (!_logitsValid)
+            {
+                throw new SessionException(SessionErrorCode.FailedPrecondition, "The session is empty: Append a prompt before Decode.");
+            }
+
+            var produced = 0;
+            if (options.RequestId is { } requestId)
+            {
+                var start = await StoreCallAsync(() => _fenced.GetOrAddDecodeRequestAsync(Key, requestId, _tokenCount, CancellationToken.None));
+                if (start > _tokenCount || start < 0)
+                {
+                    throw new SessionException(SessionErrorCode.FailedPrecondition, $"Request '{requestId}' started at position {start}, past the session's end.");
+                }
+
+                // Tokens this request already produced (before a crash or a lost stream) come back from the log.
+                var replay = (int)Math.Min(_tokenCount - start, options.MaxTokens);
+                if (replay > 0)
+                {
+                    var tokens = new int[replay];
+                    var read = await StoreCallAsync(() => _store.ReadTokensAsync(Key, start, tokens, CancellationToken.None));
+                    for (var i = 0; i < read; i++)
+                    {
+                        var position = start + i;
+                        var finish = FinishOf(tokens[i], i + 1, position, options, maxPosition);
+                        await output.WriteAsync(new DecodedToken(tokens[i], position, float.NaN, finish, Replayed: true), cancellationToken);
+                        if (finish != FinishReason.None)
+                        {
+                            return;
+                        }
+                    }
+
+                    produced = read;
+                }
+            }
+
+            if (produced < options.MaxTokens && _tokenCount >= maxPosition)
+            {
+                throw new SessionException(SessionErrorCode.FailedPrecondition, $"The session is at the model's last position ({maxPosition}).");
+            }
+
+            while (produced < options.MaxTokens)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                if (_leaving)
+                {
+                    throw Moved();
+                }
+
+                var position = _tokenCount;
+                var sampled = TokenSampler.Sample(_logits, options.Sampling, position, _samplerScratch);
+                _oneToken[0] = sampled.TokenId;
+                await AppendToLogAsync(_oneToken);
+                produced++;
+                await ForwardAsync(_oneToken, logged: true);
+                _metrics.TokenDecoded();
+                var finish = FinishOf(sampled.TokenId, produced, position, options, maxPosition);
+                await output.WriteAsync(new DecodedToken(sampled.TokenId, position, sampled.Logprob, finish, Replayed: false), cancellationToken);
+                if (finish != FinishReason.None)
+                {
+                    return;
+                }
+            }
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    public async Task<SessionInfo> SpillAsync(CancellationToken cancellationToken)
+    {
+        await EnterAsync(cancellationToken);
+        try
+        {
+            var info = TryGetResidentInfo() is { } resident
+                ? resident with { Residency = SessionResidency.Spilled, OwnerSilo = null }
+                : await GetInfoAsync();
+            await ReleaseCacheAsync(snapshot: true, "spill requested");
+            _leaving = true;
+            DeactivateOnIdle();
+            return info;
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    public async Task DeleteAsync(CancellationToken cancellationToken)
+    {
+        await EnterAsync(cancellationToken);
+        try
+        {
+            await ReleaseCacheAsync(snapshot: false, "deleted");
+            var deleted = await StoreCallAsync(() => _store.DeleteAsync(Key, cancellationToken));
+            _record = null;
+            _leaving = true;
+            DeactivateOnIdle();
+            if (!deleted)
+            {
+                throw SessionException.NotFound(Key.SessionId);
+            }
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    public async Task<MigrationResult> MigrateAsync(string? targetSilo, CancellationToken cancellationToken)
+    {
+        await EnterAsync(cancellationToken);
+        try
+        {
+            if (_record is null)
+            {
+                throw SessionException.NotFound(Key.SessionId);
+            }
+
+            var target = _loads.ResolveMigrationTarget(targetSilo);
+            var started = Stopwatch.GetTimestamp();
+            var (from, position, bytes) = ("", 0L, 0L);
+            if (_cache is { } cache)
+            {
+                // The bytes go out of band, through the spill store: Orleans' migration message carries only where they are.
+                if (cache.Position > 0 && _snapshotPosition != cache.Position)
+                {
+                    var model = _model!;
+                    await StoreCallAsync(async () => await SnapshotWriter.WriteAsync(_fenced, Key, cache, model.Id, model.Fingerprint, _logits, CancellationToken.None));
+                    _snapshotPosition = cache.Position;
+                }
+
+                (from, position, bytes) = (SiloName, _tokenCount, cache.CacheBytes);
+            }
+
+            // Committed: calls that have not started yet go to the target.
+            _leaving = true;
+            RequestContext.Set(IPlacementDirector.PlacementHintKey, target.Address);
+            try
+            {
+                MigrateOnIdle();
+            }
+            finally
+            {
+                RequestContext.Remove(IPlacementDirector.PlacementHintKey);
+            }
+
+            var elapsed = Stopwatch.GetElapsedTime(started);
+            if (from.Length > 0)
+            {
+                _metrics.Migrations.Record(elapsed);
+            }
+
+            SessionGrainLog.Migrated(_logger, Key.Tenant, Key.SessionId, target.Name, position, bytes, elapsed.TotalMilliseconds);
+            return new MigrationResult(from, target.Name, position, bytes, elapsed.TotalSeconds);
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    public async Task<bool> TryReleaseAsync(string reason)
+    {
+        if (!_gate.Wait(0))
+        {
+            return false;
+        }
+
+        try
+        {
+            if (_cache is null || _leaving)
+            {
+                return false;
+            }
+
+            await ReleaseCacheAsync(snapshot: true, reason);
+            _leaving = true;
+            DeactivateOnIdle();
+            return true;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private static FinishReason FinishOf(int token, int produced, long position, DecodeRequestOptions options, int maxPosition)
+    {
+        if (Array.IndexOf(options.StopTokenIds, token) >= 0)
+        {
+            return FinishReason.StopToken;
+        }
+
+        if (produced >= options.MaxTokens)
+        {
+            return FinishReason.MaxTokens;
+        }
+
+        return position + 1 >= maxPosition ? FinishReason.MaxPosition : FinishReason.None;
+    }
+
+    private static void ValidateTokens(ReadOnlySpan<int> tokens, int vocabSize)
+    {
+        if (tokens.IsEmpty)
+        {
+            throw new SessionException(SessionErrorCode.InvalidArgument, "token_ids is empty.");
+        }
+
+        for (var i = 0; i < tokens.Length; i++)
+        {
+            if ((uint)tokens[i] >= (uint)vocabSize)
+            {
+                throw new SessionException(
+                    SessionErrorCode.InvalidArgument,
+                    $"token_ids[{i}] = {tokens[i]} is outside the model's vocabulary [0, {vocabSize}).");
+            }
+        }
+    }
+}

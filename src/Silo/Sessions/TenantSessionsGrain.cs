@@ -1,0 +1,48 @@
+using KvCache.Silo.Models;
+using KvCache.Silo.Placement;
+using KvCache.Silo.Sessions.Internal;
+using KvCache.Silo.Storage;
+using Orleans.Concurrency;
+
+namespace KvCache.Silo.Sessions;
+
+[StatelessWorker]
+internal sealed class TenantSessionsGrain(ISessionStore store, ModelCatalog models, SiloLoads loads) : Grain, ITenantSessionsGrain
+{
+    private string Tenant => this.GetPrimaryKeyString();
+
+    public async Task<SessionInfo> GetSessionAsync(string sessionId)
+    {
+        var key = new SessionKey(Tenant, sessionId);
+        var state = await StoreCallAsync(() => store.GetStateAsync(key)) ?? throw SessionException.NotFound(sessionId);
+        return SessionInfos.Stored(state, models, loads.IsLive);
+    }
+
+    public async Task<SessionListPage> ListSessionsAsync(int pageSize, string? pageToken)
+    {
+        var page = await StoreCallAsync(() => store.ListAsync(Tenant, pageToken, pageSize));
+        return new SessionListPage(page.Sessions.Select(s => SessionInfos.Stored(s, models, loads.IsLive)).ToArray(), page.NextPageToken);
+    }
+
+    public Task<ModelDescription[]> ListModelsAsync() =>
+        Task.FromResult(models.All.Select(m => new ModelDescription(
+            m.Id,
+            m.Config.VocabSize,
+            m.Config.MaxPositionEmbeddings,
+            [.. m.Codecs],
+            m.Config.NumHiddenLayers,
+            m.Config.HiddenSize,
+            m.ParameterCount)).ToArray());
+
+    private static async Task<T> StoreCallAsync<T>(Func<ValueTask<T>> call)
+    {
+        try
+        {
+            return await call();
+        }
+        catch (Exception ex) when (ex is not SessionException and not OperationCanceledException and not ArgumentException)
+        {
+            throw new SessionException(SessionErrorCode.Unavailable, "The spill store is unavailable.", ex);
+        }
+    }
+}
