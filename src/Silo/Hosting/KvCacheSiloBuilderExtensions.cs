@@ -47,7 +47,7 @@ public static class KvCacheSiloBuilderExtensions
         services.AddPlacementDirector<SiloPinnedPlacement, SiloPinnedPlacementDirector>();
 
         var siloOptions = configuration.GetSection(KvCache.Silo.Hosting.SiloOptions.SectionName).Get<KvCache.Silo.Hosting.SiloOptions>() ?? new();
-        silo.Configure<Orleans.Configuration.SiloOptions>(o => o.SiloName = siloOptions.SiloName ?? Environment.MachineName);
+        silo.Configure<Orleans.Configuration.SiloOptions>(o => o.SiloName = siloOptions.SiloName ?? o.SiloName ?? Environment.MachineName);
         silo.Configure<GrainCollectionOptions>(o => o.ClassSpecificCollectionAge[typeof(SessionGrain).FullName!] = siloOptions.IdleTimeout);
 
         if (RedisConfigured(configuration))

@@ -9,9 +9,10 @@ public readonly record struct SessionKey(string Tenant, string SessionId)
 /// <summary>What is persisted about a session besides its tokens and snapshot.</summary>
 public sealed record SessionRecord(SessionKey Key, string Model, string Codec, DateTimeOffset CreatedAt);
 
-/// <summary>A session as the store holds it: its record, its token log's length and the silo holding its cache.</summary>
-/// <param name="ResidentSilo">The silo that last loaded the session's cache into memory and has not freed it (it may have
-/// died since); null when no silo holds it.</param>
+/// <summary>
+/// A session's record with its token count and the silo holding its cache in memory (null: none), as one
+/// read saw them.
+/// </summary>
 public sealed record SessionState(SessionRecord Record, long TokenCount, string? ResidentSilo);
 
 /// <summary>One page of a tenant's sessions, ordered by id.</summary>
@@ -27,12 +28,11 @@ public sealed record SessionPage(IReadOnlyList<SessionState> Sessions, string? N
 /// becomes visible only when committed, atomically replacing the previous one.
 /// Operations on a session that does not exist throw <see cref="SessionNotFoundException"/>.
 /// <para>
-/// Fencing: every activation of a session takes a new epoch (<see cref="TakeEpochAsync"/>). Each write has an
-/// overload taking the writer's epoch; it succeeds only while that is the session's newest epoch, checked atomically
-/// with the write, and otherwise throws <see cref="StaleEpochException"/> having written nothing. So an activation
-/// that Orleans still runs for a moment after its silo was declared dead cannot write once a newer one exists.
-/// Silos write only through those (see <see cref="Internal.FencedSessionStore"/>); the unfenced writes are for a
-/// single writer (tools, tests).
+/// Fencing: a stale activation can still run briefly after another one took the session over, so each write
+/// has an overload taking the writer's <c>epoch</c> (from <see cref="TakeEpochAsync"/>); it succeeds only while
+/// that is the session's current epoch, checked atomically with the write, and otherwise throws
+/// <see cref="StaleEpochException"/> having written nothing. Silos write only through those (see
+/// <see cref="FencedSessionStore"/>); the unfenced writes are for a single writer (tools, tests).
 /// </para>
 /// </remarks>
 public interface ISessionStore
@@ -42,10 +42,13 @@ public interface ISessionStore
 
     ValueTask<SessionRecord?> GetAsync(SessionKey key, CancellationToken cancellationToken = default);
 
-    /// <summary>Record, token count and resident silo in one read; null if the session does not exist.</summary>
+    /// <summary>Record, token count and resident silo in one read (one round trip on Redis); null if no session.</summary>
     ValueTask<SessionState?> GetStateAsync(SessionKey key, CancellationToken cancellationToken = default);
 
-    /// <summary>Removes the session and everything stored for it but its epoch counter; false if it did not exist.</summary>
+    /// <summary>
+    /// Removes the session and everything stored for it except its epoch counter (see <see cref="TakeEpochAsync"/>);
+    /// false if it did not exist.
+    /// </summary>
     ValueTask<bool> DeleteAsync(SessionKey key, CancellationToken cancellationToken = default);
 
     /// <summary>A tenant's sessions ordered by id, starting after <paramref name="pageToken"/>.</summary>
@@ -55,9 +58,9 @@ public interface ISessionStore
     ValueTask<long> GetTokenCountAsync(SessionKey key, CancellationToken cancellationToken = default);
 
     /// <summary>
-    /// Takes the session's next epoch (1, 2, 3, ...): from then on only writes carrying it are accepted. Works whether
-    /// or not the session exists yet (an activation takes it before a create); the counter is never deleted, so no
-    /// epoch is handed out twice for one session key, even across delete and re-create.
+    /// Takes the session's next epoch (1, 2, 3, ...): from then on only writes carrying it are accepted. Works whether or
+    /// not the session exists yet (an activation takes it before a create); the counter is never deleted, so no epoch
+    /// is handed out twice for one session key, even across delete and re-create.
     /// </summary>
     ValueTask<long> TakeEpochAsync(SessionKey key, CancellationToken cancellationToken = default);
 
@@ -68,7 +71,7 @@ public interface ISessionStore
     ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, CancellationToken cancellationToken = default);
 
     /// <inheritdoc cref="AppendTokensAsync(SessionKey, long, ReadOnlyMemory{int}, CancellationToken)"/>
-    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's newest epoch.</exception>
+    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's current epoch.</exception>
     ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken = default);
 
     /// <summary>Reads tokens from <paramref name="start"/>; returns how many were read (fewer at the log's end).</summary>
@@ -78,7 +81,7 @@ public interface ISessionStore
     ValueTask WriteSnapshotChunkAsync(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken = default);
 
     /// <inheritdoc cref="WriteSnapshotChunkAsync(SessionKey, long, int, ReadOnlyMemory{byte}, CancellationToken)"/>
-    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's newest epoch.</exception>
+    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's current epoch.</exception>
     ValueTask WriteSnapshotChunkAsync(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, long epoch, CancellationToken cancellationToken = default);
 
     /// <summary>
@@ -88,7 +91,7 @@ public interface ISessionStore
     ValueTask CommitSnapshotAsync(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, CancellationToken cancellationToken = default);
 
     /// <inheritdoc cref="CommitSnapshotAsync(SessionKey, long, ReadOnlyMemory{byte}, CancellationToken)"/>
-    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's newest epoch.</exception>
+    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's current epoch.</exception>
     ValueTask CommitSnapshotAsync(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, long epoch, CancellationToken cancellationToken = default);
 
     /// <summary>The current snapshot's id and header, or null if the session has none.</summary>
@@ -104,11 +107,14 @@ public interface ISessionStore
     ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, CancellationToken cancellationToken = default);
 
     /// <inheritdoc cref="GetOrAddDecodeRequestAsync(SessionKey, string, long, CancellationToken)"/>
-    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's newest epoch.</exception>
+    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's current epoch.</exception>
     ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, long epoch, CancellationToken cancellationToken = default);
 
-    /// <summary>Records which silo holds the session's cache in memory (null: none). Fenced only.</summary>
-    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's newest epoch.</exception>
+    /// <summary>
+    /// Records which silo holds the session's cache in memory (null: none). Fenced only: just the session's current
+    /// activation may say where it lives. A silo name is 1-128 characters of [A-Za-z0-9._-].
+    /// </summary>
+    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's current epoch.</exception>
     ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default);
 }
 

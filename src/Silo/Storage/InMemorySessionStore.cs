@@ -5,31 +5,37 @@ namespace KvCache.Silo.Storage;
 
 /// <summary>
 /// The embedded-mode <see cref="ISessionStore"/>: everything in process memory, nothing survives a restart.
-/// Thread-safe: each session has its own lock; a tenant's index is locked only to create, delete and list.
-/// A fenced write reads the directory's epoch under the session's lock, so no read of the session can fall
-/// between the check and the write.
+/// Thread-safe: each session key has its own lock, under which a fenced write checks the epoch and writes, so
+/// no other operation on the session can fall between the two; a tenant's index is locked only to create,
+/// delete and list.
 /// </summary>
 public sealed class InMemorySessionStore : ISessionStore
 {
     // Epochs start at 1: 0 marks an unfenced write.
     private const long Unfenced = 0;
 
-    private readonly ConcurrentDictionary<SessionKey, Session> _sessions = new();
+    // One slot per session key ever used, never removed (a few dozen bytes each): it keeps the epoch counter
+    // across delete and re-create, as the Redis store's counter key does, and is the lock of the key's session.
+    private readonly ConcurrentDictionary<SessionKey, Slot> _slots = new();
     private readonly ConcurrentDictionary<string, SortedSet<string>> _tenants = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<SessionKey, long> _epochs = new();
 
     public ValueTask<bool> TryCreateAsync(SessionRecord record, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateRecord(record);
         var index = _tenants.GetOrAdd(record.Key.Tenant, _ => new SortedSet<string>(StringComparer.Ordinal));
+        var slot = _slots.GetOrAdd(record.Key, _ => new Slot());
         lock (index)
         {
-            if (!_sessions.TryAdd(record.Key, new Session(record)))
+            lock (slot)
             {
-                return ValueTask.FromResult(false);
-            }
+                if (slot.Session is not null)
+                {
+                    return ValueTask.FromResult(false);
+                }
 
-            index.Add(record.Key.SessionId);
+                slot.Session = new Session(record);
+                index.Add(record.Key.SessionId);
+            }
         }
 
         return ValueTask.FromResult(true);
@@ -38,67 +44,52 @@ public sealed class InMemorySessionStore : ISessionStore
     public ValueTask<SessionRecord?> GetAsync(SessionKey key, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateKey(key);
-        return ValueTask.FromResult(_sessions.TryGetValue(key, out var s) ? s.Record : null);
+        if (!_slots.TryGetValue(key, out var slot))
+        {
+            return ValueTask.FromResult<SessionRecord?>(null);
+        }
+
+        lock (slot)
+        {
+            return ValueTask.FromResult(slot.Session?.Record);
+        }
     }
 
     public ValueTask<SessionState?> GetStateAsync(SessionKey key, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateKey(key);
-        if (!_sessions.TryGetValue(key, out var s))
+        if (!_slots.TryGetValue(key, out var slot))
         {
             return ValueTask.FromResult<SessionState?>(null);
         }
 
-        lock (s)
+        lock (slot)
         {
-            return ValueTask.FromResult<SessionState?>(s.Deleted ? null : new SessionState(s.Record, s.TokenCount, s.Resident));
+            return ValueTask.FromResult(slot.Session?.State());
         }
-    }
-
-    public ValueTask<long> TakeEpochAsync(SessionKey key, CancellationToken cancellationToken = default)
-    {
-        StoreArguments.ValidateKey(key);
-        return ValueTask.FromResult(_epochs.AddOrUpdate(key, 1, (_, e) => e + 1));
-    }
-
-    public ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
-        var s = Find(key);
-        lock (s)
-        {
-            ThrowIfDeletedOrStale(s, key, epoch);
-            s.Resident = silo;
-        }
-
-        return ValueTask.CompletedTask;
     }
 
     public ValueTask<bool> DeleteAsync(SessionKey key, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateKey(key);
-        if (!_tenants.TryGetValue(key.Tenant, out var index))
+        if (!_tenants.TryGetValue(key.Tenant, out var index) || !_slots.TryGetValue(key, out var slot))
         {
             return ValueTask.FromResult(false);
         }
 
-        Session? removed;
         lock (index)
         {
-            if (!_sessions.TryRemove(key, out removed))
+            lock (slot)
             {
-                return ValueTask.FromResult(false);
+                if (slot.Session is null)
+                {
+                    return ValueTask.FromResult(false);
+                }
+
+                // The epoch stays: a re-created session must not hand out an epoch a zombie still holds.
+                slot.Session = null;
+                index.Remove(key.SessionId);
             }
-
-            index.Remove(key.SessionId);
-        }
-
-        lock (removed)
-        {
-            // A caller that looked the session up before the removal must not write into it afterwards.
-            removed.Deleted = true;
-            removed.Chunks.Clear();
-            removed.Requests.Clear();
         }
 
         return ValueTask.FromResult(true);
@@ -132,12 +123,11 @@ public sealed class InMemorySessionStore : ISessionStore
                     break;
                 }
 
-                if (_sessions.TryGetValue(new SessionKey(tenant, id), out var s))
+                // Indexed ids always have a live session: create and delete change both under the index's lock.
+                var slot = _slots[new SessionKey(tenant, id)];
+                lock (slot)
                 {
-                    lock (s)
-                    {
-                        page.Add(new SessionState(s.Record, s.TokenCount, s.Resident));
-                    }
+                    page.Add(slot.Session!.State());
                 }
             }
         }
@@ -147,11 +137,20 @@ public sealed class InMemorySessionStore : ISessionStore
 
     public ValueTask<long> GetTokenCountAsync(SessionKey key, CancellationToken cancellationToken = default)
     {
-        var s = Find(key);
-        lock (s)
+        var slot = Find(key);
+        lock (slot)
         {
-            ThrowIfDeleted(s, key);
-            return ValueTask.FromResult((long)s.TokenCount);
+            return ValueTask.FromResult((long)Open(slot, key, Unfenced).TokenCount);
+        }
+    }
+
+    public ValueTask<long> TakeEpochAsync(SessionKey key, CancellationToken cancellationToken = default)
+    {
+        StoreArguments.ValidateKey(key);
+        var slot = _slots.GetOrAdd(key, _ => new Slot());
+        lock (slot)
+        {
+            return ValueTask.FromResult(++slot.Epoch);
         }
     }
 
@@ -160,16 +159,16 @@ public sealed class InMemorySessionStore : ISessionStore
 
     public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        StoreArguments.ValidateEpoch(epoch);
         return AppendTokensCore(key, expectedCount, tokens, epoch);
     }
 
     private ValueTask AppendTokensCore(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch)
     {
-        var s = Find(key);
-        lock (s)
+        var slot = Find(key);
+        lock (slot)
         {
-            ThrowIfDeletedOrStale(s, key, epoch);
+            var s = Open(slot, key, epoch);
             if (s.TokenCount != expectedCount)
             {
                 throw new TokenLogConflictException(key, expectedCount, s.TokenCount);
@@ -191,10 +190,10 @@ public sealed class InMemorySessionStore : ISessionStore
     public ValueTask<int> ReadTokensAsync(SessionKey key, long start, Memory<int> destination, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(start);
-        var s = Find(key);
-        lock (s)
+        var slot = Find(key);
+        lock (slot)
         {
-            ThrowIfDeleted(s, key);
+            var s = Open(slot, key, Unfenced);
             if (start >= s.TokenCount)
             {
                 return ValueTask.FromResult(0);
@@ -211,19 +210,18 @@ public sealed class InMemorySessionStore : ISessionStore
 
     public ValueTask WriteSnapshotChunkAsync(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, long epoch, CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        StoreArguments.ValidateEpoch(epoch);
         return WriteSnapshotChunkCore(key, snapshotId, index, chunk, epoch);
     }
 
     private ValueTask WriteSnapshotChunkCore(SessionKey key, long snapshotId, int index, ReadOnlyMemory<byte> chunk, long epoch)
     {
         StoreArguments.ValidateChunk(index, chunk.Length);
-        var s = Find(key);
+        var slot = Find(key);
         byte[] copy = chunk.ToArray();
-        lock (s)
+        lock (slot)
         {
-            ThrowIfDeletedOrStale(s, key, epoch);
-            s.Chunks[(snapshotId, index)] = copy;
+            Open(slot, key, epoch).Chunks[(snapshotId, index)] = copy;
         }
 
         return ValueTask.CompletedTask;
@@ -234,17 +232,17 @@ public sealed class InMemorySessionStore : ISessionStore
 
     public ValueTask CommitSnapshotAsync(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, long epoch, CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        StoreArguments.ValidateEpoch(epoch);
         return CommitSnapshotCore(key, snapshotId, header, epoch);
     }
 
     private ValueTask CommitSnapshotCore(SessionKey key, long snapshotId, ReadOnlyMemory<byte> header, long epoch)
     {
-        var s = Find(key);
+        var slot = Find(key);
         byte[] copy = header.ToArray();
-        lock (s)
+        lock (slot)
         {
-            ThrowIfDeletedOrStale(s, key, epoch);
+            var s = Open(slot, key, epoch);
             s.Snapshot = new StoredSnapshot(snapshotId, copy);
 
             // Like the Redis store: only the committed snapshot's chunks survive a commit.
@@ -259,22 +257,20 @@ public sealed class InMemorySessionStore : ISessionStore
 
     public ValueTask<StoredSnapshot?> GetSnapshotAsync(SessionKey key, CancellationToken cancellationToken = default)
     {
-        var s = Find(key);
-        lock (s)
+        var slot = Find(key);
+        lock (slot)
         {
-            ThrowIfDeleted(s, key);
-            return ValueTask.FromResult(s.Snapshot);
+            return ValueTask.FromResult(Open(slot, key, Unfenced).Snapshot);
         }
     }
 
     public ValueTask<int> ReadSnapshotChunkAsync(SessionKey key, long snapshotId, int index, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(index);
-        var s = Find(key);
-        lock (s)
+        var slot = Find(key);
+        lock (slot)
         {
-            ThrowIfDeleted(s, key);
-            if (!s.Chunks.TryGetValue((snapshotId, index), out byte[]? chunk))
+            if (!Open(slot, key, Unfenced).Chunks.TryGetValue((snapshotId, index), out byte[]? chunk))
             {
                 throw new SnapshotChunkNotFoundException(key, snapshotId, index);
             }
@@ -294,59 +290,69 @@ public sealed class InMemorySessionStore : ISessionStore
 
     public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, long epoch, CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
+        StoreArguments.ValidateEpoch(epoch);
         return GetOrAddDecodeRequestCore(key, requestId, startPosition, epoch);
     }
 
     private ValueTask<long> GetOrAddDecodeRequestCore(SessionKey key, string requestId, long startPosition, long epoch)
     {
         StoreArguments.ValidateRequestId(requestId);
-        var s = Find(key);
-        lock (s)
+        var slot = Find(key);
+        lock (slot)
         {
-            ThrowIfDeletedOrStale(s, key, epoch);
-            if (!s.Requests.TryGetValue(requestId, out long recorded))
+            var requests = Open(slot, key, epoch).Requests;
+            if (!requests.TryGetValue(requestId, out long recorded))
             {
                 recorded = startPosition;
-                s.Requests.Add(requestId, recorded);
+                requests.Add(requestId, recorded);
             }
 
             return ValueTask.FromResult(recorded);
         }
     }
 
-    private Session Find(SessionKey key)
+    public ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default)
+    {
+        StoreArguments.ValidateSilo(silo);
+        StoreArguments.ValidateEpoch(epoch);
+        var slot = Find(key);
+        lock (slot)
+        {
+            Open(slot, key, epoch).ResidentSilo = silo;
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    private Slot Find(SessionKey key)
     {
         StoreArguments.ValidateKey(key);
-        return _sessions.TryGetValue(key, out var s) ? s : throw new SessionNotFoundException(key);
+        return _slots.TryGetValue(key, out var slot) ? slot : throw new SessionNotFoundException(key);
     }
 
-    private static void ThrowIfDeleted(Session s, SessionKey key)
+    /// <summary>The slot's session, checked under its lock: it exists and <paramref name="epoch"/> is current (unless unfenced).</summary>
+    private static Session Open(Slot slot, SessionKey key, long epoch)
     {
-        if (s.Deleted)
-        {
-            throw new SessionNotFoundException(key);
-        }
+        var s = slot.Session ?? throw new SessionNotFoundException(key);
+        return epoch == Unfenced || epoch == slot.Epoch ? s : throw new StaleEpochException(key, epoch);
     }
 
-    private void ThrowIfDeletedOrStale(Session s, SessionKey key, long epoch)
+    private sealed class Slot
     {
-        ThrowIfDeleted(s, key);
-        if (epoch != Unfenced && _epochs.GetValueOrDefault(key) != epoch)
-        {
-            throw new StaleEpochException(key, epoch);
-        }
+        public long Epoch;
+        public Session? Session;
     }
 
     private sealed class Session(SessionRecord record)
     {
         public SessionRecord Record { get; } = record;
-        public bool Deleted { get; set; }
-        public string? Resident { get; set; }
         public int[] Tokens = [];
         public int TokenCount { get; set; }
+        public string? ResidentSilo { get; set; }
         public StoredSnapshot? Snapshot { get; set; }
         public Dictionary<(long SnapshotId, int Index), byte[]> Chunks { get; } = [];
         public Dictionary<string, long> Requests { get; } = new(StringComparer.Ordinal);
+
+        public SessionState State() => new(Record, TokenCount, ResidentSilo);
     }
 }

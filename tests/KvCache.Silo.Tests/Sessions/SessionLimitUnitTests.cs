@@ -1,33 +1,30 @@
 using KvCache.GpuWorker.Sampling;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
-using KvCache.Testing.Time;
-using Microsoft.Extensions.DependencyInjection;
+using KvCache.Silo.Tests.Infrastructure;
 using Xunit;
 
 namespace KvCache.Silo.Tests.Sessions;
 
-/// <summary>Silo:MaxActiveSessions: idle sessions make room for a new activation; busy ones do not.</summary>
+/// <summary>Silo:MaxActiveSessions: idle sessions make room for one more in memory; busy ones do not.</summary>
 public sealed class SessionLimitUnitTests : IAsyncLifetime
 {
     private const string Tenant = "acme";
     private static readonly int[] Prompt = [5, 6, 7, 8];
 
-    private readonly ManualTimeProvider _time = new();
-    private ServiceProvider _services = null!;
+    private SessionTestCluster _cluster = null!;
     private ISessionService _sessions = null!;
 
-    public Task InitializeAsync()
+    public async Task InitializeAsync()
     {
-        _services = InProcessSilo.Build(_time, [new("Models:CacheBudgetMiB", "16"), new("Silo:SiloName", "silo-test"), new("Silo:MaxActiveSessions", "2")]);
-        _sessions = _services.GetRequiredService<ISessionService>();
-        return Task.CompletedTask;
+        _cluster = await SessionTestCluster.StartAsync(settings: [new("Models:CacheBudgetMiB", "16"), new("Silo:MaxActiveSessions", "2")]);
+        _sessions = _cluster.Sessions;
     }
 
-    public async Task DisposeAsync() => await _services.DisposeAsync();
+    public async Task DisposeAsync() => await _cluster.DisposeAsync();
 
     [Fact]
-    public async Task A_new_activation_spills_an_idle_session_and_is_refused_while_every_session_is_busy()
+    public async Task A_session_loading_its_cache_spills_an_idle_one_and_is_refused_while_every_one_is_busy()
     {
         var a = await CreateWithPromptAsync("a");
         var b = await CreateWithPromptAsync("b");
@@ -35,7 +32,7 @@ public sealed class SessionLimitUnitTests : IAsyncLifetime
         Assert.Equal(SessionResidency.Spilled, (await _sessions.GetAsync(a, default)).Residency);
         Assert.Equal(SessionResidency.Active, (await _sessions.GetAsync(c, default)).Residency);
 
-        // Two decodes in progress hold both activations (b and c): a cannot come back.
+        // Two decodes in progress hold both sessions in memory (b and c): a cannot come back.
         var options = new DecodeRequestOptions(8, new SamplingOptions(0, 0, 0, 0), [], null);
         await using var busyB = _sessions.DecodeAsync(b, options, default).GetAsyncEnumerator();
         await using var busyC = _sessions.DecodeAsync(c, options, default).GetAsyncEnumerator();
@@ -49,11 +46,5 @@ public sealed class SessionLimitUnitTests : IAsyncLifetime
         Assert.Equal(2 * Prompt.Length, resumed.Position);
     }
 
-    private async Task<SessionKey> CreateWithPromptAsync(string id)
-    {
-        var key = new SessionKey(Tenant, (await _sessions.CreateAsync(Tenant, null, null, id, default)).Id);
-        await _sessions.AppendAsync(key, Prompt, 1, default);
-        _time.Advance(TimeSpan.FromSeconds(1));
-        return key;
-    }
+    private Task<SessionKey> CreateWithPromptAsync(string id) => _cluster.CreateWithPromptAsync(Tenant, id, Prompt);
 }

@@ -1,34 +1,33 @@
-using KvCache.GpuWorker.Sampling;
 using KvCache.Silo.Models;
-using KvCache.Silo.Runtime;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
-using KvCache.Testing.Time;
+using KvCache.Silo.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
+using Orleans.Configuration;
 using Xunit;
 
 namespace KvCache.Silo.Tests.Sessions;
 
-/// <summary>The session grain and its catalog, in process, on the in-memory store and the generated demo model.</summary>
+/// <summary>Session grains on an in-process Orleans silo, on the in-memory store and the generated demo model.</summary>
 public sealed class SessionServiceUnitTests : IAsyncLifetime
 {
     private const string Tenant = "acme";
     private static readonly int[] Prompt = Enumerable.Range(0, 70).Select(i => (i * 37 + 11) % 500).ToArray();
 
-    private readonly ManualTimeProvider _time = new();
-    private ServiceProvider _services = null!;
+    private SessionTestCluster _cluster = null!;
     private ISessionService _sessions = null!;
     private ISessionStore _store = null!;
 
-    public Task InitializeAsync()
+    public async Task InitializeAsync()
     {
-        _services = BuildServices(cacheBudgetMiB: 64);
-        _sessions = _services.GetRequiredService<ISessionService>();
-        _store = _services.GetRequiredService<ISessionStore>();
-        return Task.CompletedTask;
+        _cluster = await SessionTestCluster.StartAsync(
+            settings: [new("Silo:IdleTimeout", "00:00:02")],
+            configureSilo: silo => silo.Configure<GrainCollectionOptions>(o => o.CollectionQuantum = TimeSpan.FromMilliseconds(500)));
+        _sessions = _cluster.Sessions;
+        _store = _cluster.Store;
     }
 
-    public async Task DisposeAsync() => await _services.DisposeAsync();
+    public async Task DisposeAsync() => await _cluster.DisposeAsync();
 
     [Fact]
     public async Task Greedy_decode_is_deterministic_and_positions_follow_the_prompt()
@@ -102,26 +101,30 @@ public sealed class SessionServiceUnitTests : IAsyncLifetime
     [Fact]
     public async Task Idle_sessions_are_spilled_after_the_idle_timeout()
     {
+        // Orleans' activation collection (Silo:IdleTimeout, here 2 s) runs on its own clock: this test waits for it.
         var key = await CreateWithPromptAsync("idle");
         Assert.Equal(SessionResidency.Active, (await _sessions.GetAsync(key, default)).Residency);
-        var catalog = _services.GetRequiredService<SessionCatalog>();
+        Assert.Null(await _store.GetSnapshotAsync(key));
 
-        Assert.Equal(0, await catalog.CollectIdleAsync());
-        _time.Advance(TimeSpan.FromMinutes(6));
-        Assert.Equal(1, await catalog.CollectIdleAsync());
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        SessionInfo info;
+        while ((info = await _sessions.GetAsync(key, default)).Residency == SessionResidency.Active && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(200);
+        }
 
-        var info = await _sessions.GetAsync(key, default);
         Assert.Equal(SessionResidency.Spilled, info.Residency);
         Assert.Equal(Prompt.Length, info.Position);
+        Assert.NotNull(await _store.GetSnapshotAsync(key));
     }
 
     [Fact]
     public async Task A_full_cache_pool_spills_the_least_recently_used_idle_session()
     {
         // Each session needs more than half the pool: the second can only live by spilling the first.
-        await using var services = BuildServices(cacheBudgetMiB: 1);
-        var sessions = services.GetRequiredService<ISessionService>();
-        var model = services.GetRequiredService<ModelCatalog>().Default;
+        await using var cluster = await SessionTestCluster.StartAsync(settings: [new("Models:CacheBudgetMiB", "1")]);
+        var sessions = cluster.Sessions;
+        var model = cluster.Cluster.Silos[0].ServiceProvider.GetRequiredService<ModelCatalog>().Default;
         var tokensInPool = model.CacheBytesTotal / model.CacheBytesAt("full", 1);
         var prompt = Enumerable.Range(0, (int)(tokensInPool * 6 / 10)).Select(i => i % model.Config.VocabSize).ToArray();
         var a = new SessionKey(Tenant, "first");
@@ -140,11 +143,11 @@ public sealed class SessionServiceUnitTests : IAsyncLifetime
     public async Task Bad_requests_are_refused_with_their_error_codes_and_tenants_are_isolated()
     {
         var key = await CreateAsync("checked");
-        var vocab = _sessions.ListModels()[0].VocabSize;
+        var vocab = (await _sessions.ListModelsAsync(Tenant, default))[0].VocabSize;
 
         await AssertCode(SessionErrorCode.FailedPrecondition, () => DecodeAsync(key, 3));
-        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, new[] { 1, vocab }, 5, default));
-        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, Array.Empty<int>(), 5, default));
+        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, [1, vocab], 5, default));
+        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, [], 5, default));
         await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, new int[9000], 5, default));
         await AssertCode(SessionErrorCode.AlreadyExists, () => _sessions.CreateAsync(Tenant, null, null, key.SessionId, default));
         await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.CreateAsync(Tenant, "nope", null, null, default));
@@ -187,35 +190,12 @@ public sealed class SessionServiceUnitTests : IAsyncLifetime
         Assert.Equal(keys.Skip(1).Select(k => k.SessionId).Order(), seen.Order());
     }
 
-    private ServiceProvider BuildServices(int cacheBudgetMiB) =>
-        InProcessSilo.Build(_time, [new("Models:CacheBudgetMiB", cacheBudgetMiB.ToString()), new("Silo:SiloName", "silo-test")]);
+    private Task<SessionKey> CreateAsync(string id) => _cluster.CreateAsync(Tenant, id);
 
-    private async Task<SessionKey> CreateAsync(string id)
-    {
-        var info = await _sessions.CreateAsync(Tenant, null, null, id, default);
-        Assert.Equal(0, info.Position);
-        return new SessionKey(Tenant, info.Id);
-    }
+    private Task<SessionKey> CreateWithPromptAsync(string id) => _cluster.CreateWithPromptAsync(Tenant, id, Prompt);
 
-    private async Task<SessionKey> CreateWithPromptAsync(string id)
-    {
-        var key = await CreateAsync(id);
-        var appended = await _sessions.AppendAsync(key, Prompt, 5, default);
-        Assert.Equal(Prompt.Length, appended.Position);
-        return key;
-    }
-
-    private async Task<List<DecodedToken>> DecodeAsync(SessionKey key, int maxTokens, string? requestId = null)
-    {
-        var options = new DecodeRequestOptions(maxTokens, new SamplingOptions(0, 0, 0, 0), [], requestId);
-        var tokens = new List<DecodedToken>();
-        await foreach (var token in _sessions.DecodeAsync(key, options, default))
-        {
-            tokens.Add(token);
-        }
-
-        return tokens;
-    }
+    private Task<List<DecodedToken>> DecodeAsync(SessionKey key, int maxTokens, string? requestId = null) =>
+        _cluster.DecodeAsync(key, maxTokens, requestId);
 
     private static async Task AssertCode(SessionErrorCode code, Func<Task> call)
     {

@@ -1,5 +1,3 @@
-using KvCache.Silo.Cluster.Directory;
-using KvCache.Silo.Cluster.Membership;
 using KvCache.Silo.Storage;
 using KvCache.Silo.Storage.Internal;
 using Xunit;
@@ -16,7 +14,9 @@ public abstract class SessionStoreContract
 
     protected abstract ISessionStore Store { get; }
 
-    /// <summary>Asserts nothing at all is stored for the session (the Redis test checks raw keys).</summary>
+    /// <summary>
+    /// Asserts nothing is stored for the session but, at most, its epoch counter (the Redis test checks raw keys).
+    /// </summary>
     protected virtual Task AssertNothingStoredAsync(SessionKey key) => Task.CompletedTask;
 
     protected SessionKey Key(string session, string? tenant = null) => new(tenant ?? _tenant, session);
@@ -63,8 +63,8 @@ public abstract class SessionStoreContract
         {
             var page = await Store.ListAsync(_tenant, token, 2);
             Assert.True(page.Sessions.Count <= 2);
-            Assert.All(page.Sessions, s => Assert.Equal(_tenant, s.Key.Tenant));
-            seen.AddRange(page.Sessions.Select(s => s.Key.SessionId));
+            Assert.All(page.Sessions, s => Assert.Equal(_tenant, s.Record.Key.Tenant));
+            seen.AddRange(page.Sessions.Select(s => s.Record.Key.SessionId));
             token = page.NextPageToken;
             pages++;
         }
@@ -74,9 +74,9 @@ public abstract class SessionStoreContract
         Assert.Equal(3, pages);
 
         var all = await Store.ListAsync(other, null, 10);
-        Assert.Equal(["a", "z"], all.Sessions.Select(s => s.Key.SessionId));
+        Assert.Equal(["a", "z"], all.Sessions.Select(s => s.Record.Key.SessionId));
         Assert.Null(all.NextPageToken);
-        Assert.Equal(Record(Key("a", other)), all.Sessions[0]);
+        Assert.Equal(new SessionState(Record(Key("a", other)), 0, null), all.Sessions[0]);
 
         var empty = await Store.ListAsync(_tenant + "none", null, 10);
         Assert.Empty(empty.Sessions);
@@ -84,7 +84,7 @@ public abstract class SessionStoreContract
 
         Assert.True(await Store.DeleteAsync(Key("c")));
         var afterDelete = await Store.ListAsync(_tenant, "b", 10);
-        Assert.Equal(["d", "e"], afterDelete.Sessions.Select(s => s.Key.SessionId));
+        Assert.Equal(["d", "e"], afterDelete.Sessions.Select(s => s.Record.Key.SessionId));
     }
 
     [Fact]
@@ -230,21 +230,26 @@ public abstract class SessionStoreContract
     }
 
     [Fact]
-    public async Task Delete_removes_everything_stored_for_the_session()
+    public async Task Delete_removes_everything_stored_for_the_session_but_its_epoch()
     {
         var key = await CreateAsync("doomed");
+        long epoch = await Store.TakeEpochAsync(key);
         await Store.AppendTokensAsync(key, 0, new[] { 1, 2, 3 });
         await Store.WriteSnapshotChunkAsync(key, 1, 0, Bytes(100, 1));
         await Store.CommitSnapshotAsync(key, 1, new byte[] { 1 });
         await Store.WriteSnapshotChunkAsync(key, 2, 0, Bytes(100, 2)); // never committed
         await Store.GetOrAddDecodeRequestAsync(key, "r", 3);
+        await Store.SetResidentAsync(key, "silo-1", epoch);
 
         Assert.True(await Store.DeleteAsync(key));
         await AssertNothingStoredAsync(key);
         Assert.Empty((await Store.ListAsync(key.Tenant, null, 10)).Sessions);
+        Assert.Null(await Store.GetStateAsync(key));
 
-        // A new session under the same key starts empty.
+        // A new session under the same key starts empty, and its epochs go on from the old ones.
         Assert.True(await Store.TryCreateAsync(Record(key)));
+        Assert.Equal(new SessionState(Record(key), 0, null), await Store.GetStateAsync(key));
+        Assert.Equal(epoch + 1, await Store.TakeEpochAsync(key));
         Assert.Equal(0, await Store.GetTokenCountAsync(key));
         Assert.Null(await Store.GetSnapshotAsync(key));
         await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 1, 0, new byte[100]).AsTask());
@@ -264,6 +269,17 @@ public abstract class SessionStoreContract
         await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.GetSnapshotAsync(key).AsTask());
         await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 1, 0, new byte[4]).AsTask());
         await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 0).AsTask());
+        Assert.Null(await Store.GetStateAsync(key));
+        await AssertNothingStoredAsync(key);
+
+        // With an epoch taken (an activation does before it creates the session), fenced writes still find no session.
+        long epoch = await Store.TakeEpochAsync(key);
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.AppendTokensAsync(key, 0, new[] { 1 }, epoch).AsTask());
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.WriteSnapshotChunkAsync(key, 1, 0, new byte[4], epoch).AsTask());
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.CommitSnapshotAsync(key, 1, new byte[4], epoch).AsTask());
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 0, epoch).AsTask());
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.SetResidentAsync(key, "silo-1", epoch).AsTask());
+        Assert.Null(await Store.GetAsync(key));
         await AssertNothingStoredAsync(key);
     }
 
@@ -282,59 +298,168 @@ public abstract class SessionStoreContract
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryCreateAsync(Record(new SessionKey(bad, "s"))).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.GetTokenCountAsync(Key(bad)).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.ListAsync(bad, null, 10).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TakeEpochAsync(Key(bad)).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.GetStateAsync(Key(bad)).AsTask());
+
+        // Silo names follow the same rules.
+        var key = await CreateAsync("resident");
+        long epoch = await Store.TakeEpochAsync(key);
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.SetResidentAsync(key, bad, epoch).AsTask());
+        Assert.Null((await Store.GetStateAsync(key))!.ResidentSilo);
     }
 
     [Fact]
-    public async Task Fenced_writes_succeed_with_the_current_directory_epoch()
+    public async Task Silo_names_are_at_most_128_characters()
+    {
+        var key = await CreateAsync("long-silo");
+        long epoch = await Store.TakeEpochAsync(key);
+        string longest = new('s', 128);
+        await Store.SetResidentAsync(key, longest, epoch);
+        Assert.Equal(longest, (await Store.GetStateAsync(key))!.ResidentSilo);
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.SetResidentAsync(key, longest + "s", epoch).AsTask());
+        Assert.Equal(longest, (await Store.GetStateAsync(key))!.ResidentSilo);
+    }
+
+    [Fact]
+    public async Task Session_state_has_the_token_count_and_resident_silo_in_get_and_list()
+    {
+        var key = await CreateAsync("state");
+        var idle = await CreateAsync("state-idle");
+        long epoch = await Store.TakeEpochAsync(key);
+        await Store.AppendTokensAsync(key, 0, new[] { 1, 2, 3 }, epoch);
+        await Store.SetResidentAsync(key, "silo-a.example_1", epoch);
+
+        var state = new SessionState(Record(key), 3, "silo-a.example_1");
+        Assert.Equal(state, await Store.GetStateAsync(key));
+        Assert.Equal([state, new SessionState(Record(idle), 0, null)], (await Store.ListAsync(key.Tenant, null, 10)).Sessions);
+
+        // Cleared when the silo lets the cache go; the record and tokens stay.
+        await Store.SetResidentAsync(key, null, epoch);
+        Assert.Equal(state with { ResidentSilo = null }, await Store.GetStateAsync(key));
+        Assert.Equal(Record(key), await Store.GetAsync(key));
+    }
+
+    [Fact]
+    public async Task Epochs_count_up_from_one_whether_or_not_the_session_exists()
+    {
+        var key = Key("epochs");
+        Assert.Equal(1, await Store.TakeEpochAsync(key));
+        Assert.Equal(2, await Store.TakeEpochAsync(key));
+        Assert.Null(await Store.GetAsync(key));
+
+        // Taken before the create, as an activation does: its writes go through once the session exists.
+        Assert.True(await Store.TryCreateAsync(Record(key)));
+        await Store.AppendTokensAsync(key, 0, new[] { 5 }, 2);
+        Assert.Equal(3, await Store.TakeEpochAsync(key));
+
+        // Each session key has its own counter.
+        Assert.Equal(1, await Store.TakeEpochAsync(Key("epochs-other")));
+        Assert.Equal(1, await Store.TakeEpochAsync(Key("epochs", _tenant + "other")));
+    }
+
+    [Fact]
+    public async Task Epochs_survive_delete_and_re_create_so_none_is_handed_out_twice()
+    {
+        var key = await CreateAsync("reborn");
+        long first = await Store.TakeEpochAsync(key);
+        long second = await Store.TakeEpochAsync(key);
+        Assert.True(await Store.DeleteAsync(key));
+        Assert.True(await Store.TryCreateAsync(Record(key)));
+        long third = await Store.TakeEpochAsync(key);
+        Assert.Equal([1, 2, 3], [first, second, third]);
+
+        // A zombie of the first life cannot write into the second.
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.AppendTokensAsync(key, 0, new[] { 1 }, second).AsTask());
+        await Store.AppendTokensAsync(key, 0, new[] { 1 }, third);
+        Assert.Equal(1, await Store.GetTokenCountAsync(key));
+    }
+
+    [Fact]
+    public async Task Concurrent_TakeEpoch_calls_all_get_distinct_epochs()
+    {
+        var key = Key("contended");
+        var taken = await Task.WhenAll(Enumerable.Range(0, 64).Select(async _ =>
+        {
+            await Task.Yield();
+            return await Store.TakeEpochAsync(key);
+        }));
+        Assert.Equal(Enumerable.Range(1, 64).Select(i => (long)i), taken.Order());
+    }
+
+    [Fact]
+    public async Task Fenced_writes_succeed_with_the_current_epoch()
     {
         var key = await CreateAsync("fenced");
-        var owner = await RegisterAsync(key, previous: null);
+        long epoch = await Store.TakeEpochAsync(key);
 
-        await Store.AppendTokensAsync(key, 0, new[] { 1, 2 }, owner.Epoch);
-        await Store.WriteSnapshotChunkAsync(key, 3, 0, Bytes(10, 1), owner.Epoch);
-        await Store.CommitSnapshotAsync(key, 3, new byte[] { 9 }, owner.Epoch);
-        Assert.Equal(2, await Store.GetOrAddDecodeRequestAsync(key, "r", 2, owner.Epoch));
+        await Store.AppendTokensAsync(key, 0, new[] { 1, 2 }, epoch);
+        await Store.WriteSnapshotChunkAsync(key, 3, 0, Bytes(10, 1), epoch);
+        await Store.CommitSnapshotAsync(key, 3, new byte[] { 9 }, epoch);
+        Assert.Equal(2, await Store.GetOrAddDecodeRequestAsync(key, "r", 2, epoch));
+        await Store.SetResidentAsync(key, "silo-1", epoch);
 
-        Assert.Equal(2, await Store.GetTokenCountAsync(key));
+        Assert.Equal(new SessionState(Record(key), 2, "silo-1"), await Store.GetStateAsync(key));
         Assert.Equal(3, (await Store.GetSnapshotAsync(key))!.SnapshotId);
+        var chunk = new byte[10];
+        Assert.Equal(10, await Store.ReadSnapshotChunkAsync(key, 3, 0, chunk));
+        Assert.Equal(Bytes(10, 1), chunk);
     }
 
     [Fact]
     public async Task Fenced_writes_with_a_stale_epoch_are_refused_and_change_nothing()
     {
         var key = await CreateAsync("stale");
-        var old = await RegisterAsync(key, previous: null);
-        await Store.AppendTokensAsync(key, 0, new[] { 1, 2 }, old.Epoch);
-        await Store.WriteSnapshotChunkAsync(key, 3, 0, Bytes(10, 1), old.Epoch);
-        await Store.CommitSnapshotAsync(key, 3, new byte[] { 9 }, old.Epoch);
-        var current = await RegisterAsync(key, previous: old);
-        Assert.Equal(old.Epoch + 1, current.Epoch);
+        long old = await Store.TakeEpochAsync(key);
+        await Store.AppendTokensAsync(key, 0, new[] { 1, 2 }, old);
+        await Store.WriteSnapshotChunkAsync(key, 3, 0, Bytes(10, 1), old);
+        await Store.CommitSnapshotAsync(key, 3, new byte[] { 9 }, old);
+        await Store.SetResidentAsync(key, "old-silo", old);
+        long current = await Store.TakeEpochAsync(key);
+        Assert.Equal(old + 1, current);
 
-        var e = await Assert.ThrowsAsync<StaleEpochException>(() => Store.AppendTokensAsync(key, 2, new[] { 7 }, old.Epoch).AsTask());
-        Assert.Equal(old.Epoch, e.Epoch);
-        await Assert.ThrowsAsync<StaleEpochException>(() => Store.WriteSnapshotChunkAsync(key, 4, 0, Bytes(10, 2), old.Epoch).AsTask());
-        await Assert.ThrowsAsync<StaleEpochException>(() => Store.CommitSnapshotAsync(key, 4, new byte[] { 8 }, old.Epoch).AsTask());
-        await Assert.ThrowsAsync<StaleEpochException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 2, old.Epoch).AsTask());
-        await Assert.ThrowsAsync<StaleEpochException>(() => Store.AppendTokensAsync(key, 2, new[] { 7 }, current.Epoch + 1).AsTask());
+        var e = await Assert.ThrowsAsync<StaleEpochException>(() => Store.AppendTokensAsync(key, 2, new[] { 7 }, old).AsTask());
+        Assert.Equal(old, e.Epoch);
+        Assert.Equal(key, e.Key);
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.WriteSnapshotChunkAsync(key, 4, 0, Bytes(10, 2), old).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.CommitSnapshotAsync(key, 4, new byte[] { 8 }, old).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.CommitSnapshotAsync(key, 3, new byte[] { 8 }, old).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 2, old).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.SetResidentAsync(key, "zombie-silo", old).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.SetResidentAsync(key, null, old).AsTask());
 
-        Assert.Equal(2, await Store.GetTokenCountAsync(key));
-        Assert.Equal(3, (await Store.GetSnapshotAsync(key))!.SnapshotId);
+        // A future epoch is no better than a past one.
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.AppendTokensAsync(key, 2, new[] { 7 }, current + 1).AsTask());
+
+        Assert.Equal(new SessionState(Record(key), 2, "old-silo"), await Store.GetStateAsync(key));
+        var snapshot = await Store.GetSnapshotAsync(key);
+        Assert.Equal(3, snapshot!.SnapshotId);
+        Assert.Equal([9], snapshot.Header.ToArray());
         await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 4, 0, new byte[10]).AsTask());
-        Assert.Equal(5, await Store.GetOrAddDecodeRequestAsync(key, "r", 5, current.Epoch)); // "r" was not recorded
-        await Store.AppendTokensAsync(key, 2, new[] { 3 }, current.Epoch);
-        Assert.Equal(3, await Store.GetTokenCountAsync(key));
+        Assert.Equal(5, await Store.GetOrAddDecodeRequestAsync(key, "r", 5, current)); // "r" was not recorded
+
+        // The current epoch writes on.
+        await Store.AppendTokensAsync(key, 2, new[] { 3 }, current);
+        await Store.SetResidentAsync(key, "new-silo", current);
+        Assert.Equal(new SessionState(Record(key), 3, "new-silo"), await Store.GetStateAsync(key));
     }
 
     [Fact]
-    public async Task Fenced_writes_without_a_directory_entry_are_refused()
+    public async Task Fenced_writes_with_an_epoch_never_taken_are_refused()
     {
         var key = await CreateAsync("unowned");
         await Assert.ThrowsAsync<StaleEpochException>(() => Store.AppendTokensAsync(key, 0, new[] { 1 }, 1).AsTask());
-        var owner = await RegisterAsync(key, previous: null);
-        Assert.True(await Store.Directory.UnregisterAsync(owner));
-        await Assert.ThrowsAsync<StaleEpochException>(() => Store.AppendTokensAsync(key, 0, new[] { 1 }, owner.Epoch).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.WriteSnapshotChunkAsync(key, 1, 0, new byte[4], 1).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.CommitSnapshotAsync(key, 1, new byte[4], 1).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 0, 1).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.SetResidentAsync(key, "silo-1", 1).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.AppendTokensAsync(key, 0, new[] { 1 }, 0).AsTask());
-        Assert.Equal(0, await Store.GetTokenCountAsync(key));
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.SetResidentAsync(key, "silo-1", 0).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.SetResidentAsync(key, "silo-1", -1).AsTask());
+
+        Assert.Equal(new SessionState(Record(key), 0, null), await Store.GetStateAsync(key));
+        Assert.Null(await Store.GetSnapshotAsync(key));
+        await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 1, 0, new byte[4]).AsTask());
+        Assert.Equal(7, await Store.GetOrAddDecodeRequestAsync(key, "r", 7));
     }
 
     [Fact]
@@ -342,25 +467,28 @@ public abstract class SessionStoreContract
     {
         var key = await CreateAsync("view");
         var other = await CreateAsync("other");
-        var owner = await RegisterAsync(key, previous: null);
-        var view = new FencedSessionStore(Store, key, owner.Epoch);
+        long epoch = await Store.TakeEpochAsync(key);
+        var view = new FencedSessionStore(Store, key, epoch);
 
         await view.AppendTokensAsync(key, 0, new[] { 1 });
-        Assert.Equal(1, await view.GetTokenCountAsync(key));
+        await view.SetResidentAsync(key, "silo-1", epoch);
+        Assert.Equal(new SessionState(Record(key), 1, "silo-1"), await view.GetStateAsync(key));
         await Assert.ThrowsAsync<InvalidOperationException>(async () => await view.AppendTokensAsync(other, 0, new[] { 1 }));
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await view.WriteSnapshotChunkAsync(other, 1, 0, new byte[1]));
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await view.SetResidentAsync(other, "silo-1", epoch));
+        Assert.Equal(new SessionState(Record(other), 0, null), await Store.GetStateAsync(other));
 
-        await RegisterAsync(key, previous: owner);
-        await Assert.ThrowsAsync<StaleEpochException>(() => view.AppendTokensAsync(key, 1, new[] { 2 }).AsTask());
+        // Another session's epochs do not touch this view's.
+        await Store.TakeEpochAsync(other);
+        await view.AppendTokensAsync(key, 1, new[] { 2 });
+
+        await Store.TakeEpochAsync(key);
+        await Assert.ThrowsAsync<StaleEpochException>(() => view.AppendTokensAsync(key, 2, new[] { 3 }).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => view.WriteSnapshotChunkAsync(key, 1, 0, new byte[1]).AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => view.CommitSnapshotAsync(key, 1, new byte[] { 1 }).AsTask());
-        Assert.Equal(1, await Store.GetTokenCountAsync(key));
-    }
-
-    private async Task<GrainAddress> RegisterAsync(SessionKey key, GrainAddress? previous)
-    {
-        var address = new GrainAddress(key, new SiloAddress("silo", 1), ActivationId.NewId());
-        var registered = await Store.Directory.RegisterAsync(address, previous);
-        Assert.True(registered.Matches(address));
-        return registered;
+        await Assert.ThrowsAsync<StaleEpochException>(() => view.GetOrAddDecodeRequestAsync(key, "r", 2).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => view.SetResidentAsync(key, null, epoch).AsTask());
+        Assert.Equal(new SessionState(Record(key), 2, "silo-1"), await Store.GetStateAsync(key));
     }
 
     protected static byte[] Bytes(int length, int seed)

@@ -34,15 +34,16 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
 {
     public const string DefaultPath = "/usr/bin/redis-server";
 
-    private readonly Process _process;
+    private readonly RedisServerOptions _options;
     private readonly StringBuilder _output;
+    private Process _process;
 
-    private RedisServer(Process process, StringBuilder output, int port, string? password, string directory)
+    private RedisServer(Process process, StringBuilder output, int port, RedisServerOptions options, string directory)
     {
         _process = process;
         _output = output;
+        _options = options;
         Port = port;
-        Password = password;
         Directory = directory;
     }
 
@@ -51,7 +52,7 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
     /// <summary>"127.0.0.1:port".</summary>
     public string Endpoint => $"127.0.0.1:{Port}";
 
-    public string? Password { get; }
+    public string? Password => _options.Password;
 
     public string Directory { get; }
 
@@ -98,6 +99,23 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
         throw new InvalidOperationException($"redis-server did not start:{Environment.NewLine}{failures}");
     }
 
+    /// <summary>
+    /// Kills the server (SIGKILL) and starts a fresh one on the same port, as clients see a crash and restart:
+    /// their connections drop, and the data and loaded scripts are gone (nothing is persisted).
+    /// </summary>
+    public async Task RestartAsync(CancellationToken cancellationToken = default)
+    {
+        _process.Kill(entireProcessTree: true);
+        await _process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
+        _process.Dispose();
+        Append(_output, "--- restarted ---");
+        _process = Launch(Port, _options, Directory, _output);
+        if (await WaitReadyAsync(cancellationToken).ConfigureAwait(false) is { } failure)
+        {
+            throw new InvalidOperationException($"redis-server did not restart on port {Port}: {failure}");
+        }
+    }
+
     /// <summary>Kills the server (SIGKILL: nothing to save) and removes its directory.</summary>
     public async ValueTask DisposeAsync()
     {
@@ -116,6 +134,30 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
     private static async Task<(RedisServer? Started, string? Failure)> TryStartAsync(int port, RedisServerOptions options, CancellationToken cancellationToken)
     {
         string directory = System.IO.Directory.CreateTempSubdirectory("kvcache-redis-").FullName;
+        var output = new StringBuilder();
+        var server = new RedisServer(Launch(port, options, directory, output), output, port, options, directory);
+        string? failure;
+        try
+        {
+            failure = await server.WaitReadyAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await server.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        if (failure is null)
+        {
+            return (server, null);
+        }
+
+        await server.DisposeAsync().ConfigureAwait(false);
+        return (null, failure);
+    }
+
+    private static Process Launch(int port, RedisServerOptions options, string directory, StringBuilder output)
+    {
         var info = new ProcessStartInfo(ExecutablePath)
         {
             RedirectStandardOutput = true,
@@ -140,24 +182,28 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
             info.ArgumentList.Add(argument);
         }
 
-        var output = new StringBuilder();
         var process = new Process { StartInfo = info };
         process.OutputDataReceived += (_, e) => Append(output, e.Data);
         process.ErrorDataReceived += (_, e) => Append(output, e.Data);
         process.Start();
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        var server = new RedisServer(process, output, port, options.Password, directory);
+        return process;
+    }
 
+    /// <summary>Null once the server answers PING; why not if it exited first.</summary>
+    /// <exception cref="InvalidOperationException">It did not answer within the start timeout.</exception>
+    private async Task<string?> WaitReadyAsync(CancellationToken cancellationToken)
+    {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(options.StartTimeout);
+        timeout.CancelAfter(_options.StartTimeout);
         try
         {
-            while (!process.HasExited)
+            while (!_process.HasExited)
             {
-                if (await AnswersPingAsync(port, timeout.Token).ConfigureAwait(false))
+                if (await AnswersPingAsync(Port, timeout.Token).ConfigureAwait(false))
                 {
-                    return (server, null);
+                    return null;
                 }
 
                 // Polls readiness of a child process; not a timing assumption in a test.
@@ -166,19 +212,11 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            await server.DisposeAsync().ConfigureAwait(false);
-            throw new InvalidOperationException($"redis-server did not answer PING within {options.StartTimeout}:{Environment.NewLine}{server.Output}");
-        }
-        catch
-        {
-            await server.DisposeAsync().ConfigureAwait(false);
-            throw;
+            throw new InvalidOperationException($"redis-server did not answer PING within {_options.StartTimeout}:{Environment.NewLine}{Output}");
         }
 
-        await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
-        string log = server.Output;
-        await server.DisposeAsync().ConfigureAwait(false);
-        return (null, $"exited with code {process.ExitCode}: {log}");
+        await _process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
+        return $"exited with code {_process.ExitCode}: {Output}";
     }
 
     /// <summary>True once the server replies to PING (+PONG, or -NOAUTH when it requires a password).</summary>

@@ -1,8 +1,9 @@
 namespace KvCache.Silo.Storage.Internal;
 
 /// <summary>
-/// One activation's view of the store: every write to its session carries the activation's directory epoch,
-/// so code written against <see cref="ISessionStore"/> (the snapshot writer) is fenced without knowing it.
+/// One activation's view of the store: every write to its session carries the activation's epoch (taken with
+/// <see cref="ISessionStore.TakeEpochAsync"/> when it activated), so code written against <see cref="ISessionStore"/>
+/// (the snapshot writer) is fenced without knowing it.
 /// </summary>
 internal sealed class FencedSessionStore(ISessionStore inner, SessionKey key, long epoch) : ISessionStore
 {
@@ -17,12 +18,6 @@ internal sealed class FencedSessionStore(ISessionStore inner, SessionKey key, lo
     public ValueTask<SessionState?> GetStateAsync(SessionKey key, CancellationToken cancellationToken = default) =>
         inner.GetStateAsync(key, cancellationToken);
 
-    public ValueTask<long> TakeEpochAsync(SessionKey key, CancellationToken cancellationToken = default) =>
-        inner.TakeEpochAsync(key, cancellationToken);
-
-    public ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default) =>
-        inner.SetResidentAsync(Own(key), silo, epoch, cancellationToken);
-
     public ValueTask<bool> DeleteAsync(SessionKey key, CancellationToken cancellationToken = default) =>
         inner.DeleteAsync(key, cancellationToken);
 
@@ -31,6 +26,9 @@ internal sealed class FencedSessionStore(ISessionStore inner, SessionKey key, lo
 
     public ValueTask<long> GetTokenCountAsync(SessionKey key, CancellationToken cancellationToken = default) =>
         inner.GetTokenCountAsync(key, cancellationToken);
+
+    public ValueTask<long> TakeEpochAsync(SessionKey key, CancellationToken cancellationToken = default) =>
+        inner.TakeEpochAsync(key, cancellationToken);
 
     public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, CancellationToken cancellationToken = default) =>
         inner.AppendTokensAsync(Own(key), expectedCount, tokens, Epoch, cancellationToken);
@@ -64,6 +62,9 @@ internal sealed class FencedSessionStore(ISessionStore inner, SessionKey key, lo
 
     public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, long epoch, CancellationToken cancellationToken = default) =>
         inner.GetOrAddDecodeRequestAsync(Own(key), requestId, startPosition, epoch, cancellationToken);
+
+    public ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default) =>
+        inner.SetResidentAsync(Own(key), silo, epoch, cancellationToken);
 
     // The epoch fences one session only: writing another session through this view is a bug.
     private SessionKey Own(SessionKey written) =>
