@@ -1,5 +1,5 @@
 using KvCache.Contracts.V1;
-using KvCache.Transport;
+using Grpc.Core;
 
 namespace KvCache.Gateway.Tests.Infrastructure;
 
@@ -29,6 +29,6 @@ internal static class DecodeCalls
     }
 
     /// <summary>The token ids of a greedy decode of <paramref name="maxTokens"/> tokens.</summary>
-    public static async Task<int[]> GreedyTokensAsync(KvCacheGrpc.KvCacheClient client, string sessionId, int maxTokens) =>
+    public static async Task<int[]> GreedyTokensAsync(KvCacheClient client, string sessionId, int maxTokens) =>
         [.. (await ReadAllAsync(client.Decode(Greedy(sessionId, maxTokens)))).Select(e => e.TokenId)];
 }

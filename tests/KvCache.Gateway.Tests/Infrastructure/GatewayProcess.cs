@@ -1,7 +1,8 @@
 using System.Net;
 using System.Net.Sockets;
 using KvCache.Contracts.V1;
-using KvCache.Transport;
+using Grpc.Core;
+using Grpc.Net.Client;
 
 namespace KvCache.Gateway.Tests.Infrastructure;
 
@@ -23,7 +24,7 @@ public sealed class GatewayProcess : IAsyncDisposable
         Port = port;
         _settings = [$"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{port}", .. settings];
         Channel = GrpcChannel.ForAddress(new Uri($"http://127.0.0.1:{port}"));
-        Client = new KvCacheGrpc.KvCacheClient(Channel.CreateCallInvoker());
+        Client = new KvCacheClient(Channel);
     }
 
     public int Port { get; }
@@ -35,7 +36,7 @@ public sealed class GatewayProcess : IAsyncDisposable
 
     public GrpcChannel Channel { get; }
 
-    public KvCacheGrpc.KvCacheClient Client { get; }
+    public KvCacheClient Client { get; }
 
     /// <summary>What the process printed so far (for failure messages).</summary>
     public string Output => _service?.Output ?? "";

@@ -37,7 +37,7 @@ public sealed class FuzzIntegrationTests(ITestOutputHelper output) : IAsyncLifet
 
     private InProcessGateway _gateway = null!;
     private GrpcChannel _channel = null!;
-    private KvCacheGrpc.KvCacheClient _client = null!;
+    private KvCacheClient _client = null!;
     private (Session Info, int[] Log) _guarded;
 
     private static int Seed => int.TryParse(Environment.GetEnvironmentVariable("KVCACHE_FUZZ_SEED"), out var seed) ? seed : 20260107;
@@ -63,7 +63,7 @@ public sealed class FuzzIntegrationTests(ITestOutputHelper output) : IAsyncLifet
             ["Grpc:MaxReceiveMessageSize"] = MaxMessage.ToString(),
         });
         _channel = _gateway.CreateChannel();
-        _client = new KvCacheGrpc.KvCacheClient(_channel);
+        _client = new KvCacheClient(_channel);
         var victim = Auth(VictimKey);
         await _client.CreateSessionAsync(new CreateSessionRequest { SessionId = "guarded" }, victim);
         var append = new AppendRequest { SessionId = "guarded" };

@@ -105,7 +105,7 @@ public sealed class ProcessCluster : IAsyncDisposable
     }
 
     /// <summary>A client of the gateway's operator API (dev mode: every caller holds the admin role).</summary>
-    public AdminGrpc.AdminClient Admin => new(Gateway.Channel.CreateCallInvoker());
+    public AdminClient Admin => new(Gateway.Channel.CreateCallInvoker());
 
     /// <summary>The membership table's status of each silo endpoint.</summary>
     public async Task<IReadOnlyDictionary<string, SiloStatus>> MembersAsync() =>

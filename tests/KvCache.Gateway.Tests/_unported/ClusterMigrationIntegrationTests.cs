@@ -21,7 +21,7 @@ public sealed class ClusterMigrationIntegrationTests : IAsyncLifetime
 
     private ProcessCluster _cluster = null!;
 
-    private KvCacheGrpc.KvCacheClient Client => _cluster.Gateway.Client;
+    private KvCacheClient Client => _cluster.Gateway.Client;
 
     private static CallOptions Secret => new(SiloProtocol.Headers(ProcessCluster.Secret));
 

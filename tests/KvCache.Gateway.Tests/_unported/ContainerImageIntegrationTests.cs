@@ -116,7 +116,7 @@ public sealed class ContainerImageIntegrationTests
         }
     }
 
-    private static async Task CreateAsync(KvCacheGrpc.KvCacheClient client, string id, CallOptions options)
+    private static async Task CreateAsync(KvCacheClient client, string id, CallOptions options)
     {
         await client.CreateSessionAsync(new CreateSessionRequest { SessionId = id }, options);
         await client.AppendAsync(new AppendRequest { SessionId = id, TokenIds = { Prompt } }, options);

@@ -178,7 +178,7 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
     private static int[] Ints(JsonElement element, string name) =>
         element.GetProperty(name).EnumerateArray().Select(e => e.GetInt32()).ToArray();
 
-    private static async Task CreateWithPromptAsync(KvCacheGrpc.KvCacheClient client, string sessionId)
+    private static async Task CreateWithPromptAsync(KvCacheClient client, string sessionId)
     {
         await client.CreateSessionAsync(new CreateSessionRequest { SessionId = sessionId });
         var append = new AppendRequest { SessionId = sessionId };
@@ -186,7 +186,7 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
         await client.AppendAsync(append);
     }
 
-    private static async Task<int[]> DecodeTwinAsync(KvCacheGrpc.KvCacheClient client, string sessionId, int tokens)
+    private static async Task<int[]> DecodeTwinAsync(KvCacheClient client, string sessionId, int tokens)
     {
         await CreateWithPromptAsync(client, sessionId);
         return await DecodeCalls.GreedyTokensAsync(client, sessionId, tokens);

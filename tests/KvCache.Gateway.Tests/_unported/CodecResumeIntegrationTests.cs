@@ -184,7 +184,7 @@ public sealed class CodecResumeIntegrationTests(CodecModelsFixture models) : ICl
         Assert.Contains($"replayed {Prompt.Length + 5}", f32.Output, StringComparison.Ordinal);
     }
 
-    private static async Task<Session> CreateWithPromptAsync(KvCacheGrpc.KvCacheClient client, string model, string codec, string id)
+    private static async Task<Session> CreateWithPromptAsync(KvCacheClient client, string model, string codec, string id)
     {
         var session = await client.CreateSessionAsync(new CreateSessionRequest { Model = model, Codec = codec, SessionId = id });
         var append = new AppendRequest { SessionId = session.Id };
@@ -193,6 +193,6 @@ public sealed class CodecResumeIntegrationTests(CodecModelsFixture models) : ICl
         return session;
     }
 
-    private static Task<int[]> DecodeAsync(KvCacheGrpc.KvCacheClient client, string sessionId, int tokens) =>
+    private static Task<int[]> DecodeAsync(KvCacheClient client, string sessionId, int tokens) =>
         DecodeCalls.GreedyTokensAsync(client, sessionId, tokens);
 }

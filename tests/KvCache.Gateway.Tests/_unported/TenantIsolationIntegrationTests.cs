@@ -18,7 +18,7 @@ public sealed class TenantIsolationIntegrationTests : IAsyncLifetime
 
     private InProcessGateway _gateway = null!;
     private GrpcChannel _channel = null!;
-    private KvCacheGrpc.KvCacheClient _client = null!;
+    private KvCacheClient _client = null!;
 
     public async Task InitializeAsync()
     {
@@ -31,7 +31,7 @@ public sealed class TenantIsolationIntegrationTests : IAsyncLifetime
             ["Models:DemoModelDirectory"] = Path.Combine(Path.GetTempPath(), "kvcache-gateway-test-models"),
         });
         _channel = _gateway.CreateChannel();
-        _client = new KvCacheGrpc.KvCacheClient(_channel);
+        _client = new KvCacheClient(_channel);
     }
 
     public async Task DisposeAsync()

@@ -21,7 +21,7 @@ public sealed class ClusterIntegrationTests : IAsyncLifetime
 
     private ProcessCluster _cluster = null!;
 
-    private KvCacheGrpc.KvCacheClient Client => _cluster.Gateway.Client;
+    private KvCacheClient Client => _cluster.Gateway.Client;
 
     public async Task InitializeAsync() => _cluster = await ProcessCluster.StartAsync(silos: 2);
 
