@@ -23,18 +23,20 @@ internal sealed class SessionDrain(
     private readonly Lock _gate = new();
     private Task<DrainResult>? _drain;
 
-    public Task<DrainResult> DrainAsync()
+    /// <param name="cancellationToken">Ends the moves early (an ungraceful stop): Orleans deactivates the sessions left,
+    /// and their token logs hold every token.</param>
+    public Task<DrainResult> DrainAsync(CancellationToken cancellationToken)
     {
         lock (_gate)
         {
-            return _drain ??= DrainCoreAsync();
+            return _drain ??= DrainCoreAsync(cancellationToken);
         }
     }
 
     void ILifecycleParticipant<ISiloLifecycle>.Participate(ISiloLifecycle lifecycle) =>
-        lifecycle.Subscribe(nameof(SessionDrain), ServiceLifecycleStage.Active, _ => Task.CompletedTask, _ => DrainAsync());
+        lifecycle.Subscribe(nameof(SessionDrain), ServiceLifecycleStage.Active, _ => Task.CompletedTask, DrainAsync);
 
-    private async Task<DrainResult> DrainCoreAsync()
+    private async Task<DrainResult> DrainCoreAsync(CancellationToken stopping)
     {
         await loads.BeginDrainAsync();
         var moved = 0;
@@ -44,6 +46,11 @@ internal sealed class SessionDrain(
             new ParallelOptions { MaxDegreeOfParallelism = Parallelism },
             async (session, cancellationToken) =>
             {
+                if (stopping.IsCancellationRequested)
+                {
+                    return;
+                }
+
                 try
                 {
                     await SessionMigrations.MoveAsync(grains, session.Key, target: null, cancellationToken);

@@ -10,7 +10,7 @@ internal sealed class SiloControlGrain(SiloLoads loads, SessionDrain drain, IHos
 
     public async Task<DrainResult> DrainAsync()
     {
-        var result = await drain.DrainAsync();
+        var result = await drain.DrainAsync(CancellationToken.None);
 
         // The rest of a graceful stop (leaving membership) runs as on SIGTERM; the sessions are gone already.
         lifetime.StopApplication();

@@ -53,7 +53,7 @@ internal sealed partial class SessionGrain
             _model = null;
             if (ex is CacheCapacityException)
             {
-                throw new SessionException(SessionErrorCode.ResourceExhausted, "No KV-cache memory is free to restore the session.", ex);
+                throw new SessionException(SessionErrorCode.ResourceExhausted, "No KV-cache memory is free to restore the session.");
             }
 
             throw;
@@ -79,7 +79,7 @@ internal sealed partial class SessionGrain
         }
         catch (Exception ex) when (ex is not SessionException and not OperationCanceledException and not CacheCapacityException)
         {
-            throw new SessionException(SessionErrorCode.Unavailable, "The spill store is unavailable.", ex);
+            throw StoreUnavailable(ex);
         }
 
         if (restored is not { } position)
@@ -151,14 +151,14 @@ internal sealed partial class SessionGrain
                 return Task.FromResult(true);
             });
         }
-        catch (CacheCapacityException ex)
+        catch (CacheCapacityException)
         {
             if (logged)
             {
                 await ReleaseCacheAsync(snapshot: false, "no cache memory for a logged token");
             }
 
-            throw new SessionException(SessionErrorCode.ResourceExhausted, $"The KV-cache memory of model '{model.Id}' is full.", ex);
+            throw new SessionException(SessionErrorCode.ResourceExhausted, $"The KV-cache memory of model '{model.Id}' is full.");
         }
 
         await _scheduler!.ForwardAsync(_forward, _cache!, tokens, _logits);
@@ -179,15 +179,15 @@ internal sealed partial class SessionGrain
             if (ex is StaleEpochException)
             {
                 await LoseOwnershipAsync();
-                throw Moved(ex);
+                throw Moved();
             }
 
             await ReleaseCacheAsync(snapshot: false, "token log write failed");
             throw ex switch
             {
                 SessionNotFoundException => SessionException.NotFound(Key.SessionId),
-                TokenLogConflictException => new SessionException(SessionErrorCode.Unavailable, "The session was changed by another writer; retry.", ex),
-                _ => new SessionException(SessionErrorCode.Unavailable, "The spill store is unavailable.", ex),
+                TokenLogConflictException => new SessionException(SessionErrorCode.Unavailable, "The session was changed by another writer; retry."),
+                _ => new SessionException(SessionErrorCode.Unavailable, "The spill store is unavailable."),
             };
         }
     }

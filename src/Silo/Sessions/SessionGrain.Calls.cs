@@ -173,7 +173,7 @@ internal sealed partial class SessionGrain
             while (produced < options.MaxTokens)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                if (_leaving)
+                if (_leaving || Volatile.Read(ref _pendingMigrations) > 0)
                 {
                     throw Moved();
                 }
@@ -241,7 +241,16 @@ internal sealed partial class SessionGrain
 
     public async Task<MigrationResult> MigrateAsync(string? targetSilo, CancellationToken cancellationToken)
     {
-        await EnterAsync(cancellationToken);
+        Interlocked.Increment(ref _pendingMigrations);
+        try
+        {
+            await EnterAsync(cancellationToken);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _pendingMigrations);
+        }
+
         try
         {
             if (_record is null)

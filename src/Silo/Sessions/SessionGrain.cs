@@ -64,6 +64,10 @@ internal sealed partial class SessionGrain : Grain, ISessionGrain, IResidentSess
     /// have not started yet are refused as <see cref="SessionErrorCode.Moved"/>, and a running Decode stops.</summary>
     private volatile bool _leaving;
 
+    /// <summary>Migrations waiting for the session's turn: a running Decode yields to them after its current token
+    /// (a resumable Decode goes on at the new owner) instead of holding the session until it ends.</summary>
+    private int _pendingMigrations;
+
     public SessionGrain(
         ISessionStore store,
         ModelCatalog models,
@@ -214,8 +218,15 @@ internal sealed partial class SessionGrain : Grain, ISessionGrain, IResidentSess
         _gate.Release();
     }
 
-    private SessionException Moved(Exception? inner = null) =>
-        new(SessionErrorCode.Moved, $"Session '{Key.SessionId}' moved to another activation; retry.", inner);
+    // Errors a grain throws carry no inner exception: Orleans would have to serialize its (e.g. Redis) type to the caller.
+    private SessionException Moved() =>
+        new(SessionErrorCode.Moved, $"Session '{Key.SessionId}' moved to another activation; retry.");
+
+    private SessionException StoreUnavailable(Exception cause)
+    {
+        SessionGrainLog.StoreFailed(_logger, cause, Key.Tenant, Key.SessionId);
+        return new SessionException(SessionErrorCode.Unavailable, "The spill store is unavailable.");
+    }
 
     /// <summary>Runs a store call, turning its failures into the session errors a caller can act on.</summary>
     private async Task<T> StoreCallAsync<T>(Func<ValueTask<T>> call)
@@ -228,14 +239,14 @@ internal sealed partial class SessionGrain : Grain, ISessionGrain, IResidentSess
         {
             throw SessionException.NotFound(Key.SessionId);
         }
-        catch (StaleEpochException ex)
+        catch (StaleEpochException)
         {
             await LoseOwnershipAsync();
-            throw Moved(ex);
+            throw Moved();
         }
         catch (Exception ex) when (ex is not SessionException and not OperationCanceledException)
         {
-            throw new SessionException(SessionErrorCode.Unavailable, "The spill store is unavailable.", ex);
+            throw StoreUnavailable(ex);
         }
     }
 
@@ -287,4 +298,7 @@ internal static partial class SessionGrainLog
 
     [LoggerMessage(109, LogLevel.Information, "Migrated session {Tenant}/{SessionId} to {Target} at position {Position}: {Bytes} cache bytes snapshotted in {Milliseconds:F1} ms")]
     public static partial void Migrated(ILogger logger, string tenant, string sessionId, string target, long position, long bytes, double milliseconds);
+
+    [LoggerMessage(110, LogLevel.Warning, "A spill-store call for session {Tenant}/{SessionId} failed")]
+    public static partial void StoreFailed(ILogger logger, Exception exception, string tenant, string sessionId);
 }

@@ -2,12 +2,13 @@ using KvCache.Silo.Models;
 using KvCache.Silo.Placement;
 using KvCache.Silo.Sessions.Internal;
 using KvCache.Silo.Storage;
+using Microsoft.Extensions.Logging;
 using Orleans.Concurrency;
 
 namespace KvCache.Silo.Sessions;
 
 [StatelessWorker]
-internal sealed class TenantSessionsGrain(ISessionStore store, ModelCatalog models, SiloLoads loads) : Grain, ITenantSessionsGrain
+internal sealed class TenantSessionsGrain(ISessionStore store, ModelCatalog models, SiloLoads loads, ILogger<TenantSessionsGrain> logger) : Grain, ITenantSessionsGrain
 {
     private string Tenant => this.GetPrimaryKeyString();
 
@@ -34,7 +35,7 @@ internal sealed class TenantSessionsGrain(ISessionStore store, ModelCatalog mode
             m.Config.HiddenSize,
             m.ParameterCount)).ToArray());
 
-    private static async Task<T> StoreCallAsync<T>(Func<ValueTask<T>> call)
+    private async Task<T> StoreCallAsync<T>(Func<ValueTask<T>> call)
     {
         try
         {
@@ -42,7 +43,15 @@ internal sealed class TenantSessionsGrain(ISessionStore store, ModelCatalog mode
         }
         catch (Exception ex) when (ex is not SessionException and not OperationCanceledException and not ArgumentException)
         {
-            throw new SessionException(SessionErrorCode.Unavailable, "The spill store is unavailable.", ex);
+            // Logged here: the error crosses to the caller without its (e.g. Redis) inner exception.
+            TenantSessionsLog.StoreFailed(logger, ex, Tenant);
+            throw new SessionException(SessionErrorCode.Unavailable, "The spill store is unavailable.");
         }
     }
+}
+
+internal static partial class TenantSessionsLog
+{
+    [LoggerMessage(120, LogLevel.Warning, "A spill-store read for tenant {Tenant} failed")]
+    public static partial void StoreFailed(ILogger logger, Exception exception, string tenant);
 }

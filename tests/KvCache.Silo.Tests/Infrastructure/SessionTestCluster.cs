@@ -6,7 +6,7 @@ using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Configuration;
 using Orleans.Hosting;
@@ -34,7 +34,7 @@ internal sealed class SessionTestCluster : IAsyncDisposable
             Options.Create(configuration.GetSection(KvClusterOptions.SectionName).Get<KvClusterOptions>() ?? new()),
             new SessionServiceMetrics(),
             TimeProvider.System,
-            NullLogger<SessionService>.Instance);
+            cluster.Client.ServiceProvider.GetRequiredService<ILogger<SessionService>>());
     }
 
     public InProcessTestCluster Cluster { get; }
@@ -67,7 +67,8 @@ internal sealed class SessionTestCluster : IAsyncDisposable
         var store = new InMemorySessionStore();
         var loads = new InMemorySiloLoadTable();
         var builder = new InProcessTestClusterBuilder((short)silos);
-        builder.Options.ConfigureFileLogging = false;
+        // KVCACHE_TEST_LOG=1 writes each silo's and the client's log to a file in the working folder.
+        builder.Options.ConfigureFileLogging = Environment.GetEnvironmentVariable("KVCACHE_TEST_LOG") == "1";
         builder.ConfigureSilo((_, silo) =>
         {
             silo.Services.AddSingleton<ISessionStore>(store);
