@@ -168,15 +168,7 @@ internal sealed class SessionService(
             {
                 return await call();
             }
-            catch (SessionException ex) when (ex.Code != SessionErrorCode.Moved)
-            {
-                throw;
-            }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-            {
-                throw;
-            }
-            catch (Exception ex)
+            catch (Exception ex) when (MayResend(ex, cancellationToken))
             {
                 failure = ex;
             }
@@ -220,15 +212,7 @@ internal sealed class SessionService(
 
                         token = stream.Current;
                     }
-                    catch (SessionException ex) when (ex.Code != SessionErrorCode.Moved)
-                    {
-                        throw;
-                    }
-                    catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-                    {
-                        throw;
-                    }
-                    catch (Exception ex)
+                    catch (Exception ex) when (MayResend(ex, cancellationToken))
                     {
                         failure = ex;
                         break;
@@ -274,6 +258,15 @@ internal sealed class SessionService(
             await Task.Delay(RetryDelay, time, cancellationToken);
         }
     }
+
+    /// <summary>Whether a failed call may be sent again: not a session error the caller must see (only Moved is
+    /// retried) and not the caller's own cancellation; anything else is the silo failing.</summary>
+    private static bool MayResend(Exception failure, CancellationToken cancellationToken) => failure switch
+    {
+        SessionException session => session.Code == SessionErrorCode.Moved,
+        OperationCanceledException => !cancellationToken.IsCancellationRequested,
+        _ => true,
+    };
 
     private static async ValueTask DisposeQuietlyAsync(IAsyncEnumerator<DecodedToken> stream)
     {
