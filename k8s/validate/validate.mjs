@@ -302,6 +302,9 @@ function checkOverlay(name, objects, facts) {
     if (!(redis.spec.volumeClaimTemplates ?? []).length) fail(where(redis), "Redis needs a persistent volume");
     const pw = (redis.spec.template.spec.containers[0].env ?? []).find((e) => e.name === "REDIS_PASSWORD");
     if (!fromSecret(pw)) fail(where(redis), "the Redis password must come from a Secret");
+    const args = redis.spec.template.spec.containers[0].args ?? [];
+    const policy = args[args.indexOf("--maxmemory-policy") + 1];
+    if (args.includes("--maxmemory-policy") && policy !== "noeviction") fail(where(redis), `maxmemory-policy ${policy} can evict Orleans' membership and the token logs; use noeviction`);
   }
 
   // Both kinds of cluster process: Redis (membership, directory, spill store) reached with a Secret's password.
