@@ -24,8 +24,10 @@ internal sealed class GatewayReadinessCheck(ISessionService sessions, IHostAppli
             var models = await sessions.ListModelsAsync(ProbeTenant, cancellationToken).WaitAsync(Timeout, cancellationToken);
             return models.Count > 0;
         }
-        catch (Exception ex) when (ex is SessionException or TimeoutException)
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
+            // Not ready is the answer, not a fault: before an Orleans client has reached a silo it cannot even
+            // resolve the grain (ArgumentException), and a failing silo times out or is unavailable.
             return false;
         }
     }
