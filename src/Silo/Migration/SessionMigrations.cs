@@ -22,7 +22,8 @@ public static class SessionMigrations
         var result = await grain.MigrateAsync(target, cancellationToken);
 
         // Reaches the new activation, which restores the snapshot before it answers; the old one, still leaving,
-        // answers Moved.
+        // answers Moved. A large cache may take longer to restore than Orleans' response timeout: the activation
+        // goes on restoring, and the next attempt waits for it again.
         for (var attempt = 1; ; attempt++)
         {
             try
@@ -30,7 +31,7 @@ public static class SessionMigrations
                 var session = await grain.GetInfoAsync();
                 return (result with { Seconds = Stopwatch.GetElapsedTime(started).TotalSeconds }, session);
             }
-            catch (SessionException ex) when (ex.Code == SessionErrorCode.Moved && attempt < MaxAttempts)
+            catch (Exception ex) when (ex is TimeoutException or SessionException { Code: SessionErrorCode.Moved } && attempt < MaxAttempts)
             {
                 await Task.Delay(RetryDelay, cancellationToken);
             }
