@@ -5,10 +5,11 @@ using System.Net.Http.Headers;
 using System.Net.Sockets;
 using System.Text;
 using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
 using KvCache.Contracts.V1;
 using KvCache.Gateway.Tests.Infrastructure;
 using KvCache.Silo.Storage;
-using KvCache.Transport;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.DependencyInjection;
@@ -18,9 +19,10 @@ using Xunit.Abstractions;
 namespace KvCache.Gateway.Tests;
 
 /// <summary>
-/// Hostile input against the real service (KvCacheService, silo, in-memory store) in this process: seeded and
-/// reproducible (set KVCACHE_FUZZ_SEED to replay another run). Every case must end with a gRPC status or a clean
-/// close; afterwards the service serves, another tenant's session is unaltered and memory is bounded.
+/// Hostile input against the real service (the gateway's Program: Grpc.AspNetCore on Kestrel, embedded silo,
+/// in-memory store) in this process: seeded and reproducible (set KVCACHE_FUZZ_SEED to replay another run). Every
+/// case must end with a gRPC status or a clean close; afterwards the service serves, another tenant's session is
+/// unaltered and memory is bounded.
 /// </summary>
 public sealed class FuzzIntegrationTests(ITestOutputHelper output) : IAsyncLifetime
 {
@@ -174,7 +176,7 @@ public sealed class FuzzIntegrationTests(ITestOutputHelper output) : IAsyncLifet
         http.RequestAborted = aborted.Token;
 
         // A hang guard, not a timing check: a case that never ends is a failure worth a message.
-        await _gateway.Delegate(fuzzCase.Path)(http).WaitAsync(TimeSpan.FromMinutes(1));
+        await _gateway.InvokeAsync(http).WaitAsync(TimeSpan.FromMinutes(1));
         var status = http.Response.Headers["grpc-status"].ToString();
         if (status.Length == 0)
         {
@@ -345,7 +347,7 @@ public sealed class FuzzIntegrationTests(ITestOutputHelper output) : IAsyncLifet
         var count = await store.ReadTokensAsync(new SessionKey("victim", "guarded"), 0, log);
 
         // Residency and the owner may change (the fuzzer's sessions push it out of memory); its content may not.
-        info.State = SessionState.Unspecified;
+        info.State = Contracts.V1.SessionState.Unspecified;
         info.CacheBytes = 0;
         info.OwnerSilo = "";
         return (info, log[..count]);

@@ -1,9 +1,9 @@
 using System.Text.Json;
+using Grpc.Core;
 using KvCache.Contracts.V1;
 using KvCache.Gateway.Tests.Infrastructure;
 using KvCache.Testing.Python;
 using KvCache.Testing.Redis;
-using KvCache.Transport;
 using Xunit;
 
 namespace KvCache.Gateway.Tests;
@@ -105,6 +105,8 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
     public async Task Bad_inputs_get_their_status_codes_and_the_service_keeps_serving()
     {
         const string key = "key-of-acme";
+        const string nonAsciiModel = "modèle « 💾 » не найдена";
+        const int longDecode = 4000;
         const string otherKey = "key-of-globex";
         await using var gateway = StartGateway(
             GatewayProcess.FreePort(),
@@ -123,7 +125,8 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
             vocab = 512,
             max_append = 8192,
             prompt = Prompt,
-            long_decode = 4000,
+            long_decode = longDecode,
+            non_ascii_model = nonAsciiModel,
         });
 
         var expected = new Dictionary<string, string>
@@ -148,6 +151,8 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
             ["bad_sampling"] = "INVALID_ARGUMENT",
             ["append"] = "OK",
             ["expired_deadline"] = "DEADLINE_EXCEEDED",
+            ["unknown_method"] = "UNIMPLEMENTED",
+            ["unknown_service"] = "UNIMPLEMENTED",
             ["other_tenant_delete"] = "NOT_FOUND",
             ["decode_after"] = "OK",
         };
@@ -158,6 +163,10 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
         }
 
         Assert.Equal(0, codes.GetProperty("other_tenant_lists").GetArrayLength());
+        Assert.Contains($"'{nonAsciiModel}'", codes.GetProperty("unknown_model_details").GetString(), StringComparison.Ordinal);
+        var afterDeadline = Ints(codes, "positions_after_deadline");
+        Assert.Equal(afterDeadline[0], afterDeadline[1]);
+        Assert.True(afterDeadline[0] < Prompt.Length + longDecode, $"the decode ran to its end ({afterDeadline[0]}) after its deadline");
     }
 
     private GatewayProcess StartGateway(int port, params string[] settings) =>

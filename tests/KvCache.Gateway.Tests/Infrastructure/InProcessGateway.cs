@@ -1,0 +1,96 @@
+using Grpc.Net.Client;
+using KvCache.Gateway.Services;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace KvCache.Gateway.Tests.Infrastructure;
+
+/// <summary>
+/// The gateway's own Program (embedded silo, in-memory store unless configured) in this process, on Kestrel on a
+/// free loopback port, whose endpoints' request delegates can also be called directly for fast fuzzing.
+/// </summary>
+internal sealed class InProcessGateway : IAsyncDisposable
+{
+    private readonly Factory _factory;
+    private readonly Dictionary<string, RequestDelegate> _delegates;
+
+    static InProcessGateway()
+    {
+        // The factory would otherwise look for the project's source folder; Program reads its settings beside itself.
+        Environment.SetEnvironmentVariable("ASPNETCORE_TEST_CONTENTROOT_KVCACHE_GATEWAY", AppContext.BaseDirectory);
+    }
+
+    private InProcessGateway(Factory factory, int port)
+    {
+        _factory = factory;
+        Port = port;
+        Address = new Uri($"http://127.0.0.1:{port}");
+        _delegates = factory.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>()
+            .ToDictionary(e => e.RoutePattern.RawText!, e => e.RequestDelegate!);
+    }
+
+    public int Port { get; }
+
+    public Uri Address { get; }
+
+    public IServiceProvider Services => _factory.Services;
+
+    public static async Task<InProcessGateway> StartAsync(IReadOnlyDictionary<string, string?> settings)
+    {
+        var port = GatewayProcess.FreePort();
+        var factory = new Factory(new Dictionary<string, string?>(settings)
+        {
+            // Replaces the endpoint appsettings.json names.
+            ["Kestrel:Endpoints:Grpc:Url"] = $"http://127.0.0.1:{port}",
+        });
+        factory.UseKestrel();
+        try
+        {
+            // StartServer blocks until the host (and its silo) has started.
+            await Task.Run(factory.StartServer);
+        }
+        catch
+        {
+            await factory.DisposeAsync();
+            throw;
+        }
+
+        return new InProcessGateway(factory, port);
+    }
+
+    public GrpcChannel CreateChannel() => GrpcChannel.ForAddress(Address);
+
+    /// <summary>
+    /// Serves <paramref name="http"/> as Kestrel would route it: with the endpoint of its path (the unimplemented
+    /// fallback for unknown ones) and request services from a scope of the host's.
+    /// </summary>
+    public async Task InvokeAsync(HttpContext http)
+    {
+        var endpoint = _delegates.GetValueOrDefault(http.Request.Path.Value ?? "") ?? _delegates["{unimplementedService}/{unimplementedMethod}"];
+        await using var scope = Services.CreateAsyncScope();
+        http.RequestServices = scope.ServiceProvider;
+        await endpoint(http);
+    }
+
+    public async ValueTask DisposeAsync() => await _factory.DisposeAsync();
+
+    // Any type of the gateway's assembly names its entry point; Program is ambiguous here (the silo host has one too).
+    private sealed class Factory(IReadOnlyDictionary<string, string?> settings) : WebApplicationFactory<KvCacheService>
+    {
+        protected override void ConfigureWebHost(IWebHostBuilder builder)
+        {
+            // Host settings: Program reads some (the cluster mode, the spill store) before it builds.
+            foreach (var (key, value) in settings)
+            {
+                builder.UseSetting(key, value);
+            }
+
+            builder.UseEnvironment("Production");
+            builder.ConfigureLogging(logging => logging.ClearProviders());
+        }
+    }
+}
