@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.AspNetCore.Routing;
+using Microsoft.AspNetCore.Routing.Patterns;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -16,7 +17,9 @@ namespace KvCache.Gateway.Tests.Infrastructure;
 internal sealed class InProcessGateway : IAsyncDisposable
 {
     private readonly Factory _factory;
-    private readonly Dictionary<string, RequestDelegate> _delegates;
+    private readonly Dictionary<string, RequestDelegate> _delegates = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, RequestDelegate> _unimplementedMethods = new(StringComparer.Ordinal);
+    private readonly RequestDelegate _unimplementedService;
 
     static InProcessGateway()
     {
@@ -29,8 +32,28 @@ internal sealed class InProcessGateway : IAsyncDisposable
         _factory = factory;
         Port = port;
         Address = new Uri($"http://127.0.0.1:{port}");
-        _delegates = factory.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>()
-            .ToDictionary(e => e.RoutePattern.RawText!, e => e.RequestDelegate!);
+        RequestDelegate? unimplementedService = null;
+        foreach (var endpoint in factory.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>())
+        {
+            // Grpc.AspNetCore maps each method as a literal path, "/{service}/{unimplementedMethod}" for each service
+            // and "{unimplementedService}/{unimplementedMethod}" for the rest.
+            var pattern = endpoint.RoutePattern;
+            if (pattern.Parameters.Count == 0)
+            {
+                _delegates.Add(pattern.RawText!, endpoint.RequestDelegate!);
+            }
+            else if (pattern.GetParameter("unimplementedService") is not null)
+            {
+                unimplementedService = endpoint.RequestDelegate;
+            }
+            else if (pattern.GetParameter("unimplementedMethod") is not null)
+            {
+                var service = (RoutePatternLiteralPart)pattern.PathSegments[0].Parts[0];
+                _unimplementedMethods.Add(service.Content, endpoint.RequestDelegate!);
+            }
+        }
+
+        _unimplementedService = unimplementedService ?? throw new InvalidOperationException("No endpoint answers unknown services.");
     }
 
     public int Port { get; }
@@ -65,12 +88,15 @@ internal sealed class InProcessGateway : IAsyncDisposable
     public GrpcChannel CreateChannel() => GrpcChannel.ForAddress(Address);
 
     /// <summary>
-    /// Serves <paramref name="http"/> as Kestrel would route it: with the endpoint of its path (the unimplemented
-    /// fallback for unknown ones) and request services from a scope of the host's.
+    /// Serves <paramref name="http"/> as routing would: with the endpoint of its path (an unimplemented fallback for
+    /// unknown ones) and request services from a scope of the host's.
     /// </summary>
     public async Task InvokeAsync(HttpContext http)
     {
-        var endpoint = _delegates.GetValueOrDefault(http.Request.Path.Value ?? "") ?? _delegates["{unimplementedService}/{unimplementedMethod}"];
+        var path = http.Request.Path.Value ?? "";
+        var endpoint = _delegates.GetValueOrDefault(path)
+            ?? _unimplementedMethods.GetValueOrDefault(path.Split('/', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() ?? "")
+            ?? _unimplementedService;
         await using var scope = Services.CreateAsyncScope();
         http.RequestServices = scope.ServiceProvider;
         await endpoint(http);
