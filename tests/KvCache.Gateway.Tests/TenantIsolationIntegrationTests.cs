@@ -30,6 +30,7 @@ public sealed class TenantIsolationIntegrationTests : IAsyncLifetime
             ["Auth:ApiKeys:1:Tenant"] = "tenant-b",
             ["Auth:ApiKeys:1:Key"] = KeyB,
             ["Models:DemoModelDirectory"] = Path.Combine(Path.GetTempPath(), "kvcache-gateway-test-models"),
+            ["Silo:SiloName"] = "isolation-silo",
         });
         _channel = _gateway.CreateChannel();
         _client = new KvCacheClient(_channel);
@@ -50,6 +51,7 @@ public sealed class TenantIsolationIntegrationTests : IAsyncLifetime
         append.TokenIds.AddRange(Enumerable.Range(1, 40));
         await _client.AppendAsync(append, A);
         var before = await _client.GetSessionAsync(new GetSessionRequest { SessionId = id }, A);
+        Assert.Equal("isolation-silo", before.OwnerSilo);
 
         await AssertNotFound(() => _client.GetSessionAsync(new GetSessionRequest { SessionId = id }, B).ResponseAsync);
         await AssertNotFound(() => _client.AppendAsync(append, B).ResponseAsync);
