@@ -21,12 +21,6 @@ internal sealed class InProcessGateway : IAsyncDisposable
     private readonly Dictionary<string, RequestDelegate> _unimplementedMethods = new(StringComparer.Ordinal);
     private readonly RequestDelegate _unimplementedService;
 
-    static InProcessGateway()
-    {
-        // The factory would otherwise look for the project's source folder; Program reads its settings beside itself.
-        Environment.SetEnvironmentVariable("ASPNETCORE_TEST_CONTENTROOT_KVCACHE_GATEWAY", AppContext.BaseDirectory);
-    }
-
     private InProcessGateway(Factory factory, int port)
     {
         _factory = factory;
