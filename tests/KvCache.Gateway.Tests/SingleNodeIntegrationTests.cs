@@ -10,7 +10,8 @@ namespace KvCache.Gateway.Tests;
 
 /// <summary>
 /// The single-node service as a real process on a real redis-server, driven by a stock python3-grpcio client
-/// and by the project's own client: restart, kill -9 and bad input.
+/// and by the project's own client: restart, kill -9 and bad input (deadlines, unknown methods and services,
+/// non-ASCII status messages among it).
 /// </summary>
 public sealed class SingleNodeIntegrationTests : IAsyncLifetime
 {
