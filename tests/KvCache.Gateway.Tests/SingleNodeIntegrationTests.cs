@@ -13,6 +13,8 @@ namespace KvCache.Gateway.Tests;
 /// and by the project's own client: restart, kill -9 and bad input (deadlines, unknown methods and services,
 /// non-ASCII status messages among it).
 /// </summary>
+// Not beside other silo-hosting classes: on two cores a starved silo misses Orleans' 2 s response timeout.
+[Collection(ClusterProcessesCollection.Name)]
 public sealed class SingleNodeIntegrationTests : IAsyncLifetime
 {
     private static readonly string Script = Path.Combine(AppContext.BaseDirectory, "Python", "kvcache_client.py");
