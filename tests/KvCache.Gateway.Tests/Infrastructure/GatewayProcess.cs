@@ -32,7 +32,8 @@ public sealed class GatewayProcess : IAsyncDisposable
     /// <summary>The folder the gateway runs from: this test's output, or a published image's /app.</summary>
     public string AppDirectory { get; init; } = AppContext.BaseDirectory;
 
-        public string Target => $"127.0.0.1:{Port}";
+    /// <summary>host:port, the form python's grpc.insecure_channel takes.</summary>
+    public string Target => $"127.0.0.1:{Port}";
 
     public GrpcChannel Channel { get; }
 

@@ -5,6 +5,7 @@ The C# interop tests run each scenario and assert on the printed result.
 """
 import json
 import sys
+import time
 
 import grpc
 from kvcache.v1 import kvcache_pb2 as pb
@@ -30,7 +31,7 @@ def session_dict(s):
     }
 
 
-def resume_phase1(stub, args):
+def resume_phase1(stub, _channel, args):
     """Session A decodes part of the way and is spilled; its twin B decodes everything undisturbed."""
     prompt = args["prompt"]
     out = {}
@@ -48,7 +49,7 @@ def resume_phase1(stub, args):
     return out
 
 
-def resume_phase2(stub, args):
+def resume_phase2(stub, _channel, args):
     """After the restart: A continues where it stopped."""
     out = {"a_after_restart": session_dict(stub.GetSession(pb.GetSessionRequest(session_id=args["a"]), timeout=30))}
     out["a_tokens"], out["a_positions"], _ = greedy(stub, args["a"], args["rest"])
@@ -66,7 +67,19 @@ def code_of(call):
         return e.code().name
 
 
-def bad_inputs(stub, args):
+def details_of(call):
+    try:
+        call()
+        return "OK"
+    except grpc.RpcError as e:
+        return e.details()
+
+
+def position_of(stub, sid, metadata):
+    return stub.GetSession(pb.GetSessionRequest(session_id=sid), metadata=metadata, timeout=30).position
+
+
+def bad_inputs(stub, channel, args):
     """Each bad request gets its status code; a good request afterwards still works."""
     key = [("authorization", "Bearer " + args["key"])]
     wrong = [("authorization", "Bearer not-a-key")]
@@ -94,6 +107,16 @@ def bad_inputs(stub, args):
     codes["append"] = code_of(lambda: stub.Append(pb.AppendRequest(session_id=sid, token_ids=args["prompt"]), metadata=key, timeout=60))
     # A long decode under a deadline far too short for it.
     codes["expired_deadline"] = code_of(lambda: stub.Decode(pb.DecodeRequest(session_id=sid, max_tokens=args["long_decode"]), metadata=key, timeout=0.05))
+    # The server's side of the call stopped too: the position no longer moves, short of the long decode's end.
+    time.sleep(1)
+    first = position_of(stub, sid, key)
+    time.sleep(1)
+    codes["positions_after_deadline"] = [first, position_of(stub, sid, key)]
+    # Methods and services the server does not have, called the way a generic client would.
+    for name, method in (("unknown_method", "/kvcache.v1.KvCache/NoSuchMethod"), ("unknown_service", "/kvcache.v9.Nope/GetSession")):
+        codes[name] = code_of(lambda: channel.unary_unary(method)(b"", metadata=key, timeout=30))
+    # A status message with non-ASCII text (percent-encoded on the wire) arrives intact.
+    codes["unknown_model_details"] = details_of(lambda: stub.CreateSession(pb.CreateSessionRequest(model=args["non_ascii_model"]), metadata=key, timeout=30))
     codes["other_tenant_delete"] = code_of(lambda: stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid), metadata=[("authorization", "Bearer " + args["other_key"])], timeout=30))
     # Still serving, and the session is intact after all of the above.
     tokens, _, _ = greedy(stub, sid, 4, metadata=key)
@@ -111,7 +134,7 @@ def main():
     args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     with grpc.insecure_channel(target) as channel:
         grpc.channel_ready_future(channel).result(timeout=30)
-        result = SCENARIOS[scenario](pb_grpc.KvCacheStub(channel), args)
+        result = SCENARIOS[scenario](pb_grpc.KvCacheStub(channel), channel, args)
     print(json.dumps(result))
 
 

@@ -89,6 +89,8 @@ public sealed class CodecModelsFixture
 /// For every codec: GetSession reports the codec and its bytes per token, and a session spilled by one silo
 /// process continues in the next process exactly like an undisturbed twin.
 /// </summary>
+// Not beside other silo-hosting classes: on two cores a starved silo misses Orleans' 2 s response timeout.
+[Collection(ClusterProcessesCollection.Name)]
 public sealed class CodecResumeIntegrationTests(CodecModelsFixture models) : IClassFixture<CodecModelsFixture>, IAsyncLifetime
 {
     private static readonly int[] Prompt = Enumerable.Range(0, 90).Select(i => (i * 29 + 3) % 500).ToArray();

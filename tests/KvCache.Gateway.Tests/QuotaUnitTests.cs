@@ -1,11 +1,11 @@
+using Grpc.Core;
 using KvCache.Gateway.Auth;
 using KvCache.Gateway.Quotas;
 using KvCache.Gateway.Quotas.Internal;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
-using KvCache.Testing.Time;
-using KvCache.Transport;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
 using Xunit;
 
 namespace KvCache.Gateway.Tests;
@@ -72,7 +72,7 @@ public sealed class QuotaUnitTests
     [Fact]
     public void Decode_rate_is_a_token_bucket_on_the_clock()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var quotas = Quotas(new FakeSessions(), new QuotaOptions { Default = new() { DecodeTokensPerSecond = 10, DecodeBurstTokens = 3 } }, time);
 
         for (var i = 0; i < 3; i++)
@@ -192,7 +192,7 @@ public sealed class QuotaUnitTests
 
         public Task<SessionInfo> CreateAsync(string tenant, string? model, string? codec, string? sessionId, CancellationToken cancellationToken) => throw new NotSupportedException();
 
-        public Task<AppendResult> AppendAsync(SessionKey key, ReadOnlyMemory<int> tokens, int topLogprobs, CancellationToken cancellationToken) => throw new NotSupportedException();
+        public Task<AppendResult> AppendAsync(SessionKey key, int[] tokens, int topLogprobs, CancellationToken cancellationToken) => throw new NotSupportedException();
 
         public IAsyncEnumerable<DecodedToken> DecodeAsync(SessionKey key, DecodeRequestOptions options, CancellationToken cancellationToken) => throw new NotSupportedException();
 
@@ -200,7 +200,10 @@ public sealed class QuotaUnitTests
 
         public Task DeleteAsync(SessionKey key, CancellationToken cancellationToken) => throw new NotSupportedException();
 
-        public IReadOnlyList<ModelDescription> ListModels() => throw new NotSupportedException();
+        public Task<IReadOnlyList<ModelDescription>> ListModelsAsync(string tenant, CancellationToken cancellationToken) => throw new NotSupportedException();
+
+        public Task<(MigrationResult Result, SessionInfo Session)> MigrateAsync(SessionKey key, string? targetSilo, CancellationToken cancellationToken) =>
+            throw new NotSupportedException();
 
         private static SessionInfo Info(string id, long position) =>
             new(id, "m", "full", position, SessionResidency.Spilled, null, 0, BytesPerToken, 1 << 20);

@@ -1,6 +1,7 @@
+using Grpc.Core;
+using Grpc.Net.Client;
 using KvCache.Contracts.V1;
 using KvCache.Gateway.Tests.Infrastructure;
-using KvCache.Transport;
 using Xunit;
 
 namespace KvCache.Gateway.Tests;
@@ -29,6 +30,7 @@ public sealed class TenantIsolationIntegrationTests : IAsyncLifetime
             ["Auth:ApiKeys:1:Tenant"] = "tenant-b",
             ["Auth:ApiKeys:1:Key"] = KeyB,
             ["Models:DemoModelDirectory"] = Path.Combine(Path.GetTempPath(), "kvcache-gateway-test-models"),
+            ["Silo:SiloName"] = "isolation-silo",
         });
         _channel = _gateway.CreateChannel();
         _client = new KvCacheClient(_channel);
@@ -49,9 +51,10 @@ public sealed class TenantIsolationIntegrationTests : IAsyncLifetime
         append.TokenIds.AddRange(Enumerable.Range(1, 40));
         await _client.AppendAsync(append, A);
         var before = await _client.GetSessionAsync(new GetSessionRequest { SessionId = id }, A);
+        Assert.Equal("isolation-silo", before.OwnerSilo);
 
-        await AssertNotFound(() => _client.GetSessionAsync(new GetSessionRequest { SessionId = id }, B));
-        await AssertNotFound(() => _client.AppendAsync(append, B));
+        await AssertNotFound(() => _client.GetSessionAsync(new GetSessionRequest { SessionId = id }, B).ResponseAsync);
+        await AssertNotFound(() => _client.AppendAsync(append, B).ResponseAsync);
         await AssertNotFound(async () =>
         {
             using var call = _client.Decode(new DecodeRequest { SessionId = id, MaxTokens = 4 }, B);
@@ -60,8 +63,8 @@ public sealed class TenantIsolationIntegrationTests : IAsyncLifetime
                 Assert.Fail("tenant B received a token of tenant A's session");
             }
         });
-        await AssertNotFound(() => _client.SpillSessionAsync(new SpillSessionRequest { SessionId = id }, B));
-        await AssertNotFound(() => _client.DeleteSessionAsync(new DeleteSessionRequest { SessionId = id }, B));
+        await AssertNotFound(() => _client.SpillSessionAsync(new SpillSessionRequest { SessionId = id }, B).ResponseAsync);
+        await AssertNotFound(() => _client.DeleteSessionAsync(new DeleteSessionRequest { SessionId = id }, B).ResponseAsync);
         Assert.Empty((await _client.ListSessionsAsync(new ListSessionsRequest(), B)).Sessions);
 
         // B may use the same id for a session of its own: a separate session, not A's.

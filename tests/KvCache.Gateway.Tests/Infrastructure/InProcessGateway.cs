@@ -1,0 +1,116 @@
+using Grpc.Net.Client;
+using KvCache.Gateway.Services;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.AspNetCore.Routing.Patterns;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace KvCache.Gateway.Tests.Infrastructure;
+
+/// <summary>
+/// The gateway's own Program (embedded silo, in-memory store unless configured) in this process, on Kestrel on a
+/// free loopback port, whose endpoints' request delegates can also be called directly for fast fuzzing.
+/// </summary>
+internal sealed class InProcessGateway : IAsyncDisposable
+{
+    private readonly Factory _factory;
+    private readonly Dictionary<string, RequestDelegate> _delegates = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, RequestDelegate> _unimplementedMethods = new(StringComparer.Ordinal);
+    private readonly RequestDelegate _unimplementedService;
+
+    private InProcessGateway(Factory factory, int port)
+    {
+        _factory = factory;
+        Port = port;
+        Address = new Uri($"http://127.0.0.1:{port}");
+        RequestDelegate? unimplementedService = null;
+        foreach (var endpoint in factory.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>())
+        {
+            // Grpc.AspNetCore maps each method as a literal path, "/{service}/{unimplementedMethod}" for each service
+            // and "{unimplementedService}/{unimplementedMethod}" for the rest.
+            var pattern = endpoint.RoutePattern;
+            if (pattern.Parameters.Count == 0)
+            {
+                _delegates.Add(pattern.RawText!, endpoint.RequestDelegate!);
+            }
+            else if (pattern.GetParameter("unimplementedService") is not null)
+            {
+                unimplementedService = endpoint.RequestDelegate;
+            }
+            else if (pattern.GetParameter("unimplementedMethod") is not null)
+            {
+                var service = (RoutePatternLiteralPart)pattern.PathSegments[0].Parts[0];
+                _unimplementedMethods.Add(service.Content, endpoint.RequestDelegate!);
+            }
+        }
+
+        _unimplementedService = unimplementedService ?? throw new InvalidOperationException("No endpoint answers unknown services.");
+    }
+
+    public int Port { get; }
+
+    public Uri Address { get; }
+
+    public IServiceProvider Services => _factory.Services;
+
+    public static async Task<InProcessGateway> StartAsync(IReadOnlyDictionary<string, string?> settings)
+    {
+        var port = GatewayProcess.FreePort();
+        var factory = new Factory(new Dictionary<string, string?>(settings)
+        {
+            // Replaces the endpoint appsettings.json names.
+            ["Kestrel:Endpoints:Grpc:Url"] = $"http://127.0.0.1:{port}",
+        });
+        factory.UseKestrel();
+        try
+        {
+            // StartServer blocks until the host (and its silo) has started.
+            await Task.Run(factory.StartServer);
+        }
+        catch
+        {
+            await factory.DisposeAsync();
+            throw;
+        }
+
+        return new InProcessGateway(factory, port);
+    }
+
+    public GrpcChannel CreateChannel() => GrpcChannel.ForAddress(Address);
+
+    /// <summary>
+    /// Serves <paramref name="http"/> as routing would: with the endpoint of its path (an unimplemented fallback for
+    /// unknown ones) and request services from a scope of the host's.
+    /// </summary>
+    public async Task InvokeAsync(HttpContext http)
+    {
+        var path = http.Request.Path.Value ?? "";
+        var endpoint = _delegates.GetValueOrDefault(path)
+            ?? _unimplementedMethods.GetValueOrDefault(path.Split('/', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() ?? "")
+            ?? _unimplementedService;
+        await using var scope = Services.CreateAsyncScope();
+        http.RequestServices = scope.ServiceProvider;
+        await endpoint(http);
+    }
+
+    public async ValueTask DisposeAsync() => await _factory.DisposeAsync();
+
+    // Any type of the gateway's assembly names its entry point; Program is ambiguous here (the silo host has one too).
+    private sealed class Factory(IReadOnlyDictionary<string, string?> settings) : WebApplicationFactory<KvCacheService>
+    {
+        protected override void ConfigureWebHost(IWebHostBuilder builder)
+        {
+            // Host settings: Program reads some (the cluster mode, the spill store) before it builds.
+            foreach (var (key, value) in settings)
+            {
+                builder.UseSetting(key, value);
+            }
+
+            builder.UseEnvironment("Production");
+            builder.ConfigureLogging(logging => logging.ClearProviders());
+        }
+    }
+}
