@@ -98,9 +98,22 @@ internal sealed class SiloLoads : ILifecycleParticipant<ISiloLifecycle>
         }
     }
 
-    /// <summary>Whether a silo of that name is an active member of the cluster.</summary>
-    public bool IsLive(string siloName) =>
-        _membership.CurrentSnapshot.Members.Values.Any(m => m.Status == SiloStatus.Active && m.Name == siloName);
+    /// <summary>The name of the silo at <paramref name="address"/> (Orleans' parsable address, generation included)
+    /// while it is an active member of the cluster; null once it is gone, even if a restarted silo took its name.</summary>
+    public string? LiveSiloName(string address)
+    {
+        SiloAddress silo;
+        try
+        {
+            silo = SiloAddress.FromParsableString(address);
+        }
+        catch (FormatException)
+        {
+            return null;
+        }
+
+        return _membership.CurrentSnapshot.Members.TryGetValue(silo, out var member) && member.Status == SiloStatus.Active ? member.Name : null;
+    }
 
     /// <summary>
     /// Picks the silo for a new activation among <paramref name="candidates"/> (Orleans' active silos): the one

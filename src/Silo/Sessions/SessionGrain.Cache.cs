@@ -36,7 +36,8 @@ internal sealed partial class SessionGrain
             var position = await RestoreSnapshotAsync(tokenCount, cancellationToken);
             _logitsValid = position > 0;
             await ReplayAsync(position, tokenCount);
-            await StoreCallAsync(() => _store.SetResidentAsync(Key, SiloName, _epoch, cancellationToken));
+            // The address, not the name: a restarted silo reuses its name (a StatefulSet pod) but never its address.
+            await StoreCallAsync(() => _store.SetResidentAsync(Key, _loads.LocalAddress.ToParsableString(), _epoch, cancellationToken));
             _resident.Add(this);
             if (tokenCount > 0)
             {

@@ -181,7 +181,8 @@ internal sealed partial class SessionGrain : Grain, ISessionGrain, IResidentSess
         }
 
         var state = await StoreCallAsync(() => _store.GetStateAsync(Key)) ?? throw SessionException.NotFound(Key.SessionId);
-        return SessionInfos.Stored(state, _models, isLive: null);
+        // This activation owns the session and has not loaded it: spilled, whatever resident mark the store holds.
+        return SessionInfos.Stored(state, _models, liveSiloName: static _ => null);
     }
 
     /// <summary>Session facts from memory; null while the cache is not loaded.</summary>

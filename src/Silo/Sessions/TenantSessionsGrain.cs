@@ -16,13 +16,13 @@ internal sealed class TenantSessionsGrain(ISessionStore store, ModelCatalog mode
     {
         var key = new SessionKey(Tenant, sessionId);
         var state = await StoreCallAsync(() => store.GetStateAsync(key)) ?? throw SessionException.NotFound(sessionId);
-        return SessionInfos.Stored(state, models, loads.IsLive);
+        return SessionInfos.Stored(state, models, loads.LiveSiloName);
     }
 
     public async Task<SessionListPage> ListSessionsAsync(int pageSize, string? pageToken)
     {
         var page = await StoreCallAsync(() => store.ListAsync(Tenant, pageToken, pageSize));
-        return new SessionListPage(page.Sessions.Select(s => SessionInfos.Stored(s, models, loads.IsLive)).ToArray(), page.NextPageToken);
+        return new SessionListPage(page.Sessions.Select(s => SessionInfos.Stored(s, models, loads.LiveSiloName)).ToArray(), page.NextPageToken);
     }
 
     public Task<ModelDescription[]> ListModelsAsync() =>

@@ -300,16 +300,28 @@ public abstract class SessionStoreContract
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.ListAsync(bad, null, 10).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TakeEpochAsync(Key(bad)).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.GetStateAsync(Key(bad)).AsTask());
+    }
 
-        // Silo names follow the same rules.
+    [Theory]
+    [InlineData("a{b")]
+    [InlineData("a/b")]
+    [InlineData("a b")]
+    [InlineData("a*")]
+    [InlineData("")]
+    [InlineData("é")]
+    public async Task Resident_silos_are_orleans_addresses_and_nothing_else(string bad)
+    {
         var key = await CreateAsync("resident");
         long epoch = await Store.TakeEpochAsync(key);
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.SetResidentAsync(key, bad, epoch).AsTask());
         Assert.Null((await Store.GetStateAsync(key))!.ResidentSilo);
+
+        await Store.SetResidentAsync(key, "[::1]:11111@154321", epoch);
+        Assert.Equal("[::1]:11111@154321", (await Store.GetStateAsync(key))!.ResidentSilo);
     }
 
     [Fact]
-    public async Task Silo_names_are_at_most_128_characters()
+    public async Task Resident_silos_are_at_most_128_characters()
     {
         var key = await CreateAsync("long-silo");
         long epoch = await Store.TakeEpochAsync(key);
@@ -327,9 +339,9 @@ public abstract class SessionStoreContract
         var idle = await CreateAsync("state-idle");
         long epoch = await Store.TakeEpochAsync(key);
         await Store.AppendTokensAsync(key, 0, new[] { 1, 2, 3 }, epoch);
-        await Store.SetResidentAsync(key, "silo-a.example_1", epoch);
+        await Store.SetResidentAsync(key, "10.0.0.7:11111@154321", epoch);
 
-        var state = new SessionState(Record(key), 3, "silo-a.example_1");
+        var state = new SessionState(Record(key), 3, "10.0.0.7:11111@154321");
         Assert.Equal(state, await Store.GetStateAsync(key));
         Assert.Equal([state, new SessionState(Record(idle), 0, null)], (await Store.ListAsync(key.Tenant, null, 10)).Sessions);
 

@@ -22,9 +22,10 @@ internal static class SessionInfos
             model.Config.MaxPositionEmbeddings);
 
     /// <summary>The session as the store holds it: active on its resident silo while that silo is live.</summary>
-    public static SessionInfo Stored(SessionState state, ModelCatalog models, Func<string, bool>? isLive)
+    /// <param name="liveSiloName">The name of the silo at a resident address while it is live, else null.</param>
+    public static SessionInfo Stored(SessionState state, ModelCatalog models, Func<string, string?> liveSiloName)
     {
-        var owner = state.ResidentSilo is { } silo && isLive?.Invoke(silo) == true ? silo : null;
+        var owner = state.ResidentSilo is { } address ? liveSiloName(address) : null;
         var residency = owner is null ? SessionResidency.Spilled : SessionResidency.Active;
         return models.Get(state.Record.Model) is { } model
             ? Create(state.Record, model, state.TokenCount, residency, owner)

@@ -48,7 +48,12 @@ internal static class StoreArguments
     {
         if (silo is not null)
         {
-            ValidateId(silo, nameof(silo));
+            // An Orleans silo address: host:port@generation (an IPv6 host in brackets).
+            ArgumentException.ThrowIfNullOrEmpty(silo, nameof(silo));
+            if (silo.Length > MaxIdLength || silo.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or ':' or '@' or '[' or ']')))
+            {
+                throw new ArgumentException($"Silo address '{silo}' is not host:port@generation.", nameof(silo));
+            }
         }
     }
 
