@@ -105,6 +105,10 @@ public static class SpillBench
         Print("restore: SnapshotReader", payload / restore, payload / restore / (rawBytes / rawGet));
         Print("XXH64 alone (one core)", rawBytes / checksum, null);
         Console.WriteLine("ratio = snapshot path / raw baseline of the same direction (a spill writes new keys)");
+        if (File.Exists("/proc/loadavg"))
+        {
+            Console.WriteLine($"load average (1, 5, 15 min): {string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3))} on {Environment.ProcessorCount} cores");
+        }
         return 0;
     }
 
