@@ -3,9 +3,9 @@
 //                                                                 [--sessions 1,4,16,64] [--steps 8] [--memory-gib 12] [--weights f32|bf16]
 //                                                                 [--cache f32|bf16] [--block-tokens 32] [--scheduler]
 //   dotnet run -c Release --project bench/KvCache.Bench -- kernels [--ops matmul,attention] [--rows 1,4,16,64] [--contexts 1024,8192] [--cached]
-//   dotnet run -c Release --project bench/KvCache.Bench -- spill  [--mib 256]
+//   dotnet run -c Release --project bench/KvCache.Bench -- spill  [--mib 256] [--chunk-kib 1024] [--in-flight 8] [--runs 3] [--connections 2]
 //   dotnet run -c Release --project bench/KvCache.Bench -- quality [--contexts 512,2048] [--tokens 16384]
-//   dotnet run -c Release --project bench/KvCache.Bench -- cluster [--contexts 512,2048,4096]
+//   dotnet run -c Release --project bench/KvCache.Bench -- cluster [--mib 64,256,1024] [--runs 3] [--failovers 5] [--calls 300] [--parts migration,latency,failover] [--setting Section:Key=value]
 using KvCache.Bench;
 
 return args.FirstOrDefault() switch
