@@ -38,7 +38,6 @@ public static class ClusterBench
     private const int ChunkSize = 1 << 20;
     private const int InFlight = 8;
     private const int AppendTokens = 4096;
-    private static readonly TimeSpan MigrationCallTimeout = TimeSpan.FromMinutes(5);
 
     public static async Task<int> RunAsync(string[] args)
     {
@@ -143,23 +142,12 @@ public static class ClusterBench
         ];
 
         var silos = new List<SiloChild>();
-        ChildProcess? gateway = null, migrationGateway = null;
+        ChildProcess? gateway = null;
         try
         {
             watch.Restart();
             silos.AddRange(await Task.WhenAll(SiloChild.StartAsync(siloDll, "silo-0", siloSettings), SiloChild.StartAsync(siloDll, "silo-1", siloSettings)));
-            // The migration part talks to a second Routed gateway whose Orleans calls may take longer than the default
-            // 2 s (ClusterDefaults.ApplyMessaging): SessionMigrations.MoveAsync waits for the target with
-            // ISessionGrain.GetInfoAsync, which has no longer [ResponseTimeout], while the target's activation restores
-            // the whole snapshot before answering; a restore over 2 s (large caches, or a busy machine) makes
-            // MigrateSession fail with UNAVAILABLE although the session moved. Failover and latency use the defaults.
-            var started = await Task.WhenAll(
-                ChildProcess.StartGatewayAsync(gatewayDll, "routed gateway", [.. common, "--Cluster:Mode=Routed"]),
-                parts.Contains("migration")
-                    ? ChildProcess.StartGatewayAsync(gatewayDll, "routed gateway for migrations", [.. common, "--Cluster:Mode=Routed", $"--Cluster:Messaging:ResponseTimeout={MigrationCallTimeout:c}"])
-                    : Task.FromResult<ChildProcess>(null!));
-            gateway = started[0];
-            migrationGateway = started[1];
+            gateway = await ChildProcess.StartGatewayAsync(gatewayDll, "routed gateway", [.. common, "--Cluster:Mode=Routed"]);
             Console.WriteLine($"redis {redis.Endpoint}; 2 silos (cache budget {budgetMiB} MiB each) and the Routed gateway serving after {watch.Elapsed.TotalSeconds:F1} s; " +
                               (extra.Count == 0 ? "failure detection: the silo's defaults (ClusterDefaults)" : $"extra settings: {string.Join(' ', extra)}"));
             var client = gateway.Client;
@@ -168,10 +156,7 @@ public static class ClusterBench
             var failed = 0;
             if (parts.Contains("migration"))
             {
-                Console.WriteLine($"(b) runs through a second Routed gateway with Cluster:Messaging:ResponseTimeout={MigrationCallTimeout:c} (see the note in ClusterBench.RunAsync)");
-                failed += await PartAsync("migration", () => MigrationAsync(migrationGateway!.Client, new AdminClient(migrationGateway.Channel), redis.Endpoint, silos, sizes, bytesPerToken, runs));
-                await migrationGateway!.DisposeAsync();
-                migrationGateway = null;
+                failed += await PartAsync("migration", () => MigrationAsync(client, new AdminClient(gateway.Channel), redis.Endpoint, silos, sizes, bytesPerToken, runs));
             }
 
             if (parts.Contains("latency"))
@@ -195,12 +180,9 @@ public static class ClusterBench
         }
         finally
         {
-            foreach (var child in (ChildProcess?[])[gateway, migrationGateway])
+            if (gateway is not null)
             {
-                if (child is not null)
-                {
-                    await child.DisposeAsync();
-                }
+                await gateway.DisposeAsync();
             }
 
             foreach (var silo in silos)
@@ -229,7 +211,7 @@ public static class ClusterBench
         void Report(string part, Exception e)
         {
             Console.WriteLine($"cluster: {part} FAILED: {e.GetType().Name}: {e.Message}");
-            foreach (var child in silos.Select(s => (ChildProcess?)s.Process).Append(gateway).Append(migrationGateway).OfType<ChildProcess>())
+            foreach (var child in silos.Select(s => (ChildProcess?)s.Process).Append(gateway).OfType<ChildProcess>())
             {
                 Console.Error.WriteLine($"--- {child.Name}, last lines:\n{child.Tail(30)}");
             }
