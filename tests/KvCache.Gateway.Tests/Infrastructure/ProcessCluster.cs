@@ -143,7 +143,9 @@ public sealed class ProcessCluster : IAsyncDisposable
         if (Environment.GetEnvironmentVariable("KVCACHE_TEST_LOGS") is { Length: > 0 } logs)
         {
             var folder = Directory.CreateDirectory(Path.Combine(logs, $"{DateTime.UtcNow:HHmmss}-redis-{_redis.Port}")).FullName;
-            foreach (var (name, output) in Gateways.Select((g, i) => ($"gateway-{i}", g.Output)).Concat(Silos.Select(s => (s.Name, s.Output))))
+            var gateways = Gateways.Select((g, i) => ($"gateway-{i}", $"gRPC port {g.Port}\n{g.Output}"));
+            var silos = Silos.Select(s => (s.Name, $"silo port {s.SiloPort}, gateway port {s.GatewayPort}, health port {s.HealthPort}\n{s.Output}"));
+            foreach (var (name, output) in gateways.Concat(silos))
             {
                 await File.WriteAllTextAsync(Path.Combine(folder, $"{name}.log"), output);
             }
