@@ -1,15 +1,15 @@
+using Grpc.Core;
 using KvCache.Contracts.Admin.V1;
 using KvCache.Contracts.V1;
-using KvCache.Gateway.Routing;
 using KvCache.Gateway.Tests.Infrastructure;
 using KvCache.GpuWorker;
-using KvCache.Transport;
+using KvCache.Silo.Placement;
 using Xunit;
 
 namespace KvCache.Gateway.Tests;
 
 /// <summary>
-/// For every codec: a session migrated live between two silo processes moves its compressed cache (restored on
+/// For every codec: a session migrated live between two Orleans silo processes moves its compressed cache (restored on
 /// the target, nothing replayed) and continues exactly like an undisturbed twin.
 /// </summary>
 [Collection(ClusterProcessesCollection.Name)]
@@ -45,11 +45,12 @@ public sealed class ClusterCodecMigrationIntegrationTests(CodecModelsFixture mod
             var expected = await DecodeAsync(twin, 30);
             await CreateOnAsync("silo-0", model, codec, moved);
             var head = await DecodeAsync(moved, 12);
-            var migrated = await _cluster.Admin.MigrateSessionAsync(new MigrateSessionRequest { SessionId = moved, TargetSilo = _cluster.Silo("silo-1").Endpoint });
+            var migrated = await _cluster.Admin.MigrateSessionAsync(new MigrateSessionRequest { SessionId = moved, TargetSilo = "silo-1" });
             var tail = await DecodeAsync(moved, 18);
 
             Assert.Equal(expected, head.Concat(tail));
             Assert.Equal(cacheBytes(config, Prompt.Length + 12), migrated.CacheBytes);
+            Assert.Equal(("silo-0", "silo-1"), (migrated.FromSilo, migrated.ToSilo));
             Assert.Equal(("silo-1", codec), (migrated.Session.OwnerSilo, migrated.Session.Codec));
             var restored = $"Activated session dev/{moved}: {Prompt.Length + 12} tokens, snapshot at {Prompt.Length + 12}, replayed 0";
             Assert.Contains(restored, _cluster.Silo("silo-1").Output);
@@ -58,7 +59,7 @@ public sealed class ClusterCodecMigrationIntegrationTests(CodecModelsFixture mod
 
     private async Task CreateOnAsync(string silo, string model, string codec, string id)
     {
-        var hinted = new CallOptions(new Metadata { { PlacementHint.Header, _cluster.Silo(silo).Endpoint } });
+        var hinted = new CallOptions(new Metadata { { PlacementHint.Header, silo } });
         var client = _cluster.Gateway.Client;
         await client.CreateSessionAsync(new CreateSessionRequest { Model = model, Codec = codec, SessionId = id }, hinted);
         await client.AppendAsync(new AppendRequest { SessionId = id, TokenIds = { Prompt } }, hinted);

@@ -1,21 +1,20 @@
-using KvCache.Contracts.Internal.V1;
+using System.Diagnostics;
+using Grpc.Core;
 using KvCache.Contracts.V1;
-using KvCache.Gateway.Routing;
 using KvCache.Gateway.Tests.Infrastructure;
-using KvCache.Silo.Cluster.Membership;
-using KvCache.Silo.Cluster.Serving;
-using KvCache.Transport;
+using KvCache.Silo.Placement;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace KvCache.Gateway.Tests;
 
 /// <summary>
-/// Two silo processes behind a routing gateway process on a real redis-server: placement spreads sessions, a
-/// kill -9 of the owner mid-Decode is invisible to the client, SIGTERM moves the sessions off and leaves, and the silos'
-/// internal endpoint takes only the cluster secret.
+/// Two Orleans silo processes behind a routing gateway process on a real redis-server: placement spreads sessions
+/// and a hint picks a silo, a kill -9 of the owner mid-Decode is invisible to the client, and SIGTERM moves the
+/// sessions off before the silo leaves.
 /// </summary>
 [Collection(ClusterProcessesCollection.Name)]
-public sealed class ClusterIntegrationTests : IAsyncLifetime
+public sealed class ClusterIntegrationTests(ITestOutputHelper output) : IAsyncLifetime
 {
     private static readonly int[] Prompt = Enumerable.Range(0, 48).Select(i => (i * 331 + 17) % 8192).ToArray();
 
@@ -39,7 +38,7 @@ public sealed class ClusterIntegrationTests : IAsyncLifetime
 
         Assert.Equal(["silo-0", "silo-1"], owners.Distinct().Order());
 
-        var hinted = new Metadata { { PlacementHint.Header, _cluster.Silo("silo-1").Endpoint } };
+        var hinted = new Metadata { { PlacementHint.Header, "silo-1" } };
         await Client.CreateSessionAsync(new CreateSessionRequest { SessionId = "hinted" }, new CallOptions(hinted));
         await Client.AppendAsync(new AppendRequest { SessionId = "hinted", TokenIds = { Prompt } }, new CallOptions(hinted));
         var session = await Client.GetSessionAsync(new GetSessionRequest { SessionId = "hinted" });
@@ -50,20 +49,25 @@ public sealed class ClusterIntegrationTests : IAsyncLifetime
     [Fact]
     public async Task Kill_9_of_the_owner_during_a_decode_is_invisible_to_the_client_of_the_gateway()
     {
-        var expected = await DecodeTwinAsync("undisturbed");
+        var expected = await DecodeTwinAsync("undisturbed", on: "silo-1");
 
-        await CreateWithPromptAsync("victim");
-        var owner = _cluster.Silo((await Client.GetSessionAsync(new GetSessionRequest { SessionId = "victim" })).OwnerSilo);
-        var survivor = _cluster.Silos.Single(s => s != owner);
+        await CreateWithPromptAsync("victim", on: "silo-0");
+        var owner = _cluster.Silo("silo-0");
+        Assert.Equal(owner.Name, (await Client.GetSessionAsync(new GetSessionRequest { SessionId = "victim" })).OwnerSilo);
         var received = new List<DecodeEvent>();
+        var clock = Stopwatch.StartNew();
+        var arrivals = new List<TimeSpan>();
+        var killedAt = TimeSpan.Zero;
         using (var call = Client.Decode(DecodeCalls.Greedy("victim", 200, "turn-1")))
         {
             while (await call.ResponseStream.MoveNext())
             {
                 received.Add(call.ResponseStream.Current);
+                arrivals.Add(clock.Elapsed);
                 if (received.Count == 10)
                 {
                     await owner.KillAsync();
+                    killedAt = clock.Elapsed;
                 }
             }
         }
@@ -75,66 +79,54 @@ public sealed class ClusterIntegrationTests : IAsyncLifetime
         // The stream really moved: the survivor owns the session now, at its full length.
         var after = await Client.GetSessionAsync(new GetSessionRequest { SessionId = "victim" });
         Assert.Equal(SessionState.Active, after.State);
-        Assert.Equal(survivor.Name, after.OwnerSilo);
+        Assert.Equal("silo-1", after.OwnerSilo);
         Assert.Equal(Prompt.Length + 200, after.Position);
-        Assert.Contains("continuing on the new owner", _cluster.Gateway.Output);
+        Assert.True(await _cluster.Gateway.PrintedAsync("continuing on the new owner"), _cluster.Gateway.Output);
+        Assert.Contains("Activated session dev/victim", _cluster.Silo("silo-1").Output);
+
+        // How long the client waited for the first token from the survivor: tokens already in flight arrive at once
+        // after the kill, then the stream stalls until silo-0 is declared dead and the session is rebuilt on silo-1.
+        // Printed, not asserted: it depends on failure detection and on how busy the machine is.
+        var resumed = arrivals.Select((t, i) => (t, i)).Where(a => a.t > killedAt).MaxBy(a => a.t - arrivals[a.i - 1]);
+        output.WriteLine(
+            $"kill -9 to the first token from the surviving silo: {(resumed.t - killedAt).TotalMilliseconds:F0} ms " +
+            $"(stall {(resumed.t - arrivals[resumed.i - 1]).TotalMilliseconds:F0} ms, after {resumed.i - 10} tokens already in flight)");
     }
 
     [Fact]
     public async Task A_silo_stopped_with_SIGTERM_moves_its_sessions_to_the_other_and_leaves_and_they_resume_there()
     {
-        var expected = await DecodeTwinAsync("twin");
+        var expected = await DecodeTwinAsync("twin", on: "silo-1");
         var leaving = _cluster.Silo("silo-0");
-        var hinted = new CallOptions(new Metadata { { PlacementHint.Header, leaving.Endpoint } });
-        await Client.CreateSessionAsync(new CreateSessionRequest { SessionId = "drained" }, hinted);
-        await Client.AppendAsync(new AppendRequest { SessionId = "drained", TokenIds = { Prompt } }, hinted);
+        await CreateWithPromptAsync("drained", on: "silo-0");
         var first = await DecodeCalls.ReadAllAsync(Client.Decode(DecodeCalls.Greedy("drained", 50)));
         Assert.Equal("silo-0", (await Client.GetSessionAsync(new GetSessionRequest { SessionId = "drained" })).OwnerSilo);
 
         await leaving.StopAsync();
 
-        Assert.Contains("sessions to other silos, spilled 0, and left the cluster", leaving.Output);
-        Assert.Contains($"Migrated session dev/drained to {_cluster.Silo("silo-1").Endpoint}@", leaving.Output);
-        Assert.Equal(SiloStatus.Dead, (await _cluster.MembersAsync())[leaving.Endpoint]);
+        Assert.Contains("Silo silo-0 drained: moved 1 sessions to other silos, spilled 0, and is leaving the cluster", leaving.Output);
+        Assert.Contains("Migrated session dev/drained to silo-1 at position 98", leaving.Output);
+        Assert.Equal("Dead", (await _cluster.ListSilosAsync()).Single(s => s.Name == "silo-0").Status);
+
+        // Moved with its cache: active on silo-1 before any call touched it, restored from the snapshot with nothing replayed.
+        var moved = await Client.GetSessionAsync(new GetSessionRequest { SessionId = "drained" });
+        Assert.Equal(("silo-1", SessionState.Active, 98L), (moved.OwnerSilo, moved.State, moved.Position));
         var rest = await DecodeCalls.ReadAllAsync(Client.Decode(DecodeCalls.Greedy("drained", 150)));
         Assert.Equal(expected, first.Concat(rest).Select(e => e.TokenId));
         Assert.Equal("silo-1", (await Client.GetSessionAsync(new GetSessionRequest { SessionId = "drained" })).OwnerSilo);
         Assert.Contains("Activated session dev/drained: 98 tokens, snapshot at 98, replayed 0", _cluster.Silo("silo-1").Output);
     }
 
-    [Fact]
-    public async Task A_silos_internal_endpoint_takes_the_cluster_secret_and_nothing_else()
+    private async Task CreateWithPromptAsync(string id, string? on = null)
     {
-        var silo = _cluster.Silos[0];
-        var noSecret = await Assert.ThrowsAsync<RpcException>(() => silo.Client.GetStatsAsync(new GetStatsRequest()));
-        var tenantKey = await Assert.ThrowsAsync<RpcException>(() => silo.Client.GetSessionAsync(
-            new SessionCall { Tenant = "dev", SessionId = "any" },
-            new CallOptions(new Metadata { { "authorization", "Bearer dev" } })));
-        var wrongSecret = await Assert.ThrowsAsync<RpcException>(() => silo.Client.CreateSessionAsync(
-            new CreateSessionCall { Tenant = "dev", Request = new CreateSessionRequest { SessionId = "sneaky" } },
-            new CallOptions(SiloProtocol.Headers("not-the-cluster-secret"))));
-
-        Assert.Equal(StatusCode.Unauthenticated, noSecret.StatusCode);
-        Assert.Equal(StatusCode.Unauthenticated, tenantKey.StatusCode);
-        Assert.Equal(StatusCode.Unauthenticated, wrongSecret.StatusCode);
-        Assert.Equal(StatusCode.NotFound, (await Assert.ThrowsAsync<RpcException>(() => Client.GetSessionAsync(new GetSessionRequest { SessionId = "sneaky" }))).StatusCode);
-        Assert.DoesNotContain(ProcessCluster.Secret, silo.Output);
-        Assert.DoesNotContain(ProcessCluster.Secret, _cluster.Gateway.Output);
-
-        var stats = await silo.Client.GetStatsAsync(new GetStatsRequest(), new CallOptions(SiloProtocol.Headers(ProcessCluster.Secret)));
-        Assert.Equal(silo.Name, stats.SiloName);
-        Assert.StartsWith(silo.Endpoint + "@", stats.SiloAddress);
+        var options = new CallOptions(on is null ? null : new Metadata { { PlacementHint.Header, on } });
+        await Client.CreateSessionAsync(new CreateSessionRequest { SessionId = id }, options);
+        await Client.AppendAsync(new AppendRequest { SessionId = id, TokenIds = { Prompt } }, options);
     }
 
-    private async Task CreateWithPromptAsync(string id)
+    private async Task<int[]> DecodeTwinAsync(string id, string on)
     {
-        await Client.CreateSessionAsync(new CreateSessionRequest { SessionId = id });
-        await Client.AppendAsync(new AppendRequest { SessionId = id, TokenIds = { Prompt } });
-    }
-
-    private async Task<int[]> DecodeTwinAsync(string id)
-    {
-        await CreateWithPromptAsync(id);
+        await CreateWithPromptAsync(id, on);
         var events = await DecodeCalls.ReadAllAsync(Client.Decode(DecodeCalls.Greedy(id, 200)));
         Assert.Equal(200, events.Count);
         return events.Select(e => e.TokenId).ToArray();

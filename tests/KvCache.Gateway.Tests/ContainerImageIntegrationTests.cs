@@ -1,23 +1,22 @@
 using System.Globalization;
 using System.Net;
+using Grpc.Core;
 using KvCache.Contracts.V1;
-using KvCache.Gateway.Routing;
 using KvCache.Gateway.Tests.Infrastructure;
+using KvCache.Silo.Placement;
 using KvCache.Testing.Redis;
-using KvCache.Transport;
 using Xunit;
 
 namespace KvCache.Gateway.Tests;
 
 /// <summary>
-/// The published output the Dockerfiles copy (<see cref="PublishedApps"/>), run as Kubernetes runs it: silo
+/// The published output the Dockerfiles copy (<see cref="PublishedApps"/>), run as Kubernetes runs it: Orleans silo
 /// processes and a routing gateway on a real redis-server, health and metrics on a separate HTTP/1.1 endpoint.
 /// Probes answer, <c>/metrics</c> reports what a decode did, and a silo stopped with SIGTERM exits 0 without
 /// losing a token, even of a decode streaming through it.
 /// </summary>
 public sealed class ContainerImageIntegrationTests
 {
-    private const string Secret = "image-test-cluster-secret-0123";
     private static readonly int[] Prompt = Enumerable.Range(0, 16).Select(i => (i * 37 + 5) % 512).ToArray();
 
     [Fact]
@@ -66,8 +65,8 @@ public sealed class ContainerImageIntegrationTests
         var client = cluster.Gateway.Client;
         var leaving = cluster.Silos[0];
         var staying = cluster.Silos[1];
-        var onLeaving = new CallOptions(new Metadata { { PlacementHint.Header, leaving.Endpoint } });
-        var onStaying = new CallOptions(new Metadata { { PlacementHint.Header, staying.Endpoint } });
+        var onLeaving = new CallOptions(new Metadata { { PlacementHint.Header, leaving.Name } });
+        var onStaying = new CallOptions(new Metadata { { PlacementHint.Header, staying.Name } });
 
         await CreateAsync(client, "twin", onStaying);
         var expected = await DecodeCalls.GreedyTokensAsync(client, "twin", 120);
@@ -130,7 +129,7 @@ public sealed class ContainerImageIntegrationTests
 
         private PublishedCluster(RedisServer redis) => _redis = redis;
 
-        public List<PublishedSilo> Silos { get; } = [];
+        public List<SiloProcess> Silos { get; } = [];
 
         public GatewayProcess Gateway { get; private set; } = null!;
 
@@ -145,32 +144,27 @@ public sealed class ContainerImageIntegrationTests
                 string[] common =
                 [
                     $"--Spill:Redis:Endpoint={cluster._redis.Endpoint}",
-                    "--Cluster:Membership:IAmAlivePeriod=00:00:00.500",
-                    "--Cluster:Membership:LeaseDuration=00:00:02",
                     "--Models:CacheBudgetMiB=64",
                     "--Kestrel:Endpoints:Health:Protocols=Http1",
                 ];
                 for (var i = 0; i < silos; i++)
                 {
-                    var health = GatewayProcess.FreePort();
-                    var silo = new SiloProcess($"silo-{i}", GatewayProcess.FreePort(), Secret, [.. common, $"--Kestrel:Endpoints:Health:Url=http://127.0.0.1:{health}"])
-                    {
-                        AppDirectory = siloDirectory,
-                    };
-                    cluster.Silos.Add(new PublishedSilo(silo, health));
+                    var silo = new SiloProcess($"silo-{i}", common) { AppDirectory = siloDirectory };
+                    cluster.Silos.Add(silo);
                     await silo.StartAsync();
                 }
 
                 cluster.GatewayHealthPort = GatewayProcess.FreePort();
                 cluster.Gateway = new GatewayProcess(
                     GatewayProcess.FreePort(),
-                    [.. common, $"--Kestrel:Endpoints:Health:Url=http://127.0.0.1:{cluster.GatewayHealthPort}", "--Cluster:Mode=Routed", "--Cluster:RefreshPeriod=00:00:00.250", $"--Cluster:Secret={Secret}"])
+                    [.. common, $"--Kestrel:Endpoints:Health:Url=http://127.0.0.1:{cluster.GatewayHealthPort}", "--Cluster:Mode=Routed"])
                 {
                     AppDirectory = gatewayDirectory,
                 };
                 await cluster.Gateway.StartAsync();
 
-                // Ready once it has read every silo's load: then placement hints can pick any of them.
+                // Ready once it reaches a silo that serves a model; then a second for every silo to read the others'
+                // loads (and names), so placement hints can pick any of them.
                 while (await cluster.ProbeAsync(cluster.GatewayHealthPort, "/healthz/ready") != HttpStatusCode.OK)
                 {
                     await Task.Delay(100);
@@ -235,20 +229,11 @@ public sealed class ContainerImageIntegrationTests
 
             foreach (var silo in Silos)
             {
-                await silo.Process.DisposeAsync();
+                await silo.DisposeAsync();
             }
 
             _http.Dispose();
             await _redis.DisposeAsync();
         }
-    }
-
-    private sealed record PublishedSilo(SiloProcess Process, int HealthPort)
-    {
-        public string Name => Process.Name;
-
-        public string Endpoint => Process.Endpoint;
-
-        public Task StopAsync() => Process.StopAsync();
     }
 }

@@ -1,45 +1,54 @@
-using KvCache.Contracts.Internal.V1;
-using KvCache.Silo.Cluster.Serving;
-using KvCache.Transport;
+using System.Net;
 
 namespace KvCache.Gateway.Tests.Infrastructure;
 
 /// <summary>
-/// A cluster silo as a real child process (<c>dotnet KvCache.SiloHost.dll</c>): started until it has joined the
-/// cluster, stopped with SIGTERM (spills and leaves) or killed with SIGKILL (no shutdown code runs).
+/// A cluster silo as a real child process (<c>dotnet KvCache.SiloHost.dll</c>), an Orleans silo on loopback with its
+/// own silo port, gateway port (for Orleans clients) and HTTP/1.1 health port: started until <c>/healthz/ready</c>
+/// answers (Orleans lists it as active), stopped with SIGTERM (drains and leaves), frozen with SIGSTOP, or killed with
+/// SIGKILL (no shutdown code runs).
 /// </summary>
 public sealed class SiloProcess : IAsyncDisposable
 {
+    private static readonly HttpClient s_http = new() { Timeout = TimeSpan.FromSeconds(5) };
+
     private readonly string[] _settings;
     private ServiceProcess? _service;
 
     /// <param name="settings">Configuration as <c>Section:Key=value</c> command-line arguments.</param>
-    public SiloProcess(string name, int port, string secret, params string[] settings)
+    public SiloProcess(string name, params string[] settings)
     {
         Name = name;
-        Port = port;
-        Secret = secret;
-        _settings = [$"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{port}", $"--Silo:SiloName={name}", .. settings];
-        Channel = GrpcChannel.ForAddress(new Uri($"http://127.0.0.1:{port}"));
-        Client = new SiloGrpc.SiloClient(Channel.CreateCallInvoker());
+        SiloPort = GatewayProcess.FreePort();
+        GatewayPort = GatewayProcess.FreePort();
+        HealthPort = GatewayProcess.FreePort();
+        _settings =
+        [
+            $"--Silo:SiloName={name}",
+            "--Cluster:AdvertisedAddress=127.0.0.1",
+            $"--Cluster:SiloPort={SiloPort}",
+            $"--Cluster:GatewayPort={GatewayPort}",
+            $"--Kestrel:Endpoints:Health:Url=http://127.0.0.1:{HealthPort}",
+            .. settings,
+        ];
     }
 
     public string Name { get; }
 
-    public int Port { get; }
+    /// <summary>Where the other silos reach it (Orleans' silo-to-silo port).</summary>
+    public int SiloPort { get; }
 
-    public string Secret { get; }
+    /// <summary>Where Orleans clients (gateways) reach it.</summary>
+    public int GatewayPort { get; }
+
+    /// <summary>Its HTTP/1.1 endpoint: <c>/healthz/live</c>, <c>/healthz/ready</c>, <c>/metrics</c>.</summary>
+    public int HealthPort { get; }
 
     /// <summary>The folder the silo runs from: this test's output, or a published image's /app.</summary>
     public string AppDirectory { get; init; } = AppContext.BaseDirectory;
 
-        /// <summary>host:port, the endpoint of its membership row.</summary>
-    public string Endpoint => $"127.0.0.1:{Port}";
-
-    public GrpcChannel Channel { get; }
-
-    /// <summary>A client of the internal endpoint; calls need <see cref="SiloProtocol.Headers"/>.</summary>
-    public SiloGrpc.SiloClient Client { get; }
+    /// <summary>host:port of its silo endpoint, one of the ways a placement hint or an admin call names it.</summary>
+    public string Endpoint => $"127.0.0.1:{SiloPort}";
 
     public string Output => _service?.Output ?? "";
 
@@ -50,12 +59,10 @@ public sealed class SiloProcess : IAsyncDisposable
     {
         // One ServiceProcess across restarts, so Output keeps what every run printed.
         _service ??= new ServiceProcess($"Silo {Name}", Path.Combine(AppDirectory, "KvCache.SiloHost.dll"));
-
-        // The secret travels through the environment, as it would from a mounted secret.
-        _service.Start(_settings, new Dictionary<string, string> { ["Cluster__Secret"] = Secret });
+        _service.Start(_settings);
 
         var deadline = DateTime.UtcNow.AddSeconds(90);
-        while (!Output.Contains("joined the cluster", StringComparison.Ordinal))
+        while (await ProbeAsync("/healthz/ready") != HttpStatusCode.OK)
         {
             if (_service.ExitCode is { } exitCode)
             {
@@ -64,10 +71,24 @@ public sealed class SiloProcess : IAsyncDisposable
 
             if (DateTime.UtcNow > deadline)
             {
-                throw new TimeoutException($"Silo {Name} did not join the cluster:\n{Output}");
+                throw new TimeoutException($"Silo {Name} did not become ready:\n{Output}");
             }
 
             await Task.Delay(100);
+        }
+    }
+
+    /// <summary>GET on the health port; null while nothing answers there.</summary>
+    public async Task<HttpStatusCode?> ProbeAsync(string path)
+    {
+        try
+        {
+            using var response = await s_http.GetAsync(new Uri($"http://127.0.0.1:{HealthPort}{path}"));
+            return response.StatusCode;
+        }
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+        {
+            return null;
         }
     }
 
@@ -92,8 +113,6 @@ public sealed class SiloProcess : IAsyncDisposable
         {
             await _service.DisposeAsync();
         }
-
-        Channel.Dispose();
     }
 
     private ServiceProcess Service => _service ?? throw new InvalidOperationException($"Silo {Name} is not started.");

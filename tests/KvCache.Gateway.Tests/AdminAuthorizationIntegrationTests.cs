@@ -1,7 +1,7 @@
+using Grpc.Core;
 using KvCache.Contracts.Admin.V1;
 using KvCache.Contracts.V1;
 using KvCache.Gateway.Tests.Infrastructure;
-using KvCache.Transport;
 using Xunit;
 
 namespace KvCache.Gateway.Tests;
@@ -29,7 +29,7 @@ public sealed class AdminAuthorizationIntegrationTests : IAsyncLifetime
             $"--Auth:ApiKeys:1:Key={AdminKey}",
             "--Auth:ApiKeys:1:Admin=true",
         ],
-        gatewayHeaders: Tenant.Headers);
+        gatewayHeaders: Operator.Headers);
 
     public async Task DisposeAsync() => await _cluster.DisposeAsync();
 
@@ -45,10 +45,10 @@ public sealed class AdminAuthorizationIntegrationTests : IAsyncLifetime
 
         var admin = _cluster.Admin;
         var migrate = new MigrateSessionRequest { Tenant = "victim", SessionId = "kept" };
-        await AssertCode(StatusCode.PermissionDenied, () => admin.MigrateSessionAsync(migrate, Tenant));
-        await AssertCode(StatusCode.PermissionDenied, () => admin.ListSilosAsync(new ListSilosRequest(), Tenant));
-        await AssertCode(StatusCode.PermissionDenied, () => admin.DrainSiloAsync(new DrainSiloRequest { Silo = before.OwnerSilo }, Tenant));
-        await AssertCode(StatusCode.Unauthenticated, () => admin.MigrateSessionAsync(migrate, default));
+        await AssertCode(StatusCode.PermissionDenied, () => admin.MigrateSessionAsync(migrate, Tenant).ResponseAsync);
+        await AssertCode(StatusCode.PermissionDenied, () => admin.ListSilosAsync(new ListSilosRequest(), Tenant).ResponseAsync);
+        await AssertCode(StatusCode.PermissionDenied, () => admin.DrainSiloAsync(new DrainSiloRequest { Silo = before.OwnerSilo }, Tenant).ResponseAsync);
+        await AssertCode(StatusCode.Unauthenticated, () => admin.MigrateSessionAsync(migrate, default(CallOptions)).ResponseAsync);
 
         var unchanged = await client.GetSessionAsync(new GetSessionRequest { SessionId = "kept" }, Tenant);
         Assert.Equal((before.OwnerSilo, before.Position), (unchanged.OwnerSilo, unchanged.Position));
@@ -58,6 +58,7 @@ public sealed class AdminAuthorizationIntegrationTests : IAsyncLifetime
         Assert.NotEqual(before.OwnerSilo, after.OwnerSilo);
         Assert.Equal(before.Position, after.Position);
         Assert.Equal(before.Position, moved.Position);
+        Assert.Equal((before.OwnerSilo, after.OwnerSilo), (moved.FromSilo, moved.ToSilo));
     }
 
     private static async Task AssertCode(StatusCode code, Func<Task> call) =>
