@@ -29,6 +29,11 @@ public static class KvCacheClientBuilderExtensions
             ClusterDefaults.ApplyMessaging(o);
             configuration.GetSection(ClusterDefaults.MessagingSection).Bind(o);
         });
+        client.Configure<GatewayOptions>(o =>
+        {
+            ClusterDefaults.ApplyGateways(o);
+            configuration.GetSection(ClusterDefaults.GatewaysSection).Bind(o);
+        });
         client.UseRedisClustering(o => o.ConfigurationOptions = redis.ToConfigurationOptions());
         if (ClusterDefaults.Certificate(options.Tls) is { } certificate)
         {

@@ -9,6 +9,7 @@ internal static class ClusterDefaults
 {
     public const string MembershipSection = "Cluster:Membership";
     public const string MessagingSection = "Cluster:Messaging";
+    public const string GatewaysSection = "Cluster:Gateways";
 
     /// <summary>
     /// Failure detection fast enough that a killed silo's sessions answer on another silo within about 2 s: a probe
@@ -31,6 +32,12 @@ internal static class ClusterDefaults
     /// activation; the long calls (Append's prefill, spill, migration, drain) carry their own longer timeouts.
     /// </summary>
     public static void ApplyMessaging(MessagingOptions options) => options.ResponseTimeout = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// A gateway rereads the silos' gateway list every 2 s (Orleans' default: 1 min), so it stops sending through a
+    /// silo the cluster has declared dead — one frozen, with its connections still open — within the failover timeout.
+    /// </summary>
+    public static void ApplyGateways(GatewayOptions options) => options.GatewayListRefreshPeriod = TimeSpan.FromSeconds(2);
 
     /// <summary>The cluster's TLS certificate, or null when TLS is off.</summary>
     public static X509Certificate2? Certificate(ClusterTlsOptions options) =>
