@@ -173,7 +173,9 @@ internal sealed partial class SessionGrain
             while (produced < options.MaxTokens)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                if (_leaving || Volatile.Read(ref _pendingMigrations) > 0)
+                // A resumable Decode yields to a waiting migration and goes on at the new owner; one without a
+                // request id could not, so the migration waits for it to end.
+                if (_leaving || (options.RequestId is not null && Volatile.Read(ref _pendingMigrations) > 0))
                 {
                     throw Moved();
                 }

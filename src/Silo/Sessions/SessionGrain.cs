@@ -64,8 +64,8 @@ internal sealed partial class SessionGrain : Grain, ISessionGrain, IResidentSess
     /// have not started yet are refused as <see cref="SessionErrorCode.Moved"/>, and a running Decode stops.</summary>
     private volatile bool _leaving;
 
-    /// <summary>Migrations waiting for the session's turn: a running Decode yields to them after its current token
-    /// (a resumable Decode goes on at the new owner) instead of holding the session until it ends.</summary>
+    /// <summary>Migrations waiting for the session's turn: a running Decode with a request id yields to them after its
+    /// current token (it goes on at the new owner) instead of holding the session until it ends.</summary>
     private int _pendingMigrations;
 
     public SessionGrain(
