@@ -1,10 +1,9 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using Grpc.Core;
 using Grpc.Net.Client;
 using KvCache.Contracts.V1;
+using KvCache.Testing.Net;
 using KvCacheClient = KvCache.Contracts.V1.KvCache.KvCacheClient;
 
 namespace KvCache.Bench.Cluster;
@@ -15,10 +14,7 @@ namespace KvCache.Bench.Cluster;
 /// </summary>
 internal sealed class ChildProcess : IAsyncDisposable
 {
-    // Below the ephemeral range, so no outgoing connection takes a port between the probe and the child's bind.
-    private const int FirstPort = 48000;
-    private const int LastPort = 48999;
-    private static readonly HashSet<int> s_handedOut = [];
+    private static readonly LoopbackPorts s_ports = new(48000, 48999);
 
     private readonly Process _process;
     private readonly StringBuilder _output = new();
@@ -59,32 +55,7 @@ internal sealed class ChildProcess : IAsyncDisposable
         return Path.Combine(Directory.GetCurrentDirectory(), "src", project, "bin", configuration, framework, dll);
     }
 
-    public static int FreePort()
-    {
-        for (var attempt = 0; attempt < 500; attempt++)
-        {
-            var port = Random.Shared.Next(FirstPort, LastPort + 1);
-            lock (s_handedOut)
-            {
-                if (!s_handedOut.Add(port))
-                {
-                    continue;
-                }
-            }
-
-            try
-            {
-                using var listener = new TcpListener(IPAddress.Loopback, port);
-                listener.Start();
-                return port;
-            }
-            catch (SocketException)
-            {
-            }
-        }
-
-        throw new InvalidOperationException($"No free port in {FirstPort}-{LastPort}.");
-    }
+    public static int FreePort() => s_ports.Take();
 
     public static ChildProcess Start(string dll, string name, IEnumerable<string> arguments)
     {

@@ -1,6 +1,5 @@
-using System.Net;
-using System.Net.Sockets;
 using KvCache.Contracts.V1;
+using KvCache.Testing.Net;
 using Grpc.Core;
 using Grpc.Net.Client;
 
@@ -13,7 +12,7 @@ namespace KvCache.Gateway.Tests.Infrastructure;
 public sealed class GatewayProcess : IAsyncDisposable
 {
     // Test classes run in parallel and a child process binds its port only later: never hand a port out twice.
-    private static readonly HashSet<int> s_handedOut = [];
+    private static readonly LoopbackPorts s_ports = new(TestPorts.FirstServicePort, TestPorts.LastServicePort);
 
     private readonly string[] _settings;
     private ServiceProcess? _service;
@@ -87,32 +86,7 @@ public sealed class GatewayProcess : IAsyncDisposable
     }
 
     /// <summary>A free loopback port in this test project's service range (<see cref="TestPorts"/>).</summary>
-    public static int FreePort()
-    {
-        for (var attempt = 0; attempt < 200; attempt++)
-        {
-            var port = Random.Shared.Next(TestPorts.FirstServicePort, TestPorts.LastServicePort + 1);
-            lock (s_handedOut)
-            {
-                if (!s_handedOut.Add(port))
-                {
-                    continue;
-                }
-            }
-
-            try
-            {
-                using var listener = new TcpListener(IPAddress.Loopback, port);
-                listener.Start();
-                return port;
-            }
-            catch (SocketException)
-            {
-            }
-        }
-
-        throw new InvalidOperationException($"No free port in {TestPorts.FirstServicePort}-{TestPorts.LastServicePort}.");
-    }
+    public static int FreePort() => s_ports.Take();
 
     private async Task WaitUntilServingAsync(Metadata? headers)
     {
