@@ -86,11 +86,14 @@ public sealed class ClusterIntegrationTests(ITestOutputHelper output) : IAsyncLi
 
         // How long the client waited for the first token from the survivor: tokens already in flight arrive at once
         // after the kill, then the stream stalls until silo-0 is declared dead and the session is rebuilt on silo-1.
-        // Printed, not asserted: it depends on failure detection and on how busy the machine is.
+        // Printed, and asserted only loosely: it depends on failure detection (about 2 s) and on how busy the machine
+        // is; the cluster bench measures it.
         var resumed = arrivals.Select((t, i) => (t, i)).Where(a => a.t > killedAt).MaxBy(a => a.t - arrivals[a.i - 1]);
+        var gap = resumed.t - killedAt;
         output.WriteLine(
-            $"kill -9 to the first token from the surviving silo: {(resumed.t - killedAt).TotalMilliseconds:F0} ms " +
+            $"kill -9 to the first token from the surviving silo: {gap.TotalMilliseconds:F0} ms " +
             $"(stall {(resumed.t - arrivals[resumed.i - 1]).TotalMilliseconds:F0} ms, after {resumed.i - 10} tokens already in flight)");
+        Assert.True(gap < TimeSpan.FromSeconds(10), $"the next token came {gap.TotalSeconds:F1} s after the kill");
     }
 
     [Fact]
