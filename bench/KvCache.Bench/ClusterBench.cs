@@ -464,8 +464,10 @@ public static class ClusterBench
                 }
                 else if (positions.Count == KillAfter)
                 {
-                    victim.Process.Kill();
+                    // Timed from the SIGKILL, not from the process's exit.
+                    var killed = victim.Process.KillAsync();
                     sinceKill = Stopwatch.StartNew();
+                    await killed;
                 }
             }
 

@@ -5,6 +5,7 @@ using Grpc.Net.Client;
 using KvCache.Contracts.V1;
 using KvCache.Gateway.Tests.Infrastructure;
 using Xunit;
+using KvCache.Testing.Processes;
 
 namespace KvCache.Gateway.Tests;
 

@@ -1,26 +1,24 @@
-using System.Diagnostics;
-using System.Text;
 using Grpc.Core;
 using Grpc.Net.Client;
 using KvCache.Contracts.V1;
 using KvCache.Testing.Net;
+using KvCache.Testing.Processes;
 using KvCacheClient = KvCache.Contracts.V1.KvCache.KvCacheClient;
 
 namespace KvCache.Bench.Cluster;
 
 /// <summary>
-/// One of the service's programs as a child process (<c>dotnet X.dll</c>, as the gateway tests start them), with what
-/// it printed kept for failure messages; killed with SIGKILL when disposed.
+/// One of the service's programs as a child process (the tests' <see cref="ServiceProcess"/>), with a gRPC client
+/// when it is a gateway; killed with SIGKILL when disposed.
 /// </summary>
 internal sealed class ChildProcess : IAsyncDisposable
 {
     private static readonly LoopbackPorts s_ports = new(48000, 48999);
 
-    private readonly Process _process;
-    private readonly StringBuilder _output = new();
+    private readonly ServiceProcess _process;
     private GrpcChannel? _channel;
 
-    private ChildProcess(string name, Process process)
+    private ChildProcess(string name, ServiceProcess process)
     {
         Name = name;
         _process = process;
@@ -32,8 +30,6 @@ internal sealed class ChildProcess : IAsyncDisposable
     public GrpcChannel Channel => _channel ?? throw new InvalidOperationException($"{Name} serves no gRPC.");
 
     public KvCacheClient Client { get; private set; } = null!;
-
-    public bool HasExited => _process.HasExited;
 
     /// <summary>
     /// The build output of <c>src/{project}</c> in this bench's configuration (Release or Debug): the bench project
@@ -59,25 +55,9 @@ internal sealed class ChildProcess : IAsyncDisposable
 
     public static ChildProcess Start(string dll, string name, IEnumerable<string> arguments)
     {
-        var start = new ProcessStartInfo("dotnet")
-        {
-            WorkingDirectory = Path.GetDirectoryName(dll)!,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        start.ArgumentList.Add(dll);
-        foreach (var argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        start.Environment["DOTNET_ENVIRONMENT"] = "Production";
-        var child = new ChildProcess(name, Process.Start(start) ?? throw new InvalidOperationException($"Could not start {name}."));
-        child._process.OutputDataReceived += (_, e) => child.Append(e.Data);
-        child._process.ErrorDataReceived += (_, e) => child.Append(e.Data);
-        child._process.BeginOutputReadLine();
-        child._process.BeginErrorReadLine();
-        return child;
+        var process = new ServiceProcess(name, dll);
+        process.Start(arguments);
+        return new ChildProcess(name, process);
     }
 
     /// <summary>Starts a gateway on a free port and waits until it lists a model (so it can place sessions).</summary>
@@ -114,45 +94,21 @@ internal sealed class ChildProcess : IAsyncDisposable
 
     public void ThrowIfExited()
     {
-        if (_process.HasExited)
+        if (_process.ExitCode is { } exitCode)
         {
-            throw new InvalidOperationException($"{Name} exited with {_process.ExitCode}:\n{Tail(40)}");
+            throw new InvalidOperationException($"{Name} exited with {exitCode}:\n{Tail(40)}");
         }
     }
 
     /// <summary>SIGKILL: no shutdown code runs.</summary>
-    public void Kill() => _process.Kill(entireProcessTree: true);
+    public Task KillAsync() => _process.KillAsync();
 
-    public string Tail(int lines)
-    {
-        lock (_output)
-        {
-            var all = _output.ToString().Split('\n');
-            return string.Join('\n', all.Skip(Math.Max(0, all.Length - lines)));
-        }
-    }
+    public string Tail(int lines) => _process.Tail(lines);
 
     public async ValueTask DisposeAsync()
     {
-        if (!_process.HasExited)
-        {
-            _process.Kill(entireProcessTree: true);
-        }
-
-        await _process.WaitForExitAsync();
+        await _process.DisposeAsync();
         _channel?.Dispose();
-        _process.Dispose();
-    }
-
-    private void Append(string? line)
-    {
-        if (line is not null)
-        {
-            lock (_output)
-            {
-                _output.AppendLine(line);
-            }
-        }
     }
 }
 

@@ -36,6 +36,11 @@ public sealed class RedisSiloLoadTable(IConnectionMultiplexer redis, string keyP
     private static bool TryRead(HashEntry field, out SiloLoad load)
     {
         load = null!;
+        if (!SiloAddress.TryParse((string?)field.Name, out var address))
+        {
+            return false;
+        }
+
         try
         {
             if (JsonSerializer.Deserialize<Entry>((string)field.Value!) is not { } entry)
@@ -43,10 +48,10 @@ public sealed class RedisSiloLoadTable(IConnectionMultiplexer redis, string keyP
                 return false;
             }
 
-            load = entry.ToLoad(SiloAddress.FromParsableString(field.Name!));
+            load = entry.ToLoad(address);
             return true;
         }
-        catch (Exception ex) when (ex is JsonException or FormatException or ArgumentException or IndexOutOfRangeException)
+        catch (JsonException)
         {
             return false;
         }

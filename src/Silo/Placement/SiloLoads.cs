@@ -100,20 +100,12 @@ internal sealed class SiloLoads : ILifecycleParticipant<ISiloLifecycle>
 
     /// <summary>The name of the silo at <paramref name="address"/> (Orleans' parsable address, generation included)
     /// while it is an active member of the cluster; null once it is gone, even if a restarted silo took its name.</summary>
-    public string? LiveSiloName(string address)
-    {
-        SiloAddress silo;
-        try
-        {
-            silo = SiloAddress.FromParsableString(address);
-        }
-        catch (FormatException)
-        {
-            return null;
-        }
-
-        return _membership.CurrentSnapshot.Members.TryGetValue(silo, out var member) && member.Status == SiloStatus.Active ? member.Name : null;
-    }
+    public string? LiveSiloName(string address) =>
+        SiloAddress.TryParse(address, out var silo)
+        && _membership.CurrentSnapshot.Members.TryGetValue(silo, out var member)
+        && member.Status == SiloStatus.Active
+            ? member.Name
+            : null;
 
     /// <summary>
     /// Picks the silo for a new activation among <paramref name="candidates"/> (Orleans' active silos): the one

@@ -112,7 +112,8 @@ public interface ISessionStore
 
     /// <summary>
     /// Records which silo holds the session's cache in memory (null: none). Fenced only: just the session's current
-    /// activation may say where it lives. A silo name is 1-128 characters of [A-Za-z0-9._-].
+    /// activation may say where it lives. The silo is its Orleans address (<c>host:port@generation</c>, which a restarted
+    /// silo never reuses), at most 128 characters.
     /// </summary>
     /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's current epoch.</exception>
     ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default);

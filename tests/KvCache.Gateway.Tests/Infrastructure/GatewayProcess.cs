@@ -2,6 +2,7 @@ using KvCache.Contracts.V1;
 using KvCache.Testing.Net;
 using Grpc.Core;
 using Grpc.Net.Client;
+using KvCache.Testing.Processes;
 
 namespace KvCache.Gateway.Tests.Infrastructure;
 

@@ -1,4 +1,5 @@
 using System.Net;
+using KvCache.Testing.Processes;
 
 namespace KvCache.Gateway.Tests.Infrastructure;
 

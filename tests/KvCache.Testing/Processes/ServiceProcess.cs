@@ -1,12 +1,12 @@
 using System.Diagnostics;
 using System.Text;
 
-namespace KvCache.Gateway.Tests.Infrastructure;
+namespace KvCache.Testing.Processes;
 
 /// <summary>
 /// One of the project's executables as a real child process (<c>dotnet X.dll</c>): started, signalled as
 /// Kubernetes would (SIGTERM, SIGSTOP/SIGCONT), killed with SIGKILL, with everything it printed kept for failure
-/// messages. <see cref="GatewayProcess"/> and <see cref="SiloProcess"/> add what is particular to each.
+/// messages. The gateway tests and the cluster bench add what is particular to a gateway or a silo.
 /// </summary>
 public sealed class ServiceProcess(string name, string dllPath)
 {
@@ -25,6 +25,13 @@ public sealed class ServiceProcess(string name, string dllPath)
     }
 
     public bool IsRunning => _process is { HasExited: false };
+
+    /// <summary>The last <paramref name="lines"/> lines it printed.</summary>
+    public string Tail(int lines)
+    {
+        var all = Output.Split('\n');
+        return string.Join('\n', all.Skip(Math.Max(0, all.Length - lines)));
+    }
 
     /// <summary>The exit code if the process has exited, else null.</summary>
     public int? ExitCode => _process is { HasExited: true } exited ? exited.ExitCode : null;
