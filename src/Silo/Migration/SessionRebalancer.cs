@@ -13,12 +13,14 @@ namespace KvCache.Silo.Migration;
 /// </summary>
 internal sealed class SessionRebalancer(
     IClusterMembershipService membership,
+    IClusterManifestProvider manifests,
     SiloLoads loads,
     ResidentSessions resident,
     IGrainFactory grains,
     IOptions<ClusterOptions> options,
     ILogger<SessionRebalancer> logger) : ILifecycleParticipant<ISiloLifecycle>
 {
+    private static readonly TimeSpan ManifestWait = TimeSpan.FromSeconds(10);
     private readonly CancellationTokenSource _stopping = new();
     private Task? _loop;
 
@@ -56,6 +58,7 @@ internal sealed class SessionRebalancer(
                 {
                     foreach (var newcomer in active.Where(m => !m.SiloAddress.Equals(loads.LocalAddress) && !known.Contains(m.SiloAddress)))
                     {
+                        await WaitForGrainTypesAsync(newcomer.SiloAddress, stopping);
                         await MoveShareAsync(newcomer.Name, active.Count, stopping);
                     }
                 }
@@ -66,6 +69,19 @@ internal sealed class SessionRebalancer(
         }
         catch (OperationCanceledException) when (stopping.IsCancellationRequested)
         {
+        }
+    }
+
+    /// <summary>
+    /// Waits (a few seconds at most) until this silo's cluster manifest lists the newcomer's grain types: Orleans
+    /// places only on silos it knows can host the grain, so a move sent earlier would land on another silo.
+    /// </summary>
+    private async Task WaitForGrainTypesAsync(SiloAddress newcomer, CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + ManifestWait;
+        while (!manifests.Current.Silos.ContainsKey(newcomer) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(50), cancellationToken);
         }
     }
 

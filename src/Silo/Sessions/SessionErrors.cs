@@ -18,6 +18,8 @@ public enum SessionErrorCode
 }
 
 /// <summary>A session call failed for a reason the caller can act on; it crosses grain calls intact.</summary>
+/// <remarks>Grains throw it without an inner exception (they log the cause): Orleans would otherwise have to serialize
+/// the inner one's type, e.g. a Redis exception, and the call would fail with a codec error instead.</remarks>
 [GenerateSerializer]
 public sealed class SessionException(SessionErrorCode code, string message, Exception? inner = null)
     : Exception(message, inner)

@@ -219,7 +219,6 @@ internal sealed partial class SessionGrain : Grain, ISessionGrain, IResidentSess
         _gate.Release();
     }
 
-    // Errors a grain throws carry no inner exception: Orleans would have to serialize its (e.g. Redis) type to the caller.
     private SessionException Moved() =>
         new(SessionErrorCode.Moved, $"Session '{Key.SessionId}' moved to another activation; retry.");
 
