@@ -16,7 +16,7 @@ public static class DecodeBench
 {
     private const string Usage =
         "usage: decode [--codecs full,svd-gqa,yoco,fusedkv,fourier] [--contexts 1024,8192,32768] [--sessions 1,4,16,64 (at most 64)] "
-        + "[--steps 8] [--memory-gib 12] [--weights f32|bf16] [--cache f32|bf16] [--block-tokens 32] [--scheduler]";
+        + "[--steps 8] [--memory-gib 12] [--weights f32|bf16] [--cache f32|bf16] [--block-tokens 32] [--scheduler] [--capacity-gib G] [--json PATH]";
 
     private const int WarmupSteps = 2;
     // A fourier cache keeps three block lists (slots, coefficients, middle tokens), each rounded up to whole blocks.
@@ -28,16 +28,22 @@ public static class DecodeBench
     // Its caches are f32 only (a model with bf16 caches does not offer it).
     private static readonly string[] s_f32CacheCodecs = [FourierKvCache.CodecId];
 
-    private sealed record Options(string[] Codecs, int[] Contexts, int[] Sessions, int Steps, double MemoryGiB, WeightFormat Weights, KvCacheFormat Cache, int BlockTokens, bool Scheduler)
+    private sealed record Options(
+        string[] Codecs, int[] Contexts, int[] Sessions, int Steps, double MemoryGiB, WeightFormat Weights, KvCacheFormat Cache, int BlockTokens, bool Scheduler,
+        double? CapacityGiB, string? Json)
     {
         public long BudgetBytes => (long)(MemoryGiB * (1L << 30));
+
+        /// <summary>With <c>--capacity-gib</c>: the fixed cache budget each cell fills with as many sessions as fit.</summary>
+        public long? CapacityBytes => CapacityGiB is { } g ? (long)(g * (1L << 30)) : null;
 
         /// <summary>Tokens a cache filled to <paramref name="context"/> holds after the warmup and timed steps.</summary>
         public int FinalTokens(int context) => context + WarmupSteps + Steps;
     }
 
-    /// <summary>One measured cell, kept for the summary.</summary>
-    private readonly record struct Result(string Codec, int Context, int Sessions, double TokensPerSecond, double OfCeiling, double BytesPerToken);
+    /// <summary>One measured cell, kept for the summary and the JSON results.</summary>
+    internal readonly record struct Result(
+        string Codec, int Context, int Sessions, string Weights, string Cache, double TokensPerSecond, double OfCeiling, double BytesPerToken, double? CapacityGiB);
 
     public static async Task<int> RunAsync(string[] args)
     {
@@ -77,13 +83,25 @@ public static class DecodeBench
             root.Delete(recursive: true);
         }
 
-        PrintSummary(results, o);
+        if (o.CapacityGiB is null)
+        {
+            PrintSummary(results, o);
+        }
+
+        if (o.Json is { } json)
+        {
+            BenchResults.Write(json, "decode", results);
+            Console.WriteLine($"results: {json}");
+        }
+
         return 0;
     }
 
     private static Options? Parse(string[] args)
     {
-        var o = new Options(s_codecs, [1024, 8192, 32768], [1, 4, 16, 64], Steps: 8, MemoryGiB: 12, WeightFormat.F32, KvCacheFormat.F32, new ModelLoadOptions().BlockTokens, Scheduler: false);
+        var o = new Options(
+            s_codecs, [1024, 8192, 32768], [1, 4, 16, 64], Steps: 8, MemoryGiB: 12, WeightFormat.F32, KvCacheFormat.F32, new ModelLoadOptions().BlockTokens, Scheduler: false,
+            CapacityGiB: null, Json: null);
         try
         {
             for (int i = 0; i < args.Length; i++)
@@ -118,6 +136,12 @@ public static class DecodeBench
                     case "--scheduler":
                         o = o with { Scheduler = true };
                         break;
+                    case "--capacity-gib" when hasValue:
+                        o = o with { CapacityGiB = double.Parse(args[++i], CultureInfo.InvariantCulture) };
+                        break;
+                    case "--json" when hasValue:
+                        o = o with { Json = args[++i] };
+                        break;
                     default:
                         return null;
                 }
@@ -132,7 +156,7 @@ public static class DecodeBench
         bool valid = o.Codecs.Length > 0 && o.Codecs.All(s_codecs.Contains)
             && o.Contexts.Length > 0 && o.Contexts.All(c => c > 0)
             && o.Sessions.Length > 0 && o.Sessions.All(s => s is >= 1 and <= LlamaModel.ChunkTokens)
-            && o.Steps > 0 && o.MemoryGiB > 0 && o.BlockTokens > 0;
+            && o.Steps > 0 && o.MemoryGiB > 0 && o.BlockTokens > 0 && o.CapacityGiB is null or > 0;
         return valid ? o : null;
     }
 
@@ -215,7 +239,7 @@ public static class DecodeBench
     }
 
     /// <summary>The model a codec runs on: the benchmark model, converted or rebuilt for the codecs that need it.</summary>
-    private static ModelConfig ConfigFor(string codec) => codec switch
+    internal static ModelConfig ConfigFor(string codec) => codec switch
     {
         FullKvCache.CodecId or FourierKvCache.CodecId => ModelConfig.Benchmark,
 
@@ -271,10 +295,8 @@ public static class DecodeBench
 
     private static long PoolBytes(LlamaModel probe, string[] codecs, int[] contexts, Options o)
     {
-        // A pool block holds BlockTokens tokens of the model's own codec (Codecs[0]), whose bytes grow linearly.
-        string own = probe.Codecs[0];
-        long block = probe.CacheBytesAt(own, 2 * o.BlockTokens) - probe.CacheBytesAt(own, o.BlockTokens);
-        long pool = 0;
+        long block = BlockBytes(probe, o);
+        long pool = o.CapacityBytes is { } capacity ? (capacity + block - 1) / block * block : 0;
         foreach (string codec in codecs.Where(probe.Codecs.Contains))
         {
             // The warm-up's two caches must fit too.
@@ -283,7 +305,7 @@ public static class DecodeBench
             {
                 long perCache = probe.CacheBytesAt(codec, o.FinalTokens(context));
                 long blocks = (perCache + block - 1) / block + SpareBlocksPerCache;
-                foreach (int sessions in o.Sessions.Where(s => s * perCache <= o.BudgetBytes))
+                foreach (int sessions in o.CapacityBytes is null ? o.Sessions.Where(s => s * perCache <= o.BudgetBytes) : [])
                 {
                     pool = Math.Max(pool, sessions * blocks * block);
                 }
@@ -292,6 +314,10 @@ public static class DecodeBench
 
         return pool;
     }
+
+    /// <summary>A pool block holds BlockTokens tokens of the model's own codec (Codecs[0]), whose bytes grow linearly.</summary>
+    private static long BlockBytes(LlamaModel model, Options o) =>
+        model.CacheBytesAt(model.Codecs[0], 2 * o.BlockTokens) - model.CacheBytesAt(model.Codecs[0], o.BlockTokens);
 
     private static async Task RunCodecAsync(LlamaModel model, string codec, int[] contexts, Options o, MemoryBandwidth bandwidth, List<Result> results)
     {
@@ -309,6 +335,21 @@ public static class DecodeBench
             + $"{"resident MiB",12} {"codec MiB",10} {"overhead",9}");
         foreach (int context in contexts)
         {
+            if (o.CapacityBytes is { } capacity)
+            {
+                // Sessions per budget: as many caches of this context as the pool's blocks hold, all decoding.
+                long block = BlockBytes(model, o);
+                long blocks = (model.CacheBytesAt(codec, o.FinalTokens(context)) + block - 1) / block + SpareBlocksPerCache;
+                int fit = (int)Math.Min(int.MaxValue, o.CapacityBytes.Value / block / blocks);
+                Console.WriteLine($"{context,8} {fit,8} sessions fit in {o.CapacityGiB:G} GiB ({fit / o.CapacityGiB:F1} per GiB)");
+                if (fit > 0)
+                {
+                    results.Add(await RunCellAsync(model, codec, context, fit, o with { Scheduler = o.Scheduler || fit > LlamaModel.ChunkTokens }, bandwidth));
+                }
+
+                continue;
+            }
+
             foreach (int sessions in o.Sessions)
             {
                 long need = sessions * model.CacheBytesAt(codec, o.FinalTokens(context));
@@ -344,7 +385,7 @@ public static class DecodeBench
             $"{context,8} {sessions,8} {tokensPerSecond,9:F1} {timing.Seconds / timing.Passes * 1e3,8:F2} {bytesRead / tokens / 1e6,9:F1} {gbps,7:F1} "
             + $"{ceiling,7:F1} {$"{probes[0]:F0}, {probes[1]:F0}",9} {gbps / ceiling,10:P0} {(double)timing.AllocatedBytes / timing.Passes,12:F0} {MiB(resident / sessions),12:F1} {MiB(held / sessions),10:F1} "
             + $"{(double)resident / held - 1,9:P1}");
-        return new Result(codec, context, sessions, tokensPerSecond, gbps / ceiling, bytesRead / tokens);
+        return new Result(codec, context, sessions, o.Weights.ToString(), o.Cache.ToString(), tokensPerSecond, gbps / ceiling, bytesRead / tokens, o.CapacityGiB);
     }
 
     private static void PrintSummary(List<Result> results, Options o)
