@@ -2,12 +2,17 @@
 # Runs every test. Installs what the tests need when missing (Debian packages; needs root or sudo):
 #   redis-server                         real Redis for the spill-store and end-to-end tests
 #   python3-grpcio python3-grpc-tools    a stock gRPC client for the interop tests (under /usr/bin/python3)
+#   python3-sentencepiece python3-regex  reference tokenizers (SentencePiece; GPT-2's byte-level BPE algorithm)
+#   python3-jinja2                       reference chat-template rendering
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 /usr/bin/python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1 || missing+=(python3-grpcio python3-grpc-tools)
+/usr/bin/python3 -c 'import sentencepiece' >/dev/null 2>&1 || missing+=(python3-sentencepiece)
+/usr/bin/python3 -c 'import regex' >/dev/null 2>&1 || missing+=(python3-regex)
+/usr/bin/python3 -c 'import jinja2' >/dev/null 2>&1 || missing+=(python3-jinja2)
 if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"

@@ -17,7 +17,9 @@ namespace KvCache.Gateway.Services;
 public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator auth, TenantQuotas quotas) : V1.KvCache.KvCacheBase
 {
     private const int DefaultTopLogprobs = 5;
-    private const int MaxTopLogprobs = 20;
+
+    /// <summary>Most next-token log-probabilities an Append returns (exact perplexity needs prompt_logprobs instead).</summary>
+    private const int MaxTopLogprobs = 256;
 
     public override async Task<V1.Session> CreateSession(CreateSessionRequest request, ServerCallContext context)
     {
@@ -38,13 +40,10 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
         }
 
         var key = Key(tenant, request.SessionId);
-        var tokens = request.TokenIds.ToArray();
-        await quotas.CheckCacheAsync(key, tokens.Length, context.CancellationToken);
-        var result = await sessions.AppendAsync(
-            key,
-            tokens,
-            request.TopLogprobs == 0 ? DefaultTopLogprobs : request.TopLogprobs,
-            context.CancellationToken);
+        var input = ProtoMapping.ToInput(request, request.TopLogprobs == 0 ? DefaultTopLogprobs : request.TopLogprobs);
+        // Text and messages are tokenized by the session's silo: the quota sees their tokens once they are appended.
+        await quotas.CheckCacheAsync(key, Math.Max(1, input.TokenIds.Length), context.CancellationToken);
+        var result = await sessions.AppendAsync(key, input, context.CancellationToken);
         quotas.Advanced(key, result.Position);
         return ProtoMapping.ToProto(result);
     }

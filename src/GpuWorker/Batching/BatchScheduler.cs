@@ -68,12 +68,14 @@ public sealed class BatchScheduler : IDisposable
 
     /// <summary>
     /// Appends <paramref name="tokens"/> to <paramref name="cache"/> in the next passes and writes the last token's
-    /// next-token logits to <paramref name="logits"/>, like <see cref="ILanguageModel.Forward"/>.
+    /// next-token logits to <paramref name="logits"/>, like <see cref="ILanguageModel.Forward"/>; with
+    /// <paramref name="scores"/> (length tokens − 1), also the log-probability of each token after the first given
+    /// the tokens before it.
     /// </summary>
     /// <remarks>Input errors and a full cache pool throw here, synchronously, before anything is queued.</remarks>
     /// <exception cref="CacheCapacityException">The pool has no room for the new tokens; the cache is unchanged.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A token id outside the vocabulary, or past max positions.</exception>
-    public ValueTask ForwardAsync(ForwardRequest request, IKvCache cache, ReadOnlyMemory<int> tokens, Memory<float> logits)
+    public ValueTask ForwardAsync(ForwardRequest request, IKvCache cache, ReadOnlyMemory<int> tokens, Memory<float> logits, Memory<float> scores = default)
     {
         ArgumentNullException.ThrowIfNull(request);
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -82,8 +84,13 @@ public sealed class BatchScheduler : IDisposable
             throw new ArgumentException($"Logits need {_model.Config.VocabSize} elements, got {logits.Length}.", nameof(logits));
         }
 
+        if (!scores.IsEmpty && scores.Length < tokens.Length - 1)
+        {
+            throw new ArgumentException($"Scores need {tokens.Length - 1} elements, got {scores.Length}.", nameof(scores));
+        }
+
         _model.Reserve(cache, tokens.Span);
-        var pending = request.Start(cache, tokens, logits);
+        var pending = request.Start(cache, tokens, logits, scores);
         lock (_gate)
         {
             if (_disposed)
@@ -224,7 +231,8 @@ public sealed class BatchScheduler : IDisposable
             int take = Math.Min(p.Remaining, max - rows);
             bool last = take == p.Remaining;
             _pass[count] = p;
-            _items[count] = new ForwardItem(p.Cache!, p.Tokens.Slice(p.Done, take), last ? p.Logits : Memory<float>.Empty);
+            var (targets, scores) = p.ScoreSlice(p.Done, take);
+            _items[count] = new ForwardItem(p.Cache!, p.Tokens.Slice(p.Done, take), last ? p.Logits : Memory<float>.Empty, targets, scores);
             _taken[count++] = take;
             rows += take;
         }

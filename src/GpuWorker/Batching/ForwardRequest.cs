@@ -18,6 +18,9 @@ public sealed class ForwardRequest : IValueTaskSource
 
     internal Memory<float> Logits { get; private set; }
 
+    /// <summary>Log-probability of each token after the first given those before it (empty: not scored).</summary>
+    internal Memory<float> Scores { get; private set; }
+
     /// <summary>Tokens already run (a prefill spans passes).</summary>
     internal int Done { get; set; }
 
@@ -34,6 +37,7 @@ public sealed class ForwardRequest : IValueTaskSource
             Cache = null;
             Tokens = default;
             Logits = default;
+            Scores = default;
             Volatile.Write(ref _pending, 0);
         }
     }
@@ -43,7 +47,7 @@ public sealed class ForwardRequest : IValueTaskSource
     void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
         _core.OnCompleted(continuation, state, token, flags);
 
-    internal ValueTask Start(IKvCache cache, ReadOnlyMemory<int> tokens, Memory<float> logits)
+    internal ValueTask Start(IKvCache cache, ReadOnlyMemory<int> tokens, Memory<float> logits, Memory<float> scores)
     {
         if (Interlocked.Exchange(ref _pending, 1) != 0)
         {
@@ -54,6 +58,7 @@ public sealed class ForwardRequest : IValueTaskSource
         Cache = cache;
         Tokens = tokens;
         Logits = logits;
+        Scores = scores;
         Done = 0;
         return new ValueTask(this, _core.Version);
     }
@@ -64,7 +69,20 @@ public sealed class ForwardRequest : IValueTaskSource
         Cache = null;
         Tokens = default;
         Logits = default;
+        Scores = default;
         Volatile.Write(ref _pending, 0);
+    }
+
+    /// <summary>The scoring of rows [<paramref name="start"/>, +<paramref name="take"/>): each row's target is the token after it.</summary>
+    internal (ReadOnlyMemory<int> Targets, Memory<float> Scores) ScoreSlice(int start, int take)
+    {
+        if (Scores.IsEmpty)
+        {
+            return default;
+        }
+
+        int count = Math.Min(take, Tokens.Length - 1 - start);
+        return (Tokens.Slice(start + 1, count), Scores.Slice(start, count));
     }
 
     internal void Complete() => _core.SetResult(true);

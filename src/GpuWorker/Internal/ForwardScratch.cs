@@ -109,10 +109,11 @@ internal sealed unsafe class ForwardScratch : IDisposable
     }
 
     /// <summary>Adds a cache's tokens as the pass's next rows, at the cache's current position.</summary>
-    public void Add(IForwardCache cache, ReadOnlySpan<int> tokens, bool logits, int item)
+    /// <param name="scored">Every row goes through the LM head (prompt log-probabilities), not only the last.</param>
+    public void Add(IForwardCache cache, ReadOnlySpan<int> tokens, bool logits, int item, bool scored = false)
     {
         tokens.CopyTo(Tokens.AsSpan(Rows));
-        Segments[SegmentCount++] = new PassSegment(cache, Rows, tokens.Length, cache.Position, logits, item);
+        Segments[SegmentCount++] = new PassSegment(cache, Rows, tokens.Length, cache.Position, logits, item, scored);
         Rows += tokens.Length;
     }
 
@@ -125,6 +126,11 @@ internal sealed unsafe class ForwardScratch : IDisposable
 
 /// <summary>
 /// One cache's rows in a pass: rows [Row, Row + Count) hold its tokens at positions Start.. ; the last row's
-/// logits are wanted when <see cref="Logits"/> is set. <see cref="Item"/> is the caller's index for the cache.
+/// logits are wanted when <see cref="Logits"/> is set, every row's when <see cref="Scored"/> is.
+/// <see cref="Item"/> is the caller's index for the cache.
 /// </summary>
-internal readonly record struct PassSegment(IForwardCache Cache, int Row, int Count, int Start, bool Logits, int Item);
+internal readonly record struct PassSegment(IForwardCache Cache, int Row, int Count, int Start, bool Logits, int Item, bool Scored)
+{
+    /// <summary>Rows of this segment that go through the LM head.</summary>
+    public int HeadRows => Scored ? Count : Logits ? 1 : 0;
+}

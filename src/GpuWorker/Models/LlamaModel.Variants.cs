@@ -105,9 +105,10 @@ public sealed unsafe partial class LlamaModel
         for (int i = 0; i < s.SegmentCount; i++)
         {
             ref readonly var seg = ref s.Segments[i];
-            if (seg.Logits)
+            int head = seg.HeadRows;
+            for (int r = seg.Count - head; r < seg.Count; r++)
             {
-                attend.Add(attend.Count, ((YocoKvCache)seg.Cache).Global, seg.Start + seg.Count - 1);
+                attend.Add(attend.Count, ((YocoKvCache)seg.Cache).Global, seg.Start + r);
             }
         }
 

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using KvCache.GpuWorker.Internal;
 using KvCache.GpuWorker.Internal.Backends;
+using KvCache.GpuWorker.Sampling;
 
 namespace KvCache.GpuWorker;
 
@@ -326,6 +327,11 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
             {
                 CheckLogits(items[i].Logits.Length);
             }
+
+            if (items[i].ScoreTargets.Length > items[i].Tokens.Length || items[i].Scores.Length < items[i].ScoreTargets.Length)
+            {
+                throw new ArgumentException("An item scores at most its own rows, into as many scores.", nameof(items));
+            }
         }
 
         if (items.IsEmpty || total > MaxBatchTokens)
@@ -340,21 +346,33 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
             for (int i = 0; i < items.Length; i++)
             {
                 var tokens = items[i].Tokens.Span;
-                s.Add(Reserve(items[i].Cache, tokens), tokens, logits: !items[i].Logits.IsEmpty, item: i);
+                s.Add(Reserve(items[i].Cache, tokens), tokens, logits: !items[i].Logits.IsEmpty, item: i, scored: !items[i].ScoreTargets.IsEmpty);
             }
 
             int rows = Pass(s);
             if (rows > 0)
             {
-                // One LM-head matmul for every row, then each row's logits to its caller.
+                // One LM-head matmul for every row, then each row's logits (or log-probability) to its caller.
                 Head(s, rows, s.Logits);
                 int vocab = Config.VocabSize;
                 for (int i = 0, k = 0; i < s.SegmentCount; i++)
                 {
-                    if (s.Segments[i].Logits)
+                    ref readonly var seg = ref s.Segments[i];
+                    ref readonly var item = ref items[seg.Item];
+                    int head = seg.HeadRows;
+                    if (seg.Logits)
                     {
-                        new ReadOnlySpan<float>(s.Logits + (long)k++ * vocab, vocab).CopyTo(items[s.Segments[i].Item].Logits.Span);
+                        new ReadOnlySpan<float>(s.Logits + (long)(k + head - 1) * vocab, vocab).CopyTo(item.Logits.Span);
                     }
+
+                    var targets = item.ScoreTargets.Span;
+                    var scores = item.Scores.Span;
+                    for (int r = 0; r < targets.Length && seg.Scored; r++)
+                    {
+                        scores[r] = TokenSampler.Logprob(new ReadOnlySpan<float>(s.Logits + (long)(k + r) * vocab, vocab), targets[r]);
+                    }
+
+                    k += head;
                 }
             }
         }
@@ -507,23 +525,26 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
         }
     }
 
-    /// <summary>Moves the last row of each segment that wants logits to the top of X, in segment order.</summary>
+    /// <summary>Moves the rows that go through the LM head (the last row of each segment that wants logits, every
+    /// row of a scored one) to the top of X, in segment order.</summary>
     private static int GatherLogitRows(ForwardScratch s)
     {
         int h = s.HiddenSize, rows = 0;
         for (int i = 0; i < s.SegmentCount; i++)
         {
             ref readonly var seg = ref s.Segments[i];
-            if (seg.Logits)
+            int head = seg.HeadRows;
+            int from = seg.Row + seg.Count - head;
+            if (head > 0 && from != rows)
             {
-                int from = seg.Row + seg.Count - 1;
-                if (from != rows)
+                // Rows only move up (from >= rows), so a forward copy of overlapping ranges is safe row by row.
+                for (int r = 0; r < head; r++)
                 {
-                    new ReadOnlySpan<float>(s.X + (long)from * h, h).CopyTo(new Span<float>(s.X + (long)rows * h, h));
+                    new ReadOnlySpan<float>(s.X + (long)(from + r) * h, h).CopyTo(new Span<float>(s.X + (long)(rows + r) * h, h));
                 }
-
-                rows++;
             }
+
+            rows += head;
         }
 
         return rows;

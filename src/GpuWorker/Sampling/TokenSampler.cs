@@ -181,6 +181,25 @@ public static class TokenSampler
         return count;
     }
 
+    /// <summary>Log-softmax of <paramref name="logits"/> at <paramref name="token"/> (exp summed in double, in chunks
+    /// of a stack buffer: no allocation).</summary>
+    public static float Logprob(ReadOnlySpan<float> logits, int token)
+    {
+        float max = TensorPrimitives.Max(logits);
+        Span<float> chunk = stackalloc float[1024];
+        double sum = 0;
+        for (int i = 0; i < logits.Length; i += chunk.Length)
+        {
+            var part = logits.Slice(i, Math.Min(chunk.Length, logits.Length - i));
+            var exp = chunk[..part.Length];
+            TensorPrimitives.Subtract(part, max, exp);
+            TensorPrimitives.Exp(exp, exp);
+            sum += TensorPrimitives.Sum<float>(exp);
+        }
+
+        return (float)(logits[token] - max - Math.Log(sum));
+    }
+
     private static float LogSumExp(ReadOnlySpan<float> logits, float max, Span<float> scratch)
     {
         TensorPrimitives.Subtract(logits, max, scratch);

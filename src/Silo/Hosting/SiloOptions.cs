@@ -20,6 +20,11 @@ public sealed class SiloOptions
     [Range(1, 1 << 20)]
     public int MaxAppendTokens { get; set; } = 8192;
 
+    /// <summary>Most characters of text one Append may carry (its text, or all its messages' contents together),
+    /// checked before tokenization.</summary>
+    [Range(1, 1 << 24)]
+    public int MaxAppendTextChars { get; set; } = 65536;
+
     /// <summary>Most tokens one Decode may ask for.</summary>
     [Range(1, 1 << 20)]
     public int MaxDecodeTokens { get; set; } = 4096;

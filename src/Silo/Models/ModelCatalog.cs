@@ -1,5 +1,6 @@
 using KvCache.GpuWorker;
 using KvCache.GpuWorker.Batching;
+using KvCache.Text;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -15,6 +16,7 @@ public sealed class ModelCatalog : IDisposable
 
     private readonly Dictionary<string, ILanguageModel> _models = new(StringComparer.Ordinal);
     private readonly Dictionary<ILanguageModel, BatchScheduler> _schedulers = [];
+    private readonly Dictionary<ILanguageModel, TextModel> _text = [];
     private readonly List<ILanguageModel> _ordered = [];
 
     public ModelCatalog(IOptions<ModelCatalogOptions> options, ILogger<ModelCatalog> logger)
@@ -30,6 +32,17 @@ public sealed class ModelCatalog : IDisposable
                 WeightFormat = o.WeightFormat,
                 CacheFormat = o.CacheFormat,
             });
+            TextModel text;
+            try
+            {
+                text = TextModel.Load(directory, model.Config.VocabSize, o.Text.GetValueOrDefault(model.Id));
+            }
+            catch
+            {
+                model.Dispose();
+                throw;
+            }
+
             if (!_models.TryAdd(model.Id, model))
             {
                 model.Dispose();
@@ -37,12 +50,15 @@ public sealed class ModelCatalog : IDisposable
             }
 
             _ordered.Add(model);
+            _text[model] = text;
+
             _schedulers[model] = new BatchScheduler(model, new BatchSchedulerOptions
             {
                 GatherWindow = TimeSpan.FromMilliseconds(o.BatchGatherWindowMs),
                 PrefillRowsReserved = o.PrefillRowsReserved,
             });
             ModelCatalogLog.ModelLoaded(logger, model.Id, directory, model.ParameterCount, o.WeightFormat, o.CacheFormat, model.CacheBytesTotal >> 20);
+            ModelCatalogLog.TextLoaded(logger, model.Id, text.Tokenizer?.Kind ?? "none", text.Template?.Family ?? "none", string.Join(",", text.EosTokenIds));
         }
 
         Default = o.DefaultModel is null ? _ordered[0] : Get(o.DefaultModel)
@@ -54,6 +70,9 @@ public sealed class ModelCatalog : IDisposable
     public IReadOnlyList<ILanguageModel> All => _ordered;
 
     public ILanguageModel? Get(string id) => _models.GetValueOrDefault(id);
+
+    /// <summary>What the model's directory says about text (tokenizer, chat template, end-of-sequence ids).</summary>
+    public TextModel Text(ILanguageModel model) => _text[model];
 
     /// <summary>The scheduler every forward pass of <paramref name="model"/> goes through.</summary>
     public BatchScheduler Scheduler(ILanguageModel model) => _schedulers[model];
@@ -101,6 +120,9 @@ internal static partial class ModelCatalogLog
 {
     [LoggerMessage(1, LogLevel.Information, "Loaded model {ModelId} from {Directory}: {Parameters} parameters, {WeightFormat} linear weights, {CacheMiB} MiB of {CacheFormat} KV-cache memory")]
     public static partial void ModelLoaded(ILogger logger, string modelId, string directory, long parameters, WeightFormat weightFormat, KvCacheFormat cacheFormat, long cacheMiB);
+
+    [LoggerMessage(3, LogLevel.Information, "Model {ModelId} text: tokenizer {Tokenizer}, chat template {ChatTemplate}, end-of-sequence ids [{EosTokenIds}]")]
+    public static partial void TextLoaded(ILogger logger, string modelId, string tokenizer, string chatTemplate, string eosTokenIds);
 
     [LoggerMessage(2, LogLevel.Information, "Generated the built-in demo model in {Directory}")]
     public static partial void DemoModelGenerated(ILogger logger, string directory);

@@ -1,5 +1,6 @@
 using System.ComponentModel.DataAnnotations;
 using KvCache.GpuWorker;
+using KvCache.Text;
 
 namespace KvCache.Silo.Models;
 
@@ -13,6 +14,12 @@ public sealed class ModelCatalogOptions
     /// model id. When empty, the silo generates and serves the built-in demo model.
     /// </summary>
     public List<string> Directories { get; set; } = [];
+
+    /// <summary>
+    /// Per-model text settings, by model id (<c>Models:Text:&lt;id&gt;:Tokenizer</c> = auto | none | byte,
+    /// <c>Models:Text:&lt;id&gt;:ChatTemplate</c> = a template family or none), overriding what the directory says.
+    /// </summary>
+    public Dictionary<string, TextModelOptions> Text { get; set; } = new(StringComparer.Ordinal);
 
     /// <summary>Where the built-in demo model is generated (default: a folder under the system temp directory).</summary>
     public string? DemoModelDirectory { get; set; }

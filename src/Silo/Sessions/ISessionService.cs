@@ -11,7 +11,8 @@ public interface ISessionService
 {
     Task<SessionInfo> CreateAsync(string tenant, string? model, string? codec, string? sessionId, CancellationToken cancellationToken);
 
-    Task<AppendResult> AppendAsync(SessionKey key, int[] tokens, int topLogprobs, CancellationToken cancellationToken);
+    /// <summary>Appends exactly one of <paramref name="input"/>'s token ids, text or messages.</summary>
+    Task<AppendResult> AppendAsync(SessionKey key, AppendInput input, CancellationToken cancellationToken);
 
     /// <summary>Generates tokens; each is durable in the token log before it is yielded. A stream with a request id
     /// continues on the session's new silo if its silo fails, without losing or repeating a token.</summary>
@@ -31,4 +32,12 @@ public interface ISessionService
     /// <summary>Live migration to <paramref name="targetSilo"/> (a silo name, <c>host:port</c> or address; null: the
     /// least loaded other silo); returns once the session is in memory there.</summary>
     Task<(MigrationResult Result, SessionInfo Session)> MigrateAsync(SessionKey key, string? targetSilo, CancellationToken cancellationToken);
+}
+
+/// <summary>Shorthands over <see cref="ISessionService"/>.</summary>
+public static class SessionServiceExtensions
+{
+    /// <summary>Appends token ids.</summary>
+    public static Task<AppendResult> AppendAsync(this ISessionService sessions, SessionKey key, int[] tokens, int topLogprobs, CancellationToken cancellationToken) =>
+        sessions.AppendAsync(key, AppendInput.Tokens(tokens, topLogprobs), cancellationToken);
 }

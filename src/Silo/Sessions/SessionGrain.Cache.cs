@@ -128,20 +128,21 @@ internal sealed partial class SessionGrain
     /// pool is full.
     /// </summary>
     /// <param name="logged">The tokens are already in the token log, so a failure leaves the cache behind it.</param>
-    private ValueTask ForwardAsync(ReadOnlyMemory<int> tokens, bool logged)
+    /// <param name="scores">Where the log-probability of each token after the first goes (prompt_logprobs).</param>
+    private ValueTask ForwardAsync(ReadOnlyMemory<int> tokens, bool logged, Memory<float> scores = default)
     {
         // The decode hot path: no closure and no task unless the pool is full and other sessions must be spilled.
         try
         {
-            return _scheduler!.ForwardAsync(_forward, _cache!, tokens, _logits);
+            return _scheduler!.ForwardAsync(_forward, _cache!, tokens, _logits, scores);
         }
         catch (CacheCapacityException)
         {
-            return new ValueTask(ForwardAfterSpillingAsync(tokens, logged));
+            return new ValueTask(ForwardAfterSpillingAsync(tokens, logged, scores));
         }
     }
 
-    private async Task ForwardAfterSpillingAsync(ReadOnlyMemory<int> tokens, bool logged)
+    private async Task ForwardAfterSpillingAsync(ReadOnlyMemory<int> tokens, bool logged, Memory<float> scores)
     {
         var model = _model!;
         try
@@ -162,7 +163,7 @@ internal sealed partial class SessionGrain
             throw new SessionException(SessionErrorCode.ResourceExhausted, $"The KV-cache memory of model '{model.Id}' is full.");
         }
 
-        await _scheduler!.ForwardAsync(_forward, _cache!, tokens, _logits);
+        await _scheduler!.ForwardAsync(_forward, _cache!, tokens, _logits, scores);
     }
 
     private async Task AppendToLogAsync(ReadOnlyMemory<int> tokens)

@@ -1,10 +1,12 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
+using KvCache.GpuWorker;
 using KvCache.GpuWorker.Sampling;
 using KvCache.Silo.Snapshots;
 using KvCache.Silo.Sessions.Internal;
 using KvCache.Silo.Storage;
+using KvCache.Text;
 using Orleans.Runtime.Placement;
 
 namespace KvCache.Silo.Sessions;
@@ -43,14 +45,20 @@ internal sealed partial class SessionGrain
         }
     }
 
-    public async Task<AppendResult> AppendAsync(int[] tokens, int topLogprobs, CancellationToken cancellationToken)
+    public async Task<AppendResult> AppendAsync(AppendInput input, CancellationToken cancellationToken)
     {
         await EnterAsync(cancellationToken);
         try
         {
             await EnsureResidentAsync(cancellationToken);
             var model = _model!;
+            var tokens = await TokensOfAsync(input, model);
             ValidateTokens(tokens, model.Config.VocabSize);
+            if (tokens.Length > _options.MaxAppendTokens)
+            {
+                throw new SessionException(SessionErrorCode.InvalidArgument, $"The input is {tokens.Length} tokens; the limit is {_options.MaxAppendTokens}.");
+            }
+
             if (_tokenCount + tokens.Length > model.Config.MaxPositionEmbeddings)
             {
                 throw new SessionException(
@@ -58,17 +66,73 @@ internal sealed partial class SessionGrain
                     $"Appending {tokens.Length} tokens at position {_tokenCount} would pass the model's {model.Config.MaxPositionEmbeddings} positions.");
             }
 
-            await ForwardAsync(tokens, logged: false);
+            // The first token is scored by the logits the session holds now, the others by the forward itself.
+            var first = input.PromptLogprobs && _logitsValid ? TokenSampler.Logprob(_logits, tokens[0]) : float.NaN;
+            var scores = input.PromptLogprobs ? new float[tokens.Length - 1] : null;
+            await ForwardAsync(tokens, logged: false, scores);
             await AppendToLogAsync(tokens);
             _logitsValid = true;
 
-            var top = new TokenLogprob[Math.Min(topLogprobs, model.Config.VocabSize)];
+            var top = new TokenLogprob[Math.Min(input.TopLogprobs, model.Config.VocabSize)];
             var count = TokenSampler.TopLogprobs(_logits, top);
-            return new AppendResult(_tokenCount, top[..count]);
+            var prompt = scores is null ? [] : new TokenLogprob[tokens.Length];
+            for (var i = 0; i < prompt.Length; i++)
+            {
+                prompt[i] = new TokenLogprob(tokens[i], i == 0 ? first : scores![i - 1]);
+            }
+
+            return new AppendResult(_tokenCount, top[..count], prompt, tokens.Length);
         }
         finally
         {
             Exit();
+        }
+    }
+
+    /// <summary>The tokens an Append adds: its token ids, its text tokenized, or its messages rendered with the chat
+    /// template after what the session holds (<see cref="TextModel.EncodeMessages"/>).</summary>
+    private async Task<int[]> TokensOfAsync(AppendInput input, ILanguageModel model)
+    {
+        if (input.TokenIds.Length > 0)
+        {
+            return input.TokenIds;
+        }
+
+        var text = _models.Text(model);
+        if (text.Tokenizer is null)
+        {
+            throw new SessionException(
+                SessionErrorCode.FailedPrecondition,
+                $"Model '{model.Id}' has no tokenizer (tokenizer.model or tokenizer.json in its directory): Append token_ids.");
+        }
+
+        if (!string.IsNullOrEmpty(input.Text))
+        {
+            return text.EncodeText(input.Text);
+        }
+
+        if (text.Template is null)
+        {
+            throw new SessionException(
+                SessionErrorCode.FailedPrecondition,
+                $"Model '{model.Id}' has no chat template (tokenizer_config.json chat_template, or Models:Text:{model.Id}:ChatTemplate): Append text or token_ids.");
+        }
+
+        int? last = null;
+        if (_tokenCount > 0)
+        {
+            var buffer = new int[1];
+            await StoreCallAsync(() => _store.ReadTokensAsync(Key, _tokenCount - 1, buffer, CancellationToken.None));
+            last = buffer[0];
+        }
+
+        try
+        {
+            return text.EncodeMessages([.. input.Messages.Select(m => new ChatMessage(m.Role, m.Content))], last);
+        }
+        catch (ChatTemplateException ex)
+        {
+            throw new SessionException(SessionErrorCode.InvalidArgument, ex.Message);
         }
     }
 
@@ -135,6 +199,13 @@ internal sealed partial class SessionGrain
                 throw new SessionException(SessionErrorCode.FailedPrecondition, "The session is empty: Append a prompt before Decode.");
             }
 
+            var text = _models.Text(model);
+            if (options.Stop is { Length: > 0 } && text.Tokenizer is null)
+            {
+                throw new SessionException(SessionErrorCode.FailedPrecondition, $"Model '{model.Id}' has no tokenizer: stop strings need one (stop_token_ids do not).");
+            }
+
+            var turn = new DecodeText(options, text, maxPosition);
             var produced = 0;
             if (options.RequestId is { } requestId)
             {
@@ -152,10 +223,9 @@ internal sealed partial class SessionGrain
                     var read = await StoreCallAsync(() => _store.ReadTokensAsync(Key, start, tokens, CancellationToken.None));
                     for (var i = 0; i < read; i++)
                     {
-                        var position = start + i;
-                        var finish = FinishOf(tokens[i], i + 1, position, options, maxPosition);
-                        await output.WriteAsync(new DecodedToken(tokens[i], position, float.NaN, finish, Replayed: true), cancellationToken);
-                        if (finish != FinishReason.None)
+                        var token = turn.Next(tokens[i], start + i, float.NaN, i + 1, replayed: true);
+                        await output.WriteAsync(token, cancellationToken);
+                        if (token.Finish != FinishReason.None)
                         {
                             return;
                         }
@@ -187,9 +257,9 @@ internal sealed partial class SessionGrain
                 produced++;
                 await ForwardAsync(_oneToken, logged: true);
                 _metrics.TokenDecoded();
-                var finish = FinishOf(sampled.TokenId, produced, position, options, maxPosition);
-                await output.WriteAsync(new DecodedToken(sampled.TokenId, position, sampled.Logprob, finish, Replayed: false), cancellationToken);
-                if (finish != FinishReason.None)
+                var token = turn.Next(sampled.TokenId, position, sampled.Logprob, produced, replayed: false);
+                await output.WriteAsync(token, cancellationToken);
+                if (token.Finish != FinishReason.None)
                 {
                     return;
                 }
@@ -328,26 +398,43 @@ internal sealed partial class SessionGrain
         }
     }
 
-    private static FinishReason FinishOf(int token, int produced, long position, DecodeRequestOptions options, int maxPosition)
+    /// <summary>
+    /// One Decode's view of its tokens: why each one ends the stream (a stop token — the request's, plus the model's
+    /// end-of-sequence ids unless ignore_eos — a stop string, max_tokens or the last position) and its text, from an
+    /// incremental detokenizer that starts with the Decode (a replay rebuilds the same text).
+    /// </summary>
+    private sealed class DecodeText(DecodeRequestOptions options, TextModel text, int maxPosition)
     {
-        if (Array.IndexOf(options.StopTokenIds, token) >= 0)
-        {
-            return FinishReason.StopToken;
-        }
+        private readonly int[] _stopTokens = options.IgnoreEos || text.EosTokenIds.Count == 0
+            ? options.StopTokenIds
+            : [.. options.StopTokenIds.Union(text.EosTokenIds)];
 
-        if (produced >= options.MaxTokens)
-        {
-            return FinishReason.MaxTokens;
-        }
+        private readonly IncrementalDetokenizer? _detokenizer = text.Tokenizer is { } tokenizer ? new IncrementalDetokenizer(tokenizer) : null;
+        private readonly StopStrings? _stops = options.Stop is { Length: > 0 } stops ? new StopStrings(stops) : null;
 
-        return position + 1 >= maxPosition ? FinishReason.MaxPosition : FinishReason.None;
+        public DecodedToken Next(int token, long position, float logprob, int produced, bool replayed)
+        {
+            var finish = Array.IndexOf(_stopTokens, token) >= 0 ? FinishReason.StopToken
+                : produced >= options.MaxTokens ? FinishReason.MaxTokens
+                : position + 1 >= maxPosition ? FinishReason.MaxPosition
+                : FinishReason.None;
+            var piece = _detokenizer?.Push(token) ?? "";
+            if (_stops?.Match(piece) is >= 0 and var end)
+            {
+                // The matched string ends the text; what the token held past it is not generated text.
+                piece = piece[..end];
+                finish = finish == FinishReason.StopToken ? finish : FinishReason.StopString;
+            }
+
+            return new DecodedToken(token, position, logprob, finish, replayed, piece);
+        }
     }
 
     private static void ValidateTokens(ReadOnlySpan<int> tokens, int vocabSize)
     {
         if (tokens.IsEmpty)
         {
-            throw new SessionException(SessionErrorCode.InvalidArgument, "token_ids is empty.");
+            throw new SessionException(SessionErrorCode.InvalidArgument, "The input has no tokens.");
         }
 
         for (var i = 0; i < tokens.Length; i++)

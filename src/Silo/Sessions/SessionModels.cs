@@ -24,8 +24,24 @@ public sealed record SessionInfo(
     long BytesPerToken,
     long MaxPosition);
 
+/// <summary>What an Append adds: exactly one of token ids, text (tokenized by the model's tokenizer) or chat messages
+/// (rendered with the model's chat template).</summary>
+/// <param name="PromptLogprobs">Also return the log-probability of every appended token.</param>
 [GenerateSerializer, Immutable]
-public sealed record AppendResult(long Position, TokenLogprob[] TopLogprobs);
+public sealed record AppendInput(int[] TokenIds, string? Text, ChatTurn[] Messages, int TopLogprobs, bool PromptLogprobs)
+{
+    public static AppendInput Tokens(int[] tokens, int topLogprobs) => new(tokens, null, [], topLogprobs, false);
+}
+
+/// <summary>One chat message of an Append.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ChatTurn(string Role, string Content);
+
+/// <param name="PromptLogprobs">With <see cref="AppendInput.PromptLogprobs"/>: each appended token and its
+/// log-probability given what precedes it (NaN for the first token of an empty session); else empty.</param>
+/// <param name="AppendedTokens">Tokens the call appended (after tokenization and template rendering).</param>
+[GenerateSerializer, Immutable]
+public sealed record AppendResult(long Position, TokenLogprob[] TopLogprobs, TokenLogprob[] PromptLogprobs, int AppendedTokens);
 
 public enum FinishReason
 {
@@ -33,21 +49,31 @@ public enum FinishReason
     StopToken,
     MaxTokens,
     MaxPosition,
+    StopString,
 }
 
 /// <summary>One generated token, durable in the token log before it is handed out.</summary>
 /// <param name="Replayed">Produced by an earlier attempt of the same request id and read back from the token log;
 /// its logprob is not stored, so it is NaN.</param>
+/// <param name="Text">The token's text for models with a tokenizer (UTF-8-complete: may be empty while a character is
+/// split across tokens; cut after a matched stop string); empty otherwise.</param>
 [GenerateSerializer, Immutable]
-public readonly record struct DecodedToken(int TokenId, long Position, float Logprob, FinishReason Finish, bool Replayed);
+public readonly record struct DecodedToken(int TokenId, long Position, float Logprob, FinishReason Finish, bool Replayed, string Text = "");
 
+/// <param name="Stop">Stop strings (models with a tokenizer): generation ends once the decoded text contains one.</param>
+/// <param name="IgnoreEos">Do not stop on the model's own end-of-sequence tokens.</param>
 [GenerateSerializer, Immutable]
 public sealed record DecodeRequestOptions(
     int MaxTokens,
     SamplingOptions Sampling,
     int[] StopTokenIds,
-    string? RequestId);
+    string? RequestId,
+    string[]? Stop = null,
+    bool IgnoreEos = false);
 
+/// <param name="Tokenizer">"sentencepiece", "bpe", "byte", or empty (token ids only).</param>
+/// <param name="ChatTemplate">The chat template family, or empty.</param>
+/// <param name="EosTokenIds">Decode's default stop tokens.</param>
 [GenerateSerializer, Immutable]
 public sealed record ModelDescription(
     string Id,
@@ -56,7 +82,10 @@ public sealed record ModelDescription(
     string[] Codecs,
     int NumLayers,
     int HiddenSize,
-    long Parameters);
+    long Parameters,
+    string Tokenizer,
+    string ChatTemplate,
+    int[] EosTokenIds);
 
 [GenerateSerializer, Immutable]
 public sealed record SessionListPage(SessionInfo[] Sessions, string? NextPageToken);

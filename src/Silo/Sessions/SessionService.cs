@@ -5,6 +5,7 @@ using KvCache.Silo.Hosting;
 using KvCache.Silo.Migration;
 using KvCache.Silo.Observability;
 using KvCache.Silo.Storage;
+using KvCache.Text;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -53,16 +54,12 @@ internal sealed class SessionService(
         return CallAsync(() => grain.CreateAsync(model, codec, cancellationToken), retryOnFailure: false, cancellationToken);
     }
 
-    public Task<AppendResult> AppendAsync(SessionKey key, int[] tokens, int topLogprobs, CancellationToken cancellationToken)
+    public Task<AppendResult> AppendAsync(SessionKey key, AppendInput input, CancellationToken cancellationToken)
     {
         ValidateKey(key);
-        if (tokens.Length > _options.MaxAppendTokens)
-        {
-            throw new SessionException(SessionErrorCode.InvalidArgument, $"Append carries {tokens.Length} tokens; the limit is {_options.MaxAppendTokens}.");
-        }
-
+        ValidateAppend(input);
         var grain = Session(key);
-        return CallAsync(() => grain.AppendAsync(tokens, topLogprobs, cancellationToken), retryOnFailure: false, cancellationToken);
+        return CallAsync(() => grain.AppendAsync(input, cancellationToken), retryOnFailure: false, cancellationToken);
     }
 
     public IAsyncEnumerable<DecodedToken> DecodeAsync(SessionKey key, DecodeRequestOptions options, CancellationToken cancellationToken)
@@ -76,6 +73,11 @@ internal sealed class SessionService(
         if (options.RequestId is not null)
         {
             ValidateId(options.RequestId, "request_id");
+        }
+
+        if (options.Stop is { Length: > 0 } stop && StopStrings.Validate(stop) is { } invalid)
+        {
+            throw new SessionException(SessionErrorCode.InvalidArgument, invalid);
         }
 
         var sampling = options.Sampling;
@@ -294,6 +296,36 @@ internal sealed class SessionService(
         Span<byte> text = stackalloc byte[Base64Url.GetEncodedLength(random.Length)];
         Base64Url.EncodeToUtf8(random, text);
         return "s-" + System.Text.Encoding.ASCII.GetString(text);
+    }
+
+    /// <summary>Checks what can be checked before the session's model tokenizes: one kind of input, within limits.</summary>
+    private void ValidateAppend(AppendInput input)
+    {
+        var kinds = (input.TokenIds.Length > 0 ? 1 : 0) + (string.IsNullOrEmpty(input.Text) ? 0 : 1) + (input.Messages.Length > 0 ? 1 : 0);
+        if (kinds != 1)
+        {
+            throw new SessionException(SessionErrorCode.InvalidArgument, "Append takes exactly one of token_ids, text or messages.");
+        }
+
+        if (input.TokenIds.Length > _options.MaxAppendTokens)
+        {
+            throw new SessionException(SessionErrorCode.InvalidArgument, $"Append carries {input.TokenIds.Length} tokens; the limit is {_options.MaxAppendTokens}.");
+        }
+
+        long chars = input.Text?.Length ?? 0;
+        foreach (var message in input.Messages)
+        {
+            chars += message.Content.Length;
+            if (message.Role.Length is 0 or > MaxNameLength)
+            {
+                throw new SessionException(SessionErrorCode.InvalidArgument, $"A message role must be 1-{MaxNameLength} characters.");
+            }
+        }
+
+        if (chars > _options.MaxAppendTextChars)
+        {
+            throw new SessionException(SessionErrorCode.InvalidArgument, $"Append carries {chars} characters of text; the limit is {_options.MaxAppendTextChars}.");
+        }
     }
 
     private static void ValidateKey(SessionKey key) => ValidateId(key.SessionId, "session_id");

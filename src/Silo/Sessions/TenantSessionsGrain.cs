@@ -33,7 +33,10 @@ internal sealed class TenantSessionsGrain(ISessionStore store, ModelCatalog mode
             [.. m.Codecs],
             m.Config.NumHiddenLayers,
             m.Config.HiddenSize,
-            m.ParameterCount)).ToArray());
+            m.ParameterCount,
+            models.Text(m).Tokenizer?.Kind ?? "",
+            models.Text(m).Template?.Family ?? "",
+            [.. models.Text(m).EosTokenIds])).ToArray());
 
     private async Task<T> StoreCallAsync<T>(Func<ValueTask<T>> call)
     {

@@ -97,6 +97,26 @@ public static class PythonGrpc
         return result;
     }
 
+    /// <summary>
+    /// Runs a script that needs no gRPC stubs (a reference implementation: python3-sentencepiece, python3-jinja2),
+    /// failing the test with its output if it exits non-zero or outlives <paramref name="timeout"/>.
+    /// </summary>
+    public static async Task<PythonResult> RunPlainScriptAsync(string scriptPath, IReadOnlyList<string> args, TimeSpan timeout)
+    {
+        if (!File.Exists(Interpreter))
+        {
+            Assert.Fail($"{Interpreter} is missing; bash scripts/test.sh installs the Debian python3 packages the tests need.");
+        }
+
+        var result = await RunProcessAsync([Path.GetFullPath(scriptPath), .. args], pythonPath: null, timeout);
+        if (result.ExitCode != 0)
+        {
+            Assert.Fail($"{Path.GetFileName(scriptPath)} {string.Join(' ', args)} failed (bash scripts/test.sh installs its Debian packages).\n{result}");
+        }
+
+        return result;
+    }
+
     private static async Task<PythonResult> RunProcessAsync(IReadOnlyList<string> args, string? pythonPath, TimeSpan timeout)
     {
         var startInfo = new ProcessStartInfo(Interpreter)

@@ -21,12 +21,24 @@ internal static class ProtoMapping
         MaxPosition = info.MaxPosition,
     };
 
+    public static AppendInput ToInput(V1.AppendRequest request, int topLogprobs) => new(
+        [.. request.TokenIds],
+        string.IsNullOrEmpty(request.Text) ? null : request.Text,
+        [.. request.Messages.Select(m => new ChatTurn(m.Role, m.Content))],
+        topLogprobs,
+        request.PromptLogprobs);
+
     public static V1.AppendResponse ToProto(AppendResult result)
     {
-        var response = new V1.AppendResponse { Position = result.Position };
+        var response = new V1.AppendResponse { Position = result.Position, AppendedTokens = result.AppendedTokens };
         foreach (var top in result.TopLogprobs)
         {
             response.TopLogprobs.Add(new V1.TokenLogprob { TokenId = top.TokenId, Logprob = top.Logprob });
+        }
+
+        foreach (var scored in result.PromptLogprobs)
+        {
+            response.PromptLogprobs.Add(new V1.TokenLogprob { TokenId = scored.TokenId, Logprob = scored.Logprob });
         }
 
         return response;
@@ -42,9 +54,11 @@ internal static class ProtoMapping
             FinishReason.StopToken => V1.FinishReason.StopToken,
             FinishReason.MaxTokens => V1.FinishReason.MaxTokens,
             FinishReason.MaxPosition => V1.FinishReason.MaxPosition,
+            FinishReason.StopString => V1.FinishReason.StopString,
             _ => V1.FinishReason.Unspecified,
         },
         Replayed = token.Replayed,
+        Text = token.Text,
     };
 
     public static DecodeRequestOptions ToOptions(V1.DecodeRequest request)
@@ -54,7 +68,9 @@ internal static class ProtoMapping
             request.MaxTokens,
             new SamplingOptions(sampling.Temperature, sampling.TopK, sampling.TopP, sampling.Seed),
             [.. request.StopTokenIds.Distinct()],
-            string.IsNullOrEmpty(request.RequestId) ? null : request.RequestId);
+            string.IsNullOrEmpty(request.RequestId) ? null : request.RequestId,
+            request.Stop.Count == 0 ? null : [.. request.Stop],
+            request.IgnoreEos);
     }
 
     public static V1.Model ToProto(ModelDescription model)
@@ -69,6 +85,9 @@ internal static class ProtoMapping
             Parameters = model.Parameters,
         };
         proto.Codecs.AddRange(model.Codecs);
+        proto.Tokenizer = model.Tokenizer;
+        proto.ChatTemplate = model.ChatTemplate;
+        proto.EosTokenIds.AddRange(model.EosTokenIds);
         return proto;
     }
 

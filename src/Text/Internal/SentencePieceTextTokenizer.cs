@@ -1,0 +1,107 @@
+using System.Globalization;
+using System.Text;
+using Microsoft.ML.Tokenizers;
+
+namespace KvCache.Text.Internal;
+
+/// <summary>A SentencePiece BPE <c>tokenizer.model</c> (Llama 2, Mistral) through Microsoft.ML.Tokenizers.</summary>
+/// <remarks>
+/// Special tokens are split out before the library sees a text (PromptEncoder). A run of text after a special token
+/// is normalized without the dummy prefix, as SentencePiece does when it meets a user-defined symbol inside one text.
+/// </remarks>
+internal sealed class SentencePieceTextTokenizer : TextTokenizer
+{
+    private const char Escape = '\u2581';
+
+    private readonly SentencePieceTokenizer _plain;
+    private readonly SentencePieceNormalizer? _continuation;
+
+    private SentencePieceTextTokenizer(SentencePieceTokenizer plain, byte[][] bytes, IReadOnlyDictionary<string, int> specials)
+        : base(SentencePieceKind, bytes, specials)
+    {
+        _plain = plain;
+        if (plain.Normalizer is SentencePieceNormalizer n && n.AddDummyPrefix)
+        {
+            _continuation = new SentencePieceNormalizer(n.RemoveExtraWhiteSpaces, addDummyPrefix: false, n.EscapeWhiteSpaces, n.TreatWhitespaceAsSuffix, specialTokens: null);
+        }
+    }
+
+    public static SentencePieceTextTokenizer Load(string path, IReadOnlyDictionary<string, int> configuredSpecials)
+    {
+        var model = File.ReadAllBytes(path);
+        if (SentencePieceModelType.Read(model) != SentencePieceModelType.Bpe)
+        {
+            // Microsoft.ML.Tokenizers 2.0.1 gives unigram models' byte-fallback pieces wrong ids.
+            throw new NotSupportedException($"{path} is not a SentencePiece BPE model; only BPE models (spm_train --model_type=bpe, as Llama 2 and Mistral) are supported.");
+        }
+
+        var plain = SentencePieceTokenizer.Create(new MemoryStream(model), addBeginningOfSentence: false, addEndOfSentence: false);
+        var pieces = new string?[plain.Vocabulary.Values.DefaultIfEmpty(-1).Max() + 1];
+        foreach (var (piece, id) in plain.Vocabulary)
+        {
+            pieces[id] = piece;
+        }
+
+        var specials = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var (text, id) in configuredSpecials)
+        {
+            if ((uint)id < (uint)pieces.Length)
+            {
+                specials[text] = id;
+            }
+        }
+
+        foreach (var id in new[] { plain.BeginningOfSentenceId, plain.EndOfSentenceId })
+        {
+            if ((uint)id < (uint)pieces.Length && pieces[id] is { } piece)
+            {
+                specials.TryAdd(piece, id);
+            }
+        }
+
+        var specialIds = specials.Values.ToHashSet();
+        var bytes = new byte[pieces.Length][];
+        for (var id = 0; id < pieces.Length; id++)
+        {
+            bytes[id] = specialIds.Contains(id) || pieces[id] is not { } piece ? [] : PieceBytes(piece, plain.ByteFallback);
+        }
+
+        return new SentencePieceTextTokenizer(plain, bytes, specials);
+    }
+
+    public override void Encode(string text, bool atStart, List<int> ids)
+    {
+        if (text.Length == 0)
+        {
+            return;
+        }
+
+        if (atStart || _continuation is null)
+        {
+            ids.AddRange(_plain.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false));
+            return;
+        }
+
+        ids.AddRange(_plain.EncodeToIds(_continuation.Normalize(text), addBeginningOfSentence: false, addEndOfSentence: false, considerNormalization: false));
+    }
+
+    internal override void EncodeDummyPrefix(List<int> ids)
+    {
+        if (_continuation is not null)
+        {
+            Encode(" ", atStart: false, ids);
+        }
+    }
+
+    /// <summary>A piece's bytes: <c>&lt;0xNN&gt;</c> byte-fallback pieces are one byte, ▁ is a space.</summary>
+    private static byte[] PieceBytes(string piece, bool byteFallback)
+    {
+        if (byteFallback && piece.Length == 6 && piece.StartsWith("<0x", StringComparison.Ordinal) && piece[5] == '>'
+            && byte.TryParse(piece.AsSpan(3, 2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var b))
+        {
+            return [b];
+        }
+
+        return Encoding.UTF8.GetBytes(piece.Replace(Escape, ' '));
+    }
+}
