@@ -96,6 +96,7 @@ public sealed class FourierPaperRuleUnitTests(ITestOutputHelper output) : IDispo
         }
 
         CodecChecks.AssertDecodeStepAllocatesNothing(model, FourierKvCache.CodecId);
+        CodecChecks.AssertSnapshotMovesToAnotherInstance(directory, TestModels.SmallOptions(), FourierKvCache.CodecId, tokens, 90);
 
         // 4 · [P · d · min(p, init + W) + (p > init + W ? 2 · kvHeads · Σ_l (2k · m_l + (d − m_l) · (p − init − W)) : 0)]
         int d = c.HeadDim, kv = c.NumKeyValueHeads, exact = f.InitTokens + f.Window, pieces = 2 * c.NumHiddenLayers * kv;

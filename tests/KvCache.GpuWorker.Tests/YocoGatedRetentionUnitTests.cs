@@ -40,6 +40,10 @@ public sealed class YocoGatedRetentionUnitTests : IDisposable
     }
 
     [Fact]
+    public void A_snapshot_resumes_in_another_loaded_instance_like_its_twin() =>
+        CodecChecks.AssertSnapshotMovesToAnotherInstance(_model.Directory, TestModels.SmallOptions(), YocoKvCache.CodecId, TestModels.Tokens(120, Config.VocabSize, 11), 77);
+
+    [Fact]
     public void Cache_bytes_are_the_global_cache_plus_a_constant_state_per_head()
     {
         using var model = LlamaModel.Load(_model.Directory, TestModels.SmallOptions());
