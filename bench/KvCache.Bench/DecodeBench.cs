@@ -15,15 +15,18 @@ namespace KvCache.Bench;
 public static class DecodeBench
 {
     private const string Usage =
-        "usage: decode [--codecs full,svd-gqa,yoco,fusedkv,fourier] [--contexts 1024,8192,32768] [--sessions 1,4,16,64 (at most 64)] "
+        "usage: decode [--codecs full,svd-gqa,yoco,yoco-gret,fusedkv,fourier] [--contexts 1024,8192,32768] [--sessions 1,4,16,64 (at most 64)] "
         + "[--steps 8] [--memory-gib 12] [--weights f32|bf16] [--cache f32|bf16] [--block-tokens 32] [--scheduler] [--capacity-gib G] [--json PATH]";
 
     private const int WarmupSteps = 2;
     // A fourier cache keeps three block lists (slots, coefficients, middle tokens), each rounded up to whole blocks.
     private const int SpareBlocksPerCache = 2;
 
+    // "yoco-gret" is the yoco codec of a YOCO model with the gated-retention self-decoder ("yoco": sliding window).
+    private const string YocoGatedRetention = "yoco-gret";
+
     private static readonly string[] s_codecs =
-        [FullKvCache.CodecId, SvdGqaKvCache.CodecId, YocoKvCache.CodecId, FusedKvCache.CodecId, FourierKvCache.CodecId];
+        [FullKvCache.CodecId, SvdGqaKvCache.CodecId, YocoKvCache.CodecId, YocoGatedRetention, FusedKvCache.CodecId, FourierKvCache.CodecId];
 
     // Its caches are f32 only (a model with bf16 caches does not offer it).
     private static readonly string[] s_f32CacheCodecs = [FourierKvCache.CodecId];
@@ -246,9 +249,13 @@ public static class DecodeBench
         // Groups of two KV heads of 64 dims kept at rank 64 (the converter's default group size at ratio 1/2): half the cache.
         SvdGqaKvCache.CodecId => ModelConfig.Benchmark with { SvdGqa = new SvdGqaConfig { Ratio = 0.5, GroupSize = 2, Rank = 64 } },
         YocoKvCache.CodecId => ModelConfig.Benchmark with { Yoco = new YocoConfig { SlidingWindow = 1024 } },
+        YocoGatedRetention => ModelConfig.Benchmark with { Yoco = new YocoConfig { SelfDecoder = YocoSelfDecoder.GatedRetention } },
         FusedKvCache.CodecId => ModelConfig.Benchmark with { FusedKv = new FusedKvConfig() },
         _ => throw new ArgumentException($"Unknown codec '{codec}'.", nameof(codec)),
     };
+
+    /// <summary>The codec id a bench row runs: its own, but yoco for both YOCO self-decoders.</summary>
+    internal static string CodecOf(string row) => row == YocoGatedRetention ? YocoKvCache.CodecId : row;
 
     /// <summary>
     /// Writes the model and loads it with a cache pool for the largest of its cells that fit the budget. The pool is
@@ -286,7 +293,7 @@ public static class DecodeBench
 
     private static void WarmUp(LlamaModel model, string[] codecs)
     {
-        foreach (string codec in codecs.Where(model.Codecs.Contains))
+        foreach (string codec in codecs.Select(CodecOf).Where(model.Codecs.Contains))
         {
             using var batch = new DecodeBatch(model, codec, sessions: 2, WarmUpContext);
             batch.RunPasses(WarmUpSteps);
@@ -297,7 +304,7 @@ public static class DecodeBench
     {
         long block = BlockBytes(probe, o);
         long pool = o.CapacityBytes is { } capacity ? (capacity + block - 1) / block * block : 0;
-        foreach (string codec in codecs.Where(probe.Codecs.Contains))
+        foreach (string codec in codecs.Select(CodecOf).Where(probe.Codecs.Contains))
         {
             // The warm-up's two caches must fit too.
             pool = Math.Max(pool, 2 * ((probe.CacheBytesAt(codec, WarmUpContext + WarmUpSteps) + block - 1) / block + SpareBlocksPerCache) * block);
@@ -319,17 +326,18 @@ public static class DecodeBench
     private static long BlockBytes(LlamaModel model, Options o) =>
         model.CacheBytesAt(model.Codecs[0], 2 * o.BlockTokens) - model.CacheBytesAt(model.Codecs[0], o.BlockTokens);
 
-    private static async Task RunCodecAsync(LlamaModel model, string codec, int[] contexts, Options o, MemoryBandwidth bandwidth, List<Result> results)
+    private static async Task RunCodecAsync(LlamaModel model, string row, int[] contexts, Options o, MemoryBandwidth bandwidth, List<Result> results)
     {
         Console.WriteLine();
+        string codec = CodecOf(row);
         if (!model.Codecs.Contains(codec))
         {
-            Console.WriteLine($"{codec}: not offered by its model (codecs: {string.Join(", ", model.Codecs)}), skipped");
+            Console.WriteLine($"{row}: not offered by its model (codecs: {string.Join(", ", model.Codecs)}), skipped");
             return;
         }
 
         Console.WriteLine(
-            $"{codec}: CacheBytesAt per session {string.Join(", ", contexts.Select(c => $"{MiB(model.CacheBytesAt(codec, c)):F1} MiB at {c}"))}");
+            $"{row}: CacheBytesAt per session {string.Join(", ", contexts.Select(c => $"{MiB(model.CacheBytesAt(codec, c)):F1} MiB at {c}"))}");
         Console.WriteLine(
             $"{"context",8} {"sessions",8} {"tok/s",9} {"ms/pass",8} {"MB/token",9} {"GB/s",7} {"ceiling",7} {"probes",9} {"of ceiling",10} {"alloc B/pass",12} "
             + $"{"resident MiB",12} {"codec MiB",10} {"overhead",9}");
@@ -340,11 +348,11 @@ public static class DecodeBench
                 // Sessions per budget: as many caches of this context as the pool's blocks hold, all decoding.
                 long block = BlockBytes(model, o);
                 long blocks = (model.CacheBytesAt(codec, o.FinalTokens(context)) + block - 1) / block + SpareBlocksPerCache;
-                int fit = (int)Math.Min(int.MaxValue, o.CapacityBytes.Value / block / blocks);
+                int fit = (int)Math.Min(int.MaxValue, capacity / block / blocks);
                 Console.WriteLine($"{context,8} {fit,8} sessions fit in {o.CapacityGiB:G} GiB ({fit / o.CapacityGiB:F1} per GiB)");
                 if (fit > 0)
                 {
-                    results.Add(await RunCellAsync(model, codec, context, fit, o with { Scheduler = o.Scheduler || fit > LlamaModel.ChunkTokens }, bandwidth));
+                    results.Add(await RunCellAsync(model, codec, context, fit, o with { Scheduler = o.Scheduler || fit > LlamaModel.ChunkTokens }, bandwidth) with { Codec = row });
                 }
 
                 continue;
@@ -359,7 +367,7 @@ public static class DecodeBench
                     continue;
                 }
 
-                results.Add(await RunCellAsync(model, codec, context, sessions, o, bandwidth));
+                results.Add(await RunCellAsync(model, codec, context, sessions, o, bandwidth) with { Codec = row });
             }
         }
     }
@@ -405,7 +413,7 @@ public static class DecodeBench
         {
             var ratios = results.Where(r => r.Codec == codec).Select(r => r.Context).Distinct()
                 .Select(context => $"{context}: {Ratio(results, (codec, context, 16), (codec, context, 1))}");
-            Console.WriteLine($"      {codec,-8} {string.Join("   ", ratios)}");
+            Console.WriteLine($"      {codec,-9} {string.Join("   ", ratios)}");
         }
 
         int at = Math.Min(8192, ModelConfig.Benchmark.MaxPositionEmbeddings - WarmupSteps - o.Steps);
@@ -413,6 +421,7 @@ public static class DecodeBench
         {
             Console.WriteLine(
                 $"  (c) {sessions} session(s) at {at}: yoco / full {Ratio(results, ("yoco", at, sessions), ("full", at, sessions))} (target >= 3x), "
+                + $"yoco-gret / full {Ratio(results, (YocoGatedRetention, at, sessions), ("full", at, sessions))}, "
                 + $"svd-gqa / full {Ratio(results, ("svd-gqa", at, sessions), ("full", at, sessions))} (target >= 1.6x)");
         }
     }

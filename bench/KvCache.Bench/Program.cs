@@ -3,7 +3,7 @@
 //                                                                 [--sessions 1,4,16,64] [--steps 8] [--memory-gib 12] [--weights f32|bf16]
 //                                                                 [--cache f32|bf16] [--block-tokens 32] [--scheduler] [--capacity-gib G] [--json PATH]
 //   dotnet run -c Release --project bench/KvCache.Bench -- kernels [--ops matmul,attention] [--rows 1,4,16,64] [--contexts 1024,8192] [--cached]
-//   dotnet run -c Release --project bench/KvCache.Bench -- resume [--codecs full,svd-gqa,yoco,fusedkv,fourier] [--contexts 8192,32768] [--weights f32|bf16] [--cache f32|bf16] [--json PATH]
+//   dotnet run -c Release --project bench/KvCache.Bench -- resume [--codecs full,svd-gqa,yoco,yoco-gret,fusedkv,fourier] [--contexts 8192,32768] [--weights f32|bf16] [--cache f32|bf16] [--json PATH]
 //   dotnet run -c Release --project bench/KvCache.Bench -- plot --out DIR [--decode a.json,b.json] [--capacity c.json] [--resume r.json]
 //   dotnet run -c Release --project bench/KvCache.Bench -- spill  [--mib 256] [--chunk-kib 1024] [--in-flight 8] [--runs 3] [--connections 2]
 //   dotnet run -c Release --project bench/KvCache.Bench -- quality [--contexts 512,2048] [--tokens 16384]

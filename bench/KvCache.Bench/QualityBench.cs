@@ -58,17 +58,25 @@ public static class QualityBench
         {
             var sw = Stopwatch.StartNew();
             string llama = Path.Combine(models, "llama");
-            string fourier = Path.Combine(temp.FullName, "llama-fourier");
-            CopyDirectory(llama, fourier);
-            // Window scaled to the bench's contexts (the paper's 1024 would leave 512 untouched); the basis spans the
-            // longest middle segment the bench produces.
-            var fourierConfig = FourierCalibrator.Calibrate(fourier, new FourierCalibrationOptions
+            // Fourier twice, by the calibrator's two rules: post-RoPE ranking with one share for every layer, and the
+            // paper's pre-RoPE ranking with shares from more (first layer) to less (last), the same mean.
+            var fourier = new Dictionary<FourierDimensionRule, (string Directory, FourierConfig Config)>();
+            foreach (var rule in (FourierDimensionRule[])[FourierDimensionRule.PostRope, FourierDimensionRule.PreRopeLayered])
             {
-                Window = fourierWindow,
-                Horizon = contexts.Max() - 4 - fourierWindow,
-                CalibrationTokens = Math.Min(2048, calibration.Length),
-                CalibrationIds = calibration,
-            });
+                string directory = Path.Combine(temp.FullName, $"llama-fourier-{rule}");
+                CopyDirectory(llama, directory);
+                // Window scaled to the bench's contexts (the paper's 1024 would leave 512 untouched); the basis spans the
+                // longest middle segment the bench produces.
+                fourier[rule] = (directory, FourierCalibrator.Calibrate(directory, new FourierCalibrationOptions
+                {
+                    Window = fourierWindow,
+                    Horizon = contexts.Max() - 4 - fourierWindow,
+                    CalibrationTokens = Math.Min(2048, calibration.Length),
+                    CalibrationIds = calibration,
+                    Rule = rule,
+                }));
+            }
+
             var svd = new Dictionary<double, string>();
             foreach (double ratio in (double[])[0.5, 0.25])
             {
@@ -83,16 +91,23 @@ public static class QualityBench
                 });
             }
 
+            static string PerLayer(FourierConfig f) => string.Join("/", Enumerable.Range(0, f.KeyDims.Length).Select(f.CompressedDimsOf));
+            var post = fourier[FourierDimensionRule.PostRope].Config;
+            var paper = fourier[FourierDimensionRule.PreRopeLayered].Config;
             Console.WriteLine(FormattableString.Invariant(
-                $"calibrated on {calibration.Length} training-text tokens in {sw.Elapsed.TotalSeconds:F1} s: SVD-GQA ½, ¼; Fourier {fourierConfig.CompressedDims}/{ModelConfig.Load(Path.Combine(llama, "config.json")).HeadDim} dims per head, k {fourierConfig.Frequencies}, window {fourierConfig.Window}, horizon {fourierConfig.Horizon}"));
+                $"calibrated on {calibration.Length} training-text tokens in {sw.Elapsed.TotalSeconds:F1} s: SVD-GQA ½, ¼; Fourier k {post.Frequencies}, window {post.Window}, horizon {post.Horizon}, ")
+                + FormattableString.Invariant(
+                $"dims compressed per head of layers 0.. (of {ModelConfig.Load(Path.Combine(llama, "config.json")).HeadDim}): fourier {PerLayer(post)} (post-RoPE ranking), fourier-paper {PerLayer(paper)} (pre-RoPE ranking, spread {paper.LayerSpread})"));
 
             Entry[] entries =
             [
                 new("full", llama, FullKvCache.CodecId),
                 new("svd-gqa ½", svd[0.5], SvdGqaKvCache.CodecId),
                 new("svd-gqa ¼", svd[0.25], SvdGqaKvCache.CodecId),
-                new("fourier", fourier, FourierKvCache.CodecId),
+                new("fourier", fourier[FourierDimensionRule.PostRope].Directory, FourierKvCache.CodecId),
+                new("fourier-paper", fourier[FourierDimensionRule.PreRopeLayered].Directory, FourierKvCache.CodecId),
                 new("yoco", Path.Combine(models, "yoco"), YocoKvCache.CodecId),
+                new("yoco-gret", Path.Combine(models, "yoco-gret"), YocoKvCache.CodecId),
                 new("fusedkv", Path.Combine(models, "fusedkv"), FusedKvCache.CodecId),
                 new("fusedkv-lite", Path.Combine(models, "fusedkv-lite"), FusedKvCache.LiteCodecId),
             ];
@@ -133,7 +148,7 @@ public static class QualityBench
 
         Console.WriteLine(FormattableString.Invariant(
             $"held-out text: bench/quality/heldout.txt, byte-level tokens, first {tokens} per context in fresh {string.Join(" / ", contexts)}-token sessions ({sw.Elapsed.TotalSeconds:F0} s)"));
-        Console.WriteLine("Full = the plain Llama with the full cache; for yoco and fusedkv it is the plain Llama of the same size trained the same way.");
+        Console.WriteLine("Full = the plain Llama with the full cache; for yoco (sliding window 128), yoco-gret (gated retention) and fusedkv it is the plain Llama of the same size trained the same way.");
         Console.WriteLine("bytes/token = the engine's cache bytes / position at the window's end; fusedkv-lite = the fusedkv weights without fusion (not trained).");
         Console.WriteLine();
         string header = $"| {"codec",-13} | {"context",7} | {"bytes/token",11} | {"vs full",7} | {"perplexity",10} | {"Full ppl",8} | {"top-1 agree",11} |";

@@ -15,12 +15,12 @@ namespace KvCache.Bench;
 /// restored from its Redis snapshot, and in the same run its cache is rebuilt by reading its token log from Redis and
 /// running the prefill again — what a service without spilled caches does. Both end in the same cache (checked: the
 /// next-token logits are equal bit for bit).
-///   resume [--codecs full,svd-gqa,yoco,fusedkv,fourier] [--contexts 8192,32768] [--weights f32|bf16] [--cache f32|bf16] [--json PATH]
+///   resume [--codecs full,svd-gqa,yoco,yoco-gret,fusedkv,fourier] [--contexts 8192,32768] [--weights f32|bf16] [--cache f32|bf16] [--json PATH]
 /// </summary>
 public static class ResumeBench
 {
     private const string Usage =
-        "usage: resume [--codecs full,svd-gqa,yoco,fusedkv,fourier] [--contexts 8192,32768] [--weights f32|bf16] [--cache f32|bf16] [--json PATH]";
+        "usage: resume [--codecs full,svd-gqa,yoco,yoco-gret,fusedkv,fourier] [--contexts 8192,32768] [--weights f32|bf16] [--cache f32|bf16] [--json PATH]";
 
     private sealed record BenchOptions(string[] Codecs, int[] Contexts, WeightFormat Weights, KvCacheFormat Cache, string? Json);
 
@@ -47,7 +47,7 @@ public static class ResumeBench
         Console.WriteLine(
             "recompute = read the token log from Redis + prefill it (what a service without spilled caches does on a new node); "
             + "resume = restore the snapshot from Redis (SnapshotReader); ratio = recompute / resume");
-        Console.WriteLine($"{"codec",-8} {"context",8} {"cache MiB",10} {"recompute s",12} {"tok/s",8} {"resume s",9} {"GB/s",6} {"ratio",8} {"spill s",8}");
+        Console.WriteLine($"{"codec",-9} {"context",8} {"cache MiB",10} {"recompute s",12} {"tok/s",8} {"resume s",9} {"GB/s",6} {"ratio",8} {"spill s",8}");
 
         var results = new List<Result>();
         var root = Directory.CreateTempSubdirectory("kvcache-resume-bench-");
@@ -62,21 +62,22 @@ public static class ResumeBench
                 using (var probe = LlamaModel.Load(directory, load))
                 {
                     // Two caches at the largest context: the recomputed one and the restored one.
-                    pool = group.Where(probe.Codecs.Contains).Select(c => 2 * (probe.CacheBytesAt(c, o.Contexts.Max()) + (32L << 20))).DefaultIfEmpty(0).Max();
+                    pool = group.Select(DecodeBench.CodecOf).Where(probe.Codecs.Contains)
+                        .Select(c => 2 * (probe.CacheBytesAt(c, o.Contexts.Max()) + (32L << 20))).DefaultIfEmpty(0).Max();
                 }
 
                 using var model = LlamaModel.Load(directory, load with { CacheBudgetBytes = pool });
-                foreach (string codec in group)
+                foreach (string row in group)
                 {
-                    if (!model.Codecs.Contains(codec))
+                    if (!model.Codecs.Contains(DecodeBench.CodecOf(row)))
                     {
-                        Console.WriteLine($"{codec,-8} not offered by its model with {o.Cache} caches, skipped");
+                        Console.WriteLine($"{row,-9} not offered by its model with {o.Cache} caches, skipped");
                         continue;
                     }
 
                     foreach (int context in o.Contexts)
                     {
-                        results.Add(await RunCellAsync(model, store, codec, context, o));
+                        results.Add(await RunCellAsync(model, store, row, context, o));
                     }
                 }
             }
@@ -95,10 +96,11 @@ public static class ResumeBench
         return 0;
     }
 
-    private static async Task<Result> RunCellAsync(LlamaModel model, RedisSessionStore store, string codec, int context, BenchOptions o)
+    private static async Task<Result> RunCellAsync(LlamaModel model, RedisSessionStore store, string row, int context, BenchOptions o)
     {
+        string codec = DecodeBench.CodecOf(row);
         int vocab = model.Config.VocabSize;
-        var key = new SessionKey("bench", $"resume-{codec}-{context}");
+        var key = new SessionKey("bench", $"resume-{row}-{context}");
         await store.DeleteAsync(key);
         await store.TryCreateAsync(new SessionRecord(key, model.Id, codec, DateTimeOffset.UtcNow));
         var random = new Random(context);
@@ -127,7 +129,7 @@ public static class ResumeBench
         // Both caches must now be the same: the next token's logits agree bit for bit.
         if (position != context || !recomputedLogits.AsSpan().SequenceEqual(restoredLogits))
         {
-            throw new InvalidOperationException($"{codec} at {context}: the restored session differs from the recomputed one.");
+            throw new InvalidOperationException($"{row} at {context}: the restored session differs from the recomputed one.");
         }
 
         int next = random.Next(vocab);
@@ -135,20 +137,20 @@ public static class ResumeBench
         model.Forward(restored, [next], restoredLogits);
         if (!recomputedLogits.AsSpan().SequenceEqual(restoredLogits))
         {
-            throw new InvalidOperationException($"{codec} at {context}: a step after the restore differs from the same step after the recompute.");
+            throw new InvalidOperationException($"{row} at {context}: a step after the restore differs from the same step after the recompute.");
         }
 
         long bytes = restored.CacheBytes;
         Console.WriteLine(
-            $"{codec,-8} {context,8} {bytes / (double)(1 << 20),10:F1} {recompute,12:F2} {context / recompute,8:F0} {resume,9:F3} "
+            $"{row,-9} {context,8} {bytes / (double)(1 << 20),10:F1} {recompute,12:F2} {context / recompute,8:F0} {resume,9:F3} "
             + $"{bytes / resume / 1e9,6:F2} {recompute / resume,7:F0}x {spill,8:F3}");
         await store.DeleteAsync(key);
-        return new Result(codec, context, o.Weights.ToString(), o.Cache.ToString(), bytes, recompute, resume, spill);
+        return new Result(row, context, o.Weights.ToString(), o.Cache.ToString(), bytes, recompute, resume, spill);
     }
 
     private static BenchOptions? Parse(string[] args)
     {
-        var o = new BenchOptions(["full", "svd-gqa", "yoco", "fusedkv", "fourier"], [8192, 32768], WeightFormat.F32, KvCacheFormat.F32, Json: null);
+        var o = new BenchOptions(["full", "svd-gqa", "yoco", "yoco-gret", "fusedkv", "fourier"], [8192, 32768], WeightFormat.F32, KvCacheFormat.F32, Json: null);
         try
         {
             for (int i = 0; i < args.Length; i++)

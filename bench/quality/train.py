@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Trains the quality-bench models: a plain Llama, a YOCO and a FusedKV model of the same size, same data, same budget.
+"""Trains the quality-bench models: a plain Llama, two YOCO models (sliding-window and gated-retention self-decoders)
+and a FusedKV model of the same size, same data, same budget.
 
 Tokenizer: byte-level, vocab 256 (token id = byte value). The service takes token ids, so no tokenizer ships;
 a client of these models sends the bytes of its UTF-8 text as ids.
@@ -14,7 +15,10 @@ Each model: hidden 128, 4 layers, 8 heads, 4 KV heads (GQA), head dim 16, FFN 38
 10000, RMSNorm eps 1e-5. AdamW (lr 4e-3, betas 0.9/0.95, weight decay 0.1 on matrices), linear warm-up then
 cosine decay; --steps1 steps of 8 windows of 256 tokens, then --steps2 steps of 1 window of 2048 tokens (2048
 tokens a step throughout) so that the 2k context of the bench is trained, not extrapolated. Seeds are fixed (the
-same initialisation seed and the same batches for all three models). The modules below mirror tests/KvCache.GpuWorker.Tests/Fixtures/llama_reference.py (tensor names and
+same initialisation seed and the same batches for every model). The YOCO models differ only in their self-decoder:
+"yoco" attends over a sliding window of 128 positions, "yoco-gret" runs gated retention (YOCO's default gRet: 8 heads
+of 16 with a d x d state each, a per-head data-dependent decay sigmoid(x Wgt)^(1/16), RMSNorm per head, swish output
+gate), trained in the paper's chunkwise form (chunks of 256). The modules below mirror tests/KvCache.GpuWorker.Tests/Fixtures/llama_reference.py (tensor names and
 maths); after training each model is saved as config.json + model.safetensors (F16) and checked against that
 reference, which also writes reference logits the bench compares with the engine's.
 
@@ -47,6 +51,8 @@ SHAPE = dict(vocab_size=256, hidden_size=128, intermediate_size=384, num_hidden_
              num_key_value_heads=4, head_dim=16, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
              tie_word_embeddings=True)
 SLIDING_WINDOW = 128
+GATE_LOGIT_NORMALIZER = 16  # gRet's temperature tau: gamma = sigmoid(x Wgt)^(1/tau), as in YOCO's code
+RETENTION_CHUNK = 256
 CALIBRATION_BYTES = 16384  # the start of the training stream, kept for the bench's SVD-GQA and Fourier calibration
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
@@ -85,8 +91,27 @@ def rotate_half(x):
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def gated_retention(q, k, v, log_gamma, chunk=RETENTION_CHUNK):
+    """YOCO's gRet in the paper's chunkwise form: q, k, v [b, heads, t, d] (k already scaled), log_gamma [b, heads, t].
+
+    Within a chunk (Q K^T * D) V with D_nm = prod_{i=m+1..n} gamma_i; across chunks a d x d state per head, decayed
+    into each position. llama_reference.py computes the same function in the parallel form (float64)."""
+    b, heads, t, d = q.shape
+    state = q.new_zeros(b, heads, d, v.shape[-1])
+    out = []
+    for s in range(0, t, chunk):
+        qc, kc, vc = q[..., s:s + chunk, :], k[..., s:s + chunk, :], v[..., s:s + chunk, :]
+        beta = log_gamma[..., s:s + chunk].cumsum(-1)
+        n = beta.shape[-1]
+        causal = torch.ones(n, n, dtype=torch.bool).tril()
+        decay = (beta[..., :, None] - beta[..., None, :]).masked_fill(~causal, float("-inf")).exp()
+        out.append((qc @ kc.transpose(-1, -2) * decay) @ vc + (qc * beta[..., None].exp()) @ state)
+        state = beta[..., -1, None, None].exp() * state + (kc * (beta[..., -1:] - beta).exp()[..., None]).transpose(-1, -2) @ vc
+    return torch.cat(out, dim=-2)
+
+
 class Model(torch.nn.Module):
-    """arch: "llama", "yoco" or "fusedkv"; parameter names are the checkpoint's tensor names with '.' -> '__'."""
+    """arch: "llama", "yoco", "yoco-gret" or "fusedkv"; parameter names are the checkpoint's tensor names with '.' -> '__'."""
 
     def __init__(self, arch):
         super().__init__()
@@ -110,7 +135,12 @@ class Model(torch.nn.Module):
             lin(pre + "self_attn.q_proj.weight", heads * hd, h)
             lin(pre + "self_attn.o_proj.weight", h, heads * hd)
             self.p[(pre + "self_attn.o_proj.weight").replace(".", "__")].data /= math.sqrt(2 * self.layers)
-            if arch == "llama" or i < self.half:
+            if arch == "yoco-gret" and i < self.half:
+                lin(pre + "self_attn.k_proj.weight", heads * hd, h)
+                lin(pre + "self_attn.v_proj.weight", heads * hd, h)
+                lin(pre + "self_attn.g_proj.weight", heads * hd, h)
+                lin(pre + "self_attn.gt_proj.weight", heads, h)
+            elif arch == "llama" or i < self.half:
                 lin(pre + "self_attn.k_proj.weight", kv * hd, h)
                 lin(pre + "self_attn.v_proj.weight", kv * hd, h)
             elif arch == "fusedkv":
@@ -122,7 +152,7 @@ class Model(torch.nn.Module):
             lin(pre + "mlp.up_proj.weight", ffn, h)
             lin(pre + "mlp.down_proj.weight", h, ffn)
             self.p[(pre + "mlp.down_proj.weight").replace(".", "__")].data /= math.sqrt(2 * self.layers)
-        if arch == "yoco":
+        if arch in ("yoco", "yoco-gret"):
             ones("model.cross_kv.norm.weight", h)
             lin("model.cross_kv.k_proj.weight", kv * hd, h)
             lin("model.cross_kv.v_proj.weight", kv * hd, h)
@@ -156,6 +186,19 @@ class Model(torch.nn.Module):
             q = proj(h, pre + "self_attn.q_proj.weight", heads)
             q = q * cos + rotate_half(q) * sin
             layer_mask = mask
+            if self.arch == "yoco-gret" and i < self.half:
+                k = proj(h, pre + "self_attn.k_proj.weight", heads)
+                k = (k * cos + rotate_half(k) * sin) / math.sqrt(hd)
+                v = proj(h, pre + "self_attn.v_proj.weight", heads)
+                log_gamma = (F.logsigmoid(h @ self.w(pre + "self_attn.gt_proj.weight").T) / GATE_LOGIT_NORMALIZER).transpose(1, 2)
+                o = gated_retention(q, k, v, log_gamma)
+                o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + eps)
+                o = o.transpose(1, 2).reshape(b, t, heads * hd) * F.silu(h @ self.w(pre + "self_attn.g_proj.weight").T)
+                x = x + o @ self.w(pre + "self_attn.o_proj.weight").T
+                h = rms_norm(x, self.w(pre + "post_attention_layernorm.weight"), eps)
+                x = x + (F.silu(h @ self.w(pre + "mlp.gate_proj.weight").T) * (h @ self.w(pre + "mlp.up_proj.weight").T)) \
+                    @ self.w(pre + "mlp.down_proj.weight").T
+                continue
             if self.arch == "llama" or i < self.half:
                 k = proj(h, pre + "self_attn.k_proj.weight", kv)
                 k = k * cos + rotate_half(k) * sin
@@ -166,7 +209,7 @@ class Model(torch.nn.Module):
                     first_k, first_v = k, v
                 if i == self.half - 1:
                     last_k, last_v = k, v
-            elif self.arch == "yoco":
+            elif self.arch in ("yoco", "yoco-gret"):
                 if i == self.half:
                     hg = rms_norm(x, self.w("model.cross_kv.norm.weight"), eps)
                     gk = proj(hg, "model.cross_kv.k_proj.weight", kv)
@@ -219,12 +262,16 @@ def write_safetensors(path, tensors):
 def save(model, name, lite=False):
     out_dir = os.path.join(HERE, "models", name)
     os.makedirs(out_dir, exist_ok=True)
-    config = {"architectures": [{"llama": "LlamaForCausalLM", "yoco": "YocoForCausalLM", "fusedkv": "FusedKvForCausalLM"}[model.arch]],
-              "model_type": {"llama": "llama", "yoco": "yoco", "fusedkv": "fusedkv"}[model.arch], "hidden_act": "silu",
+    config = {"architectures": [{"llama": "LlamaForCausalLM", "yoco": "YocoForCausalLM", "yoco-gret": "YocoForCausalLM",
+                                 "fusedkv": "FusedKvForCausalLM"}[model.arch]],
+              "model_type": {"llama": "llama", "yoco": "yoco", "yoco-gret": "yoco", "fusedkv": "fusedkv"}[model.arch], "hidden_act": "silu",
               **SHAPE, "torch_dtype": "float16", "attention_bias": False, "mlp_bias": False}
     tensors = model.checkpoint()
     if model.arch == "yoco":
         config["sliding_window"] = SLIDING_WINDOW
+    if model.arch == "yoco-gret":
+        config["self_decoder"] = "gated_retention"
+        config["gate_logit_normalizer"] = GATE_LOGIT_NORMALIZER
     if model.arch == "fusedkv":
         config["fusedkv_lite"] = lite
         if lite:
@@ -289,7 +336,7 @@ def main():
     parser.add_argument("--steps1", type=int, default=150, help="steps of 8 x 256 tokens")
     parser.add_argument("--steps2", type=int, default=30, help="then steps of 1 x 2048 tokens")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", choices=["llama", "yoco", "fusedkv"])
+    parser.add_argument("--only", choices=["llama", "yoco", "yoco-gret", "fusedkv"])
     args = parser.parse_args()
     if os.path.exists(JEMALLOC) and JEMALLOC not in os.environ.get("LD_PRELOAD", ""):
         # The allocator must be chosen before the process starts: run again under jemalloc, keeping freed pages.
@@ -297,7 +344,7 @@ def main():
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
     torch.set_num_threads(args.threads)
     data, held = load_data()
-    for arch in ["llama", "yoco", "fusedkv"]:
+    for arch in ["llama", "yoco", "yoco-gret", "fusedkv"]:
         if args.only and arch != args.only:
             continue
         model = train(arch, data, args.steps1, args.steps2, sys.stdout)

@@ -20,12 +20,14 @@ public sealed class BatchedForwardUnitTests : IDisposable
     [InlineData("full+fourier")]
     [InlineData("svd-gqa")]
     [InlineData("yoco")]
+    [InlineData("yoco-gret")]
     [InlineData("fusedkv")]
     [InlineData("fusedkv-lite")]
     [InlineData("full", KvCacheFormat.Bf16)]
     [InlineData("svd-gqa", KvCacheFormat.Bf16)]
     [InlineData("fusedkv", KvCacheFormat.Bf16)]
     [InlineData("yoco", KvCacheFormat.Bf16)]
+    [InlineData("yoco-gret", KvCacheFormat.Bf16)]
     public void Batched_passes_equal_separate_forwards_bit_for_bit(string kind, KvCacheFormat cacheFormat = KvCacheFormat.F32)
     {
         using var model = LlamaModel.Load(ModelFor(kind), TestModels.SmallOptions(budget: 16 << 20) with { CacheFormat = cacheFormat });
@@ -165,6 +167,7 @@ public sealed class BatchedForwardUnitTests : IDisposable
         var config = kind switch
         {
             "yoco" => Plain with { Yoco = new YocoConfig { SlidingWindow = 16 } },
+            "yoco-gret" => Plain with { Yoco = TestModels.GatedRetention },
             "fusedkv" => Plain with { FusedKv = new FusedKvConfig() },
             _ => Plain with { FusedKv = new FusedKvConfig { Lite = true } },
         };

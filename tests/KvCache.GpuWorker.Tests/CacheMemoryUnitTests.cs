@@ -16,14 +16,16 @@ public sealed class CacheMemoryUnitTests : IDisposable
     [InlineData("full")]
     [InlineData("fourier")]
     [InlineData("yoco")]
+    [InlineData("yoco-gret")]
     [InlineData("fusedkv")]
-    public void Resident_bytes_are_the_codec_bytes_plus_at_most_five_percent(string codec)
+    public void Resident_bytes_are_the_codec_bytes_plus_at_most_five_percent(string kind)
     {
-        var config = codec switch
+        var (config, codec) = kind switch
         {
-            "yoco" => Plain with { Yoco = new YocoConfig { SlidingWindow = 512 } },
-            "fusedkv" => Plain with { FusedKv = new FusedKvConfig() },
-            _ => Plain,
+            "yoco" => (Plain with { Yoco = new YocoConfig { SlidingWindow = 512 } }, kind),
+            "yoco-gret" => (Plain with { Yoco = TestModels.GatedRetention }, YocoKvCache.CodecId),
+            "fusedkv" => (Plain with { FusedKv = new FusedKvConfig() }, kind),
+            _ => (Plain, kind),
         };
         string directory = _models.Generate(config, seed: 61);
         var options = new ModelLoadOptions { CacheBudgetBytes = 64 << 20, ComputeThreads = 1 };

@@ -74,6 +74,29 @@ internal static class CodecChecks
         Assert.Throws<ArgumentOutOfRangeException>(() => restored.WriteState(-1, new byte[1]));
     }
 
+    /// <summary>
+    /// A snapshot taken from one loaded instance of a model, restored into a cache of another instance loaded from the
+    /// same directory (as a resume on another silo does), continues with the twin's logits and state.
+    /// </summary>
+    public static void AssertSnapshotMovesToAnotherInstance(string directory, ModelLoadOptions options, string codec, int[] tokens, int at)
+    {
+        using var first = LlamaModel.Load(directory, options);
+        using var second = LlamaModel.Load(directory, options);
+        Assert.Equal(first.Fingerprint, second.Fingerprint);
+        using var source = first.CreateCache(codec);
+        var expected = new float[first.Config.VocabSize];
+        var actual = new float[first.Config.VocabSize];
+        first.Forward(source, tokens.AsSpan(0, at), expected);
+        byte[] state = ReadState(source);
+        using var restored = second.CreateCache(codec);
+        restored.BeginRestore(at);
+        restored.WriteState(0, state);
+        first.Forward(source, tokens.AsSpan(at), expected);
+        second.Forward(restored, tokens.AsSpan(at), actual);
+        Assert.Equal(expected, actual);
+        Assert.Equal(ReadState(source), ReadState(restored));
+    }
+
     public static void AssertDecodeStepAllocatesNothing(LlamaModel model, string codec)
     {
         using var cache = model.CreateCache(codec);

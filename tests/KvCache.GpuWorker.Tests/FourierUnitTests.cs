@@ -305,7 +305,7 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
         var written = FourierCalibrator.Calibrate(_model.Directory, options);
         var read = FourierConfig.Load(_model.Directory, Config);
         Assert.Equal(written.ToJson(), read.ToJson());
-        Assert.Equal(8, read.CompressedDims);
+        Assert.All(Enumerable.Range(0, Config.NumHiddenLayers), l => Assert.Equal(8, read.CompressedDimsOf(l)));
         Assert.Equal(300, read.CalibrationTokens);
         Assert.Equal(FourierConfig.DefaultHorizon(Config, 32, 8), read.Horizon);
 
@@ -350,7 +350,7 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
     private static void PerKeyAttention(FourierKvCache cache, int layer, float* q, int g, int position, float scale, float* o)
     {
         var f = cache.Layout;
-        int d = f.HeadDim, e = f.Exact, m = f.Compressed, c2 = f.Coefficients;
+        int d = f.HeadDim, e = f.ExactOf(layer), m = f.CompressedOf(layer), c2 = f.Coefficients;
         int n = position + 1, init = Math.Min(n, f.Init), middle = f.MiddleCount(n);
         float* s = (float*)NativeMemory.AlignedAlloc((nuint)((n + d + c2) * sizeof(float)), 64);
         float* permuted = s + n, folded = permuted + d;
@@ -455,22 +455,23 @@ public sealed unsafe class FourierUnitTests(ITestOutputHelper output) : IDisposa
         var f = cache.Layout;
         var x = new double[f.HeadDim];
         int* order = f.OrderOf(layer, side, head);
-        float* exact = f.Exact > 0 ? cache.Middle(u, layer, side, head) : null;
-        for (int i = 0; i < f.Exact; i++)
+        int e = f.ExactOf(layer), m = f.CompressedOf(layer);
+        float* exact = e > 0 ? cache.Middle(u, layer, side, head) : null;
+        for (int i = 0; i < e; i++)
         {
             x[order[i]] = exact[i];
         }
 
         float* c = cache.Coefficients(layer, side, head);
-        for (int i = 0; i < f.Compressed; i++)
+        for (int i = 0; i < m; i++)
         {
             double sum = 0;
             for (int j = 0; j < f.Coefficients; j++)
             {
-                sum += c[j * f.Compressed + i] * FourierLayout.BasisValue(j, u % f.Horizon, f.Horizon);
+                sum += c[j * m + i] * FourierLayout.BasisValue(j, u % f.Horizon, f.Horizon);
             }
 
-            x[order[f.Exact + i]] = sum;
+            x[order[e + i]] = sum;
         }
 
         return x;

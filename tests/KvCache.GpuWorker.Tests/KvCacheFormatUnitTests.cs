@@ -76,6 +76,7 @@ public sealed class KvCacheFormatUnitTests(ITestOutputHelper output) : IDisposab
     [InlineData("full")]
     [InlineData("fusedkv")]
     [InlineData("yoco")]
+    [InlineData("yoco-gret")]
     public void A_bf16_cache_passes_the_codec_checks(string kind)
     {
         using var model = LlamaModel.Load(Generate(kind), TestModels.SmallOptions() with { CacheFormat = KvCacheFormat.Bf16 });
@@ -114,6 +115,7 @@ public sealed class KvCacheFormatUnitTests(ITestOutputHelper output) : IDisposab
         {
             "fusedkv" => Plain with { FusedKv = new FusedKvConfig() },
             "yoco" => Plain with { Yoco = new YocoConfig { SlidingWindow = 16 } },
+            "yoco-gret" => Plain with { Yoco = TestModels.GatedRetention },
             _ => Plain,
         },
         seed: 23);

@@ -19,6 +19,7 @@ public sealed class PyTorchReferenceUnitTests(ITestOutputHelper output)
     [InlineData("tiny-bf16-tied")]
     [InlineData("tiny-f32-svd-gqa-r0.5")]
     [InlineData("tiny-yoco")]
+    [InlineData("tiny-yoco-gret")]
     [InlineData("tiny-fusedkv")]
     [InlineData("tiny-fusedkv-lite")]
     public void Logits_match_pytorch_after_prefill_and_each_greedy_step(string name)
@@ -65,6 +66,7 @@ public sealed class PyTorchReferenceUnitTests(ITestOutputHelper output)
     [InlineData("tiny-f32-svd-gqa-r0.5")]
     [InlineData("tiny-fusedkv")]
     [InlineData("tiny-yoco")]
+    [InlineData("tiny-yoco-gret")]
     public void Logits_with_bf16_kv_caches_match_pytorch_rounding_its_cached_keys_and_values(string name)
     {
         const float KvBf16Tolerance = 2e-3f;
@@ -92,6 +94,21 @@ public sealed class PyTorchReferenceUnitTests(ITestOutputHelper output)
         output.WriteLine($"{name} ({cache.Codec}, bf16 KV): worst max-abs logit error {worst:E2}; bf16 vs exact cache in the reference {gap:E2}");
         Assert.True(worst <= KvBf16Tolerance, $"{name}: max abs logit error {worst} > {KvBf16Tolerance}");
         Assert.True(worst <= gap / 10, $"{name}: error {worst} is not small against the bf16 rounding's own effect {gap}");
+    }
+
+    /// <summary>
+    /// The engine runs gated retention in its recurrent form (chunked prefill and decode alike); the reference scores
+    /// the parallel form and checks, in float64, that the paper's recurrent and chunkwise forms are the same function.
+    /// </summary>
+    [Fact]
+    public void Gated_retention_reference_forms_agree_in_float64()
+    {
+        using var fixture = JsonDocument.Parse(File.ReadAllText(Path.Combine(TestModels.FixturesDirectory, "tiny-yoco-gret.reference.json")));
+        foreach (string form in (string[])["recurrent", "chunkwise"])
+        {
+            double gap = fixture.RootElement.GetProperty($"gret_{form}_vs_parallel_max_abs").GetDouble();
+            Assert.True(gap < 1e-10, $"{form} form differs from the parallel form by {gap}");
+        }
     }
 
     private static (int[] Prompt, int[] Greedy, float[][] Logits, int Steps) ReadFixture(string file)

@@ -16,6 +16,9 @@ internal static class TestModels
         MaxPositionEmbeddings = 256,
     };
 
+    /// <summary>YOCO's gated-retention self-decoder with the paper's temperature.</summary>
+    public static readonly YocoConfig GatedRetention = new() { SelfDecoder = YocoSelfDecoder.GatedRetention };
+
     /// <summary>The committed fixture models (see Fixtures/README.md).</summary>
     public static readonly (string Name, ModelConfig Config, ulong Seed, TensorDtype Dtype)[] Fixtures =
     [
@@ -45,6 +48,7 @@ internal static class TestModels
             TieWordEmbeddings = true,
         }, 2, TensorDtype.BF16),
         ("tiny-yoco", Tiny4Layers with { Yoco = new YocoConfig { SlidingWindow = 16 } }, 3, TensorDtype.F32),
+        ("tiny-yoco-gret", Tiny4Layers with { Yoco = GatedRetention }, 10, TensorDtype.F32),
         ("tiny-fusedkv", Tiny4Layers with { FusedKv = new FusedKvConfig() }, 4, TensorDtype.F32),
         ("tiny-fusedkv-lite", Tiny4Layers with { FusedKv = new FusedKvConfig { Lite = true }, NumKeyValueHeads = 1, TieWordEmbeddings = true }, 5, TensorDtype.F32),
     ];

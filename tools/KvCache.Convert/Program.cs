@@ -16,11 +16,15 @@ const string Usage = """
     With a file, --calibration-tokens defaults to the smaller of its default and the ids the file holds.
 
            kvcache-convert calibrate-fourier --model DIR [--dims-fraction 0.5] [--k 32] [--window 1024] [--horizon T]
+                                             [--rule post-rope|paper] [--layer-spread 0.5]
                                              [--calibration-tokens 2048] [--calibration-seed 1] [--threads N]
                                              [--calibration-file PATH [--calibration-format bytes|int32]]
 
     Chooses the head dimensions the "fourier" codec compresses (lowest reconstruction error over a generated
     sequence, or the first ids of --calibration-file as above) and writes DIR/fourier.json. Without it a plain model's "fourier" codec uses uncalibrated defaults.
+    --rule post-rope (the default) ranks the cached, post-RoPE keys and compresses --dims-fraction of every layer's dims;
+    --rule paper ranks keys before RoPE (FourierAttention's rule) and compresses more in the first layers and less in
+    the last: layer l of L takes --dims-fraction · (1 + s · (1 − 2l/(L − 1))), s = --layer-spread.
     """;
 
 if (args.Length == 0 || args[0] is "-h" or "--help")
@@ -48,7 +52,7 @@ for (int i = 1; i < args.Length; i += 2)
 }
 
 string[] known = args[0] == "calibrate-fourier"
-    ? ["model", "dims-fraction", "k", "window", "horizon", "calibration-tokens", "calibration-seed", "threads", "calibration-file", "calibration-format"]
+    ? ["model", "dims-fraction", "k", "window", "horizon", "rule", "layer-spread", "calibration-tokens", "calibration-seed", "threads", "calibration-file", "calibration-format"]
     : ["model", "out", "ratio", "group-size", "calibration-tokens", "calibration-seed", "sequence-length", "threads", "calibration-file", "calibration-format"];
 if (values.Keys.FirstOrDefault(k => !known.Contains(k)) is { } unknown)
 {
@@ -75,6 +79,13 @@ try
         var fourier = FourierCalibrator.Calibrate(model, new FourierCalibrationOptions
         {
             DimsFraction = values.TryGetValue("dims-fraction", out var f) ? double.Parse(f, CultureInfo.InvariantCulture) : fourierDefaults.DimsFraction,
+            Rule = values.GetValueOrDefault("rule", "post-rope") switch
+            {
+                "post-rope" => FourierDimensionRule.PostRope,
+                "paper" => FourierDimensionRule.PreRopeLayered,
+                var other => throw new ArgumentException($"--rule must be post-rope or paper, got '{other}'."),
+            },
+            LayerSpread = values.TryGetValue("layer-spread", out var spread) ? double.Parse(spread, CultureInfo.InvariantCulture) : fourierDefaults.LayerSpread,
             Frequencies = Int("k", fourierDefaults.Frequencies),
             Window = Int("window", fourierDefaults.Window),
             Horizon = values.TryGetValue("horizon", out var h) ? int.Parse(h, CultureInfo.InvariantCulture) : null,
@@ -84,7 +95,7 @@ try
             ComputeThreads = Int("threads", fourierDefaults.ComputeThreads),
         });
         Console.WriteLine(FormattableString.Invariant(
-            $"{Path.Combine(model, FourierConfig.FileName)}: {fourier.CompressedDims} of each head's dims compressed to {2 * fourier.Frequencies} coefficients, window {fourier.Window}, horizon {fourier.Horizon}"));
+            $"{Path.Combine(model, FourierConfig.FileName)}: per layer, {string.Join(" / ", Enumerable.Range(0, fourier.KeyDims.Length).Select(fourier.CompressedDimsOf))} of each head's dims compressed to {2 * fourier.Frequencies} coefficients, window {fourier.Window}, horizon {fourier.Horizon}"));
         return 0;
     }
 

@@ -6,20 +6,23 @@ namespace KvCache.GpuWorker;
 /// <summary>
 /// The "fourier" codec of a plain Llama model (FourierAttention, 2025; parameters in <see cref="FourierConfig"/>).
 /// Per layer and KV head, the first init tokens and the last W tokens are exact post-RoPE K and V; a token that
-/// leaves the window keeps its e = head_dim − m exact dims and adds its m compressed dims into 2k coefficients
+/// leaves the window keeps its e_l = head_dim − m_l exact dims and adds its m_l compressed dims (m_l per layer, see
+/// <see cref="FourierConfig"/>) into 2k coefficients
 /// c_j += x_u φ_j(u) (u = position − init, φ an orthonormal cos/sin basis of period T). Attention folds the query
 /// into the coefficients: q · k̂_u = q_E · k_E,u + Σ_j (q_C · c_j) φ_j(u), and Σ_u p_u v̂_u,C = Σ_j c_j Σ_u p_u φ_j(u).
 /// </summary>
 /// <remarks>
-/// <para>Bytes at position p (= <see cref="CacheBytes"/> = <see cref="StateLength"/>), with P = 2 · layers · kvHeads:
+/// <para>Bytes at position p (= <see cref="CacheBytes"/> = <see cref="StateLength"/>), with P = 2 · layers · kvHeads
+/// and the sums over layers l: 4 · [P · head_dim · min(p, init + W) + (p &gt; init + W ? 2 · kvHeads · Σ_l (2k · m_l +
+/// (head_dim − m_l) · (p − init − W)) : 0)]. With one m for every layer that is
 /// 4 · P · [head_dim · min(p, init + W) + (p &gt; init + W ? 2k · m + (head_dim − m) · (p − init − W) : 0)].
-/// Up to init + W tokens that is the full cache; each further token costs 4 · P · (head_dim − m) bytes
-/// (<see cref="BytesPerToken"/>).</para>
+/// Up to init + W tokens that is the full cache; each further token costs 4 · 2 · kvHeads · Σ_l (head_dim − m_l)
+/// bytes (<see cref="BytesPerToken"/>).</para>
 /// <para>Serialized state (little-endian f32): the token slots in slot order (slot s &lt; init holds position s,
 /// slot init + i the latest position n with (n − init) mod W = i), each as the full cache's token layout
 /// ([layer][K|V][kvHead][head_dim]); then, once the middle is non-empty, the coefficients
-/// [layer][K|V][kvHead][2k][m]; then each middle token's exact dims [layer][K|V][kvHead][e]. Counters follow from
-/// the position.</para>
+/// [layer][K|V][kvHead][2k][m_l]; then each middle token's exact dims [layer][K|V][kvHead][e_l]. Counters follow from
+/// the position. With one m for every layer this is the format from before per-layer ratios.</para>
 /// <para>Memory comes from the model's shared block pool, block by block as the cache grows.</para>
 /// </remarks>
 public sealed unsafe class FourierKvCache : IKvCache, IForwardCache, ICacheState
@@ -45,14 +48,14 @@ public sealed unsafe class FourierKvCache : IKvCache, IForwardCache, ICacheState
         _slotTable = (int*)NativeMemory.Alloc((nuint)Math.Max(tables, 1), sizeof(int));
         _coefficientTable = _slotTable + layout.SlotBlocks;
         _middleTable = _coefficientTable + layout.CoefficientBlocks;
-        BytesPerToken = (long)layout.Pieces * layout.Exact * sizeof(float);
+        BytesPerToken = layout.ExactFloats * sizeof(float);
     }
 
     public string Codec => CodecId;
 
     public int Position { get; private set; }
 
-    /// <summary>Bytes per middle token (past init + W): 2 · layers · kvHeads · (head_dim − m) · 4.</summary>
+    /// <summary>Bytes per middle token (past init + W): 2 · kvHeads · Σ_l (head_dim − m_l) · 4.</summary>
     public long BytesPerToken { get; }
 
     public long CacheBytes => _layout.BytesAt(Position);
@@ -155,7 +158,7 @@ public sealed unsafe class FourierKvCache : IKvCache, IForwardCache, ICacheState
     internal void Append(int layer, float* k, float* v, int position)
     {
         var f = _layout;
-        int d = f.HeadDim, e = f.Exact, m = f.Compressed, c2 = f.Coefficients;
+        int d = f.HeadDim, e = f.ExactOf(layer), m = f.CompressedOf(layer), c2 = f.Coefficients;
         int slot = f.SlotOf(position);
         if (position >= f.Init + f.Window)
         {
@@ -206,20 +209,20 @@ public sealed unsafe class FourierKvCache : IKvCache, IForwardCache, ICacheState
         _pool.Floats(_slotTable[slot / _layout.BlockTokens])
         + (((long)(layer * 2 + side) * _layout.KvHeads + head) * _layout.BlockTokens + slot % _layout.BlockTokens) * _layout.HeadDim;
 
-    /// <summary>The [2k][m] coefficients of (layer, side, head).</summary>
+    /// <summary>The [2k][m_l] coefficients of (layer, side, head).</summary>
     internal float* Coefficients(int layer, int side, int head)
     {
-        int unit = (layer * 2 + side) * _layout.KvHeads + head;
-        return _pool.Floats(_coefficientTable[unit / _layout.CoefficientUnitsPerBlock])
-            + (long)(unit % _layout.CoefficientUnitsPerBlock) * _layout.Coefficients * _layout.Compressed;
+        int piece = (layer * 2 + side) * _layout.KvHeads + head;
+        return _pool.Floats(_coefficientTable[_layout.CoefficientBlockOf(piece)]) + _layout.CoefficientOffsetOf(piece);
     }
 
-    /// <summary>The e exact floats of middle token u.</summary>
+    /// <summary>The e_l exact floats of middle token u.</summary>
     internal float* Middle(int u, int layer, int side, int head)
     {
         int perBlock = _layout.MiddleTokensPerBlock;
+        int piece = (layer * 2 + side) * _layout.KvHeads + head;
         return _pool.Floats(_middleTable[u / perBlock])
-            + (((long)(layer * 2 + side) * _layout.KvHeads + head) * perBlock + u % perBlock) * _layout.Exact;
+            + perBlock * _layout.MiddlePrefixOf(piece) + (long)(u % perBlock) * _layout.ExactOf(layer);
     }
 
     private void Release(int* table, ref int count, int keep)
@@ -237,9 +240,8 @@ public sealed unsafe class FourierKvCache : IKvCache, IForwardCache, ICacheState
         var f = _layout;
         long slotPiece = (long)f.HeadDim * sizeof(float);
         long slotBytes = Math.Min(Position, f.Init + f.Window) * f.Pieces * slotPiece;
-        long coefficientPiece = (long)f.Coefficients * f.Compressed * sizeof(float);
-        long coefficientBytes = f.MiddleCount(Position) > 0 ? f.Pieces * coefficientPiece : 0;
-        long middlePiece = (long)f.Exact * sizeof(float);
+        long coefficientBytes = f.MiddleCount(Position) > 0 ? f.CompressedFloats * sizeof(float) : 0;
+        long middleToken = f.ExactFloats * sizeof(float);
         if (offset < slotBytes)
         {
             long piece = offset / slotPiece;
@@ -248,18 +250,23 @@ public sealed unsafe class FourierKvCache : IKvCache, IForwardCache, ICacheState
             return (byte*)Slot((int)(piece / f.Pieces), p / (2 * f.KvHeads), p / f.KvHeads % 2, p % f.KvHeads) + offset % slotPiece;
         }
 
+        // Pieces differ in size when m_l varies by layer: find the piece by its start, then the byte within it.
         if (offset < slotBytes + coefficientBytes)
         {
             long o = offset - slotBytes;
-            int p = (int)(o / coefficientPiece);
-            contiguous = coefficientPiece - o % coefficientPiece;
-            return (byte*)Coefficients(p / (2 * f.KvHeads), p / f.KvHeads % 2, p % f.KvHeads) + o % coefficientPiece;
+            int p = f.PieceAt(coefficients: true, o / sizeof(float));
+            int layer = p / (2 * f.KvHeads);
+            long within = o - f.CoefficientPrefixOf(p) * sizeof(float);
+            contiguous = (long)f.Coefficients * f.CompressedOf(layer) * sizeof(float) - within;
+            return (byte*)Coefficients(layer, p / f.KvHeads % 2, p % f.KvHeads) + within;
         }
 
         long m = offset - slotBytes - coefficientBytes;
-        long middle = m / middlePiece;
-        int q = (int)(middle % f.Pieces);
-        contiguous = middlePiece - m % middlePiece;
-        return (byte*)Middle((int)(middle / f.Pieces), q / (2 * f.KvHeads), q / f.KvHeads % 2, q % f.KvHeads) + m % middlePiece;
+        long inToken = m % middleToken;
+        int q = f.PieceAt(coefficients: false, inToken / sizeof(float));
+        int l = q / (2 * f.KvHeads);
+        long inPiece = inToken - f.MiddlePrefixOf(q) * sizeof(float);
+        contiguous = (long)f.ExactOf(l) * sizeof(float) - inPiece;
+        return (byte*)Middle((int)(m / middleToken), l, q / f.KvHeads % 2, q % f.KvHeads) + inPiece;
     }
 }

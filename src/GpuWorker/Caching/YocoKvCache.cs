@@ -7,19 +7,24 @@ namespace KvCache.GpuWorker;
 /// <summary>
 /// The "yoco" codec of a YOCO model (<see cref="ModelConfig.Yoco"/>): the global K̂, V̂ of every token
 /// (num_key_value_heads heads of head_dim elements, f32 or bf16 as <see cref="KvCacheFormat"/> says, growing in pool
-/// blocks) plus, per self-decoder layer, a ring buffer
-/// of the last C = sliding_window keys and values (constant size).
+/// blocks) plus, per self-decoder layer, a constant-size state: with a sliding-window self-decoder a ring buffer of the
+/// last C = sliding_window keys and values, with gated retention a d×d f32 state per head.
 /// </summary>
 /// <remarks>
-/// <para>Bytes at N tokens (H_kv = num_key_value_heads, d = head_dim, b = 4 for f32 or 2 for bf16, L = layers), the formula of
-/// <see cref="BytesAt"/>: 2·N·H_kv·d·b + (N &gt; 0 ? (L/2)·2·C·H_kv·d·b : 0). The ring buffers hold the self-decoder's
-/// own KV heads (H_kv, not the query heads). They are taken whole from the pool with the first token, so the ring
-/// term is the full C from N = 1 on, not min(N, C): that is the memory the session holds.</para>
-/// <para>Serialized state (little-endian f32 or bf16 as stored), <see cref="StateLength"/> = <see cref="CacheBytes"/>:
-/// first, for each position t in [0, N), K̂ then V̂, each for every KV head d elements; then, for each self-decoder
-/// layer, the K ring then the V ring, for each KV head, C slots of d elements. Slot s holds the latest position p &lt; N with
-/// p mod C = s (positions follow from N); slots no position reached yet (N &lt; C) are zero.</para>
-/// <para>Memory: each ring is ⌈C / BlockTokens⌉ pool blocks of the global K̂V̂'s shape; appending never allocates.
+/// <para>Bytes at N tokens (H_kv = num_key_value_heads, H = num_attention_heads, d = head_dim, b = 4 for f32 or 2 for
+/// bf16, L = layers), the formula of <see cref="BytesAt"/>: 2·N·H_kv·d·b + (N &gt; 0 ? S : 0), with the self-decoder's
+/// state S = (L/2)·2·C·H_kv·d·b (rings) or S = (L/2)·H·d·d·4 (retention states, always f32: a recurrent state
+/// rounded at every step would drift). The state is taken whole from the pool with the first token, so its term is
+/// the full S from N = 1 on, not min(N, C): that is the memory the session holds.</para>
+/// <para>Serialized state (little-endian), <see cref="StateLength"/> = <see cref="CacheBytes"/>: first, for each
+/// position t in [0, N), K̂ then V̂, each for every KV head d elements (f32 or bf16 as stored); then, for each
+/// self-decoder layer, either the K ring then the V ring, for each KV head, C slots of d elements (slot s holds the
+/// latest position p &lt; N with p mod C = s; positions follow from N; slots no position reached yet are zero), or
+/// for each head its state S[i][j] row by row (i over key, j over value dimensions; f32). A sliding-window model's
+/// layout is what it was before gated retention existed; the two never meet, since a snapshot is bound to its model's
+/// fingerprint, which hashes config.json.</para>
+/// <para>Memory: each layer's state is a fixed number of pool blocks of the global K̂V̂'s shape (⌈C / BlockTokens⌉ per
+/// ring; retention rows packed BlockBytes / (4·d) to a block, never straddling one); appending never allocates.
 /// Not thread-safe: one caller at a time.</para>
 /// </remarks>
 public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
@@ -32,15 +37,18 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
     private readonly int _headDim;
     private readonly int _elementBytes;
     private readonly int _window;
+    private readonly bool _retention;
+    private readonly int _retentionRows;
+    private readonly int _rowsPerBlock;
     private readonly int _selfLayers;
-    private readonly int _ringBlocks;
+    private readonly int _stateBlocks;
     private readonly int _maxBlocks;
-    private readonly long _ringBytes;
+    private readonly long _stateBytes;
 
-    // [_maxBlocks global block ids][_selfLayers · _ringBlocks ring block ids]
+    // [_maxBlocks global block ids][_selfLayers · _stateBlocks self-decoder state block ids]
     private int* _table;
     private int _globalBlocks;
-    private bool _hasRings;
+    private bool _hasState;
 
     internal YocoKvCache(object owner, KvBlockPool pool, ModelConfig config, KvCacheFormat format, int blockTokens)
     {
@@ -51,22 +59,34 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
         _headDim = config.HeadDim;
         _elementBytes = KvLayout.ElementBytesOf(format);
         _window = config.Yoco!.SlidingWindow;
+        _retention = config.Yoco.SelfDecoder == YocoSelfDecoder.GatedRetention;
         _selfLayers = config.NumHiddenLayers / 2;
-        _ringBlocks = (_window + blockTokens - 1) / blockTokens;
         _maxBlocks = (config.MaxPositionEmbeddings + blockTokens - 1) / blockTokens;
-        _table = (int*)NativeMemory.Alloc((nuint)(_maxBlocks + _selfLayers * _ringBlocks), sizeof(int));
         BytesPerToken = 2L * _kvHeads * _headDim * _elementBytes;
-        _ringBytes = (long)_selfLayers * _window * BytesPerToken;
+        _stateBytes = SelfDecoderStateBytes(config, format);
+        if (_retention)
+        {
+            // A block is BlockTokens · 2 · H_kv · d · b bytes, so it holds a whole number of d-float rows.
+            _retentionRows = config.NumAttentionHeads * _headDim;
+            _rowsPerBlock = (int)(pool.BlockBytes / (_headDim * sizeof(float)));
+            _stateBlocks = (_retentionRows + _rowsPerBlock - 1) / _rowsPerBlock;
+        }
+        else
+        {
+            _stateBlocks = (_window + blockTokens - 1) / blockTokens;
+        }
+
+        _table = (int*)NativeMemory.Alloc((nuint)(_maxBlocks + _selfLayers * _stateBlocks), sizeof(int));
     }
 
     public string Codec => CodecId;
 
     public int Position { get; private set; }
 
-    /// <summary>Bytes of global K̂V̂ per token (the ring buffers do not grow).</summary>
+    /// <summary>Bytes of global K̂V̂ per token (the self-decoder's state does not grow).</summary>
     public long BytesPerToken { get; }
 
-    public long CacheBytes => Position == 0 ? 0 : Position * BytesPerToken + _ringBytes;
+    public long CacheBytes => Position == 0 ? 0 : Position * BytesPerToken + _stateBytes;
 
     public long StateLength => CacheBytes;
 
@@ -77,9 +97,13 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
     /// <summary>The global K̂V̂ as a one-layer paged view (position t at block t / BlockTokens).</summary>
     internal KvView Global => new(_pool.Base, _table, _blockTokens, _pool.BlockBytes, _kvHeads, _headDim, _elementBytes);
 
-    /// <summary>Ring of self-decoder layer <paramref name="layer"/> as a one-layer view over slots [0, C).</summary>
+    /// <summary>Ring of sliding-window self-decoder layer <paramref name="layer"/> as a one-layer view over slots [0, C).</summary>
     internal KvView Ring(int layer) =>
-        new(_pool.Base, _table + _maxBlocks + layer * _ringBlocks, _blockTokens, _pool.BlockBytes, _kvHeads, _headDim, _elementBytes);
+        new(_pool.Base, _table + _maxBlocks + layer * _stateBlocks, _blockTokens, _pool.BlockBytes, _kvHeads, _headDim, _elementBytes);
+
+    /// <summary>The per-head states of gated-retention self-decoder layer <paramref name="layer"/>.</summary>
+    internal RetentionState Retention(int layer) =>
+        new(_pool.Base, _table + _maxBlocks + layer * _stateBlocks, _pool.BlockBytes, _rowsPerBlock, _headDim);
 
     /// <summary>Bytes an f32 cache of <paramref name="config"/> holds at <paramref name="position"/> (see remarks).</summary>
     /// <exception cref="ArgumentException">The model is not a YOCO model.</exception>
@@ -89,9 +113,18 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
     /// <exception cref="ArgumentException">The model is not a YOCO model.</exception>
     public static long BytesAt(ModelConfig config, int position, KvCacheFormat format)
     {
-        var yoco = config.Yoco ?? throw new ArgumentException("The model is not a YOCO model.", nameof(config));
         long perToken = 2L * config.NumKeyValueHeads * config.HeadDim * KvLayout.ElementBytesOf(format);
-        return position == 0 ? 0 : position * perToken + config.NumHiddenLayers / 2 * (long)yoco.SlidingWindow * perToken;
+        return position == 0 ? 0 : position * perToken + SelfDecoderStateBytes(config, format);
+    }
+
+    /// <summary>The self-decoder's constant state: rings (L/2)·2·C·H_kv·d·b, or retention states (L/2)·H·d·d·4.</summary>
+    private static long SelfDecoderStateBytes(ModelConfig config, KvCacheFormat format)
+    {
+        var yoco = config.Yoco ?? throw new ArgumentException("The model is not a YOCO model.", nameof(config));
+        long layers = config.NumHiddenLayers / 2, d = config.HeadDim;
+        return yoco.SelfDecoder == YocoSelfDecoder.GatedRetention
+            ? layers * config.NumAttentionHeads * d * d * sizeof(float)
+            : layers * yoco.SlidingWindow * 2L * config.NumKeyValueHeads * d * KvLayout.ElementBytesOf(format);
     }
 
     public void ReadState(long offset, Span<byte> destination)
@@ -115,7 +148,7 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
 
         if (position == 0)
         {
-            ReturnRings();
+            ReturnState();
         }
 
         Position = position;
@@ -135,47 +168,48 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
         }
 
         _pool.Return(new ReadOnlySpan<int>(_table, _globalBlocks));
-        ReturnRings();
+        ReturnState();
         NativeMemory.Free(_table);
         _table = null;
         _globalBlocks = 0;
         Position = 0;
     }
 
-    /// <summary>Takes the blocks <paramref name="tokens"/> positions need (rings included); all or nothing.</summary>
+    /// <summary>Takes the blocks <paramref name="tokens"/> positions need (the self-decoder's state included); all or nothing.</summary>
     /// <exception cref="CacheCapacityException">The pool has too few free blocks; nothing changed.</exception>
     internal void EnsureCapacity(int tokens)
     {
         ObjectDisposedException.ThrowIf(_table == null, this);
         int needed = BlocksFor(tokens);
         int global = Math.Max(0, needed - _globalBlocks);
-        int rings = tokens > 0 && !_hasRings ? _selfLayers * _ringBlocks : 0;
-        if (global + rings == 0)
+        int state = tokens > 0 && !_hasState ? _selfLayers * _stateBlocks : 0;
+        if (global + state == 0)
         {
             return;
         }
 
-        if (needed > _maxBlocks || global + rings > _pool.FreeBlocks
+        if (needed > _maxBlocks || global + state > _pool.FreeBlocks
             || !_pool.TryTake(new Span<int>(_table + _globalBlocks, global)))
         {
-            throw Full(global + rings, tokens);
+            throw Full(global + state, tokens);
         }
 
-        if (rings > 0)
+        if (state > 0)
         {
-            if (!_pool.TryTake(new Span<int>(_table + _maxBlocks, rings)))
+            if (!_pool.TryTake(new Span<int>(_table + _maxBlocks, state)))
             {
                 _pool.Return(new ReadOnlySpan<int>(_table + _globalBlocks, global));
-                throw Full(global + rings, tokens);
+                throw Full(global + state, tokens);
             }
 
-            // Slots no position reached yet serialize as zeros, whatever the blocks held before.
-            for (int i = 0; i < rings; i++)
+            // Ring slots no position reached yet serialize as zeros, and a retention state starts at zero,
+            // whatever the blocks held before.
+            for (int i = 0; i < state; i++)
             {
                 _pool.Clear(_table[_maxBlocks + i]);
             }
 
-            _hasRings = true;
+            _hasState = true;
         }
 
         _globalBlocks += global;
@@ -192,16 +226,17 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
 
     private int BlocksFor(int tokens) => (tokens + _blockTokens - 1) / _blockTokens;
 
-    private void ReturnRings()
+    private void ReturnState()
     {
-        if (_hasRings)
+        if (_hasState)
         {
-            _pool.Return(new ReadOnlySpan<int>(_table + _maxBlocks, _selfLayers * _ringBlocks));
-            _hasRings = false;
+            _pool.Return(new ReadOnlySpan<int>(_table + _maxBlocks, _selfLayers * _stateBlocks));
+            _hasState = false;
         }
     }
 
-    // The state is a sequence of d-float pieces; each maps to one token's (or slot's) vector of one head and side.
+    // The state is a sequence of d-element pieces; each maps to one token's (or ring slot's) vector of one head and
+    // side, or to one row of a head's retention state.
     byte* ICacheState.Locate(long offset, out long contiguous)
     {
         long pieceBytes = (long)_headDim * _elementBytes;
@@ -215,6 +250,14 @@ public sealed unsafe class YocoKvCache : IKvCache, IForwardCache, ICacheState
             long token = piece / (2 * _kvHeads);
             int side = (int)(piece / _kvHeads % 2), head = (int)(piece % _kvHeads);
             vector = Global.Slab<byte>((int)(token / _blockTokens), 0, side, head) + token % _blockTokens * pieceBytes;
+        }
+        else if (_retention)
+        {
+            long rowBytes = (long)_headDim * sizeof(float);
+            long row = (offset - globalBytes) / rowBytes;
+            inPiece = (offset - globalBytes) % rowBytes;
+            contiguous = rowBytes - inPiece;
+            return (byte*)Retention((int)(row / _retentionRows)).Row((int)(row % _retentionRows)) + inPiece;
         }
         else
         {

@@ -25,11 +25,16 @@ internal sealed unsafe class ForwardScratch : IDisposable
         long h = (long)chunk * c.HiddenSize, q = (long)chunk * c.QueryDim, kv = (long)chunk * c.KeyValueDim;
         long f = (long)chunk * c.IntermediateSize;
 
+        // A gated-retention self-decoder projects keys and values per query head, plus an output gate and decay logits.
+        bool retention = c.Yoco is { SelfDecoder: YocoSelfDecoder.GatedRetention };
+        long gate = retention ? q : 0, decay = retention ? (long)chunk * c.NumAttentionHeads : 0;
+        kv = retention ? Math.Max(kv, q) : kv;
+
         // SVD-GQA: queries and attention outputs are rank-wide per head, compressed keys rank-wide per group.
         int rank = c.SvdGqa?.Rank ?? 0;
         long qt = (long)chunk * c.NumAttentionHeads * rank, ck = (long)chunk * c.SvdGqaGroups * rank;
         long attention = Math.Max(q, qt);
-        long[] sizes = [h, h, h, q, attention, kv, kv, f, f, qt, ck];
+        long[] sizes = [h, h, h, q, attention, kv, kv, f, f, qt, ck, gate, decay];
         long total = sizes.Sum(s => (s + 15) & ~15L);
         _memory = (float*)NativeMemory.AlignedAlloc((nuint)(total * sizeof(float)), 64);
         NativeMemory.Clear(_memory, (nuint)(total * sizeof(float)));
@@ -52,6 +57,8 @@ internal sealed unsafe class ForwardScratch : IDisposable
         Up = Next(f);
         QueryTilde = Next(qt);
         KeyCompressed = Next(ck);
+        RetentionGate = Next(gate);
+        DecayLogits = Next(decay);
     }
 
     public int Capacity { get; }
@@ -100,6 +107,12 @@ internal sealed unsafe class ForwardScratch : IDisposable
 
     /// <summary>SVD-GQA compressed keys c [chunk, groups · rank].</summary>
     public float* KeyCompressed { get; }
+
+    /// <summary>Gated retention's output-gate projection x W_G [chunk, heads · head_dim] (empty for other models).</summary>
+    public float* RetentionGate { get; }
+
+    /// <summary>Gated retention's decay logits x W_γ [chunk, heads] (empty for other models).</summary>
+    public float* DecayLogits { get; }
 
     public void Begin()
     {

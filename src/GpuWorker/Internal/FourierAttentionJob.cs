@@ -16,7 +16,7 @@ namespace KvCache.GpuWorker.Internal;
 /// <para>The middle keeps that order too, in the head's exact-then-compressed dimension order. A middle run (exact
 /// rows in one block, basis rows before φ's period wraps) scores its exact dims and its folded query against the
 /// basis rows as two unscaled Scores, combined as (exact + folded) · scale, the per-key expression (exact = 0f when
-/// e = 0; no folded term when m = 0); its values go through one AccumulateValues over the exact rows and one over the
+/// e_l = 0; no folded term when m_l = 0; m_l and e_l are the attended layer's); its values go through one AccumulateValues over the exact rows and one over the
 /// basis rows. So with m = 0 the result equals the full cache's bit for bit.</para>
 /// <para>The middle loops go run by run, and within a run head by head: every head of the group reads the same basis
 /// rows, which then come from L1 or L2. Head by head, the basis (middle tokens × 2k floats, 1.8 MiB at 8k tokens and
@@ -95,7 +95,7 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
 
             for (int u = 0, run; u < middle; u += run)
             {
-                run = MiddleRun(f, u, middle);
+                run = MiddleRun(f, _layer, u, middle);
                 for (int h = 0; h < count; h++)
                 {
                     ScoreMiddleRun(KvHead(first + h), u, run, middle, Scores(memory, h) + init + u, Permuted(memory, h), foldedScores);
@@ -121,7 +121,7 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
 
             for (int u = 0, run; u < middle; u += run)
             {
-                run = MiddleRun(f, u, middle);
+                run = MiddleRun(f, _layer, u, middle);
                 for (int h = 0; h < count; h++)
                 {
                     AccumulateMiddleRun(KvHead(first + h), u, run, middle, Scores(memory, h) + init + u, Permuted(memory, h));
@@ -162,7 +162,7 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
     private void FoldQuery(float* q, int g, float* permuted)
     {
         var f = _cache!.Layout;
-        int d = f.HeadDim, e = f.Exact, m = f.Compressed;
+        int d = f.HeadDim, e = f.ExactOf(_layer), m = f.CompressedOf(_layer);
         int* order = f.OrderOf(_layer, 0, g);
         for (int i = 0; i < d; i++)
         {
@@ -185,9 +185,9 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
     {
         var cache = _cache!;
         var f = cache.Layout;
-        int e = f.Exact, c2 = f.Coefficients;
+        int e = f.ExactOf(_layer), c2 = f.Coefficients;
         float* next = e > 0 && u + run < middle ? cache.Middle(u + run, _layer, 0, g) : null;
-        if (f.Compressed == 0)
+        if (f.CompressedOf(_layer) == 0)
         {
             Kernels.Scores(permuted, cache.Middle(u, _layer, 0, g), run, e, _scale, score, next);
             return;
@@ -227,13 +227,13 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
     {
         var cache = _cache!;
         var f = cache.Layout;
-        int e = f.Exact, c2 = f.Coefficients;
+        int e = f.ExactOf(_layer), c2 = f.Coefficients;
         if (e > 0)
         {
             Kernels.AccumulateValues(p, cache.Middle(u, _layer, 1, g), run, e, permuted, u + run < middle ? cache.Middle(u + run, _layer, 1, g) : null);
         }
 
-        if (f.Compressed > 0)
+        if (f.CompressedOf(_layer) > 0)
         {
             Kernels.AccumulateValues(p, f.Basis + (long)(u % f.Horizon) * c2, run, c2, permuted + f.HeadDim, null);
         }
@@ -243,7 +243,7 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
     private void UnfoldOutput(int g, float* permuted, float* o)
     {
         var f = _cache!.Layout;
-        int d = f.HeadDim, e = f.Exact, m = f.Compressed;
+        int d = f.HeadDim, e = f.ExactOf(_layer), m = f.CompressedOf(_layer);
         if (m > 0)
         {
             float* values = _cache.Coefficients(_layer, 1, g);
@@ -307,15 +307,15 @@ internal sealed unsafe class FourierAttentionJob : ParallelJob, IDisposable
     /// How many middle tokens from <paramref name="u"/> (before <paramref name="end"/>) have consecutive exact rows (one
     /// block) and consecutive basis rows (before u mod horizon wraps), at most <see cref="MaxMiddleRun"/>.
     /// </summary>
-    private static int MiddleRun(FourierLayout f, int u, int end)
+    private static int MiddleRun(FourierLayout f, int layer, int u, int end)
     {
         int run = Math.Min(end - u, MaxMiddleRun);
-        if (f.Exact > 0)
+        if (f.ExactOf(layer) > 0)
         {
             run = Math.Min(run, f.MiddleTokensPerBlock - u % f.MiddleTokensPerBlock);
         }
 
-        if (f.Compressed > 0)
+        if (f.CompressedOf(layer) > 0)
         {
             run = Math.Min(run, f.Horizon - u % f.Horizon);
         }

@@ -7,23 +7,32 @@ namespace KvCache.GpuWorker.Internal;
 /// basis table, built once at load and shared by every fourier cache of the model.
 /// </summary>
 /// <remarks>
+/// <para>A layer l compresses m_l dims of every KV head on both sides and keeps e_l = head_dim − m_l exact (m_l may
+/// differ between layers: the paper's calibration compresses the first layers more). A piece is one
+/// (layer, side, head), p = (layer·2 + side)·kvHeads + head.</para>
 /// <para>A cache's memory is three block tables over the shared pool (block = BlockTokens · full floats per token):
 /// token slots (init tokens, then a ring of W window slots) laid out like the full cache; coefficient units of
-/// [2k][m] floats, one per (layer, side, head), <see cref="CoefficientUnitsPerBlock"/> to a block; and middle
-/// tokens whose e = head_dim − m exact dims sit as [layer][side][head][MiddleTokensPerBlock][e] per block.</para>
-/// <para>Order[(layer·2 + side)·kvHeads + head] lists the head's exact dims ascending, then its compressed dims
-/// ascending: a middle token stores the first e, the coefficients hold the last m.</para>
+/// [2k][m_l] floats, one per piece, packed in piece order without straddling a block (<see cref="CoefficientBlockOf"/>,
+/// <see cref="CoefficientOffsetOf"/>); and middle tokens, <see cref="MiddleTokensPerBlock"/> to a block, each piece's
+/// rows [MiddleTokensPerBlock][e_l] one after another. With one m for every layer this is the layout the codec had
+/// before per-layer ratios, byte for byte.</para>
+/// <para>Order[p] lists the head's exact dims ascending, then its compressed dims ascending: a middle token stores
+/// the first e_l, the coefficients hold the last m_l.</para>
 /// </remarks>
 internal sealed unsafe class FourierLayout : IDisposable
 {
+    private readonly int[] _compressed;
+    private readonly int[] _coefficientBlock;
+    private readonly long[] _coefficientOffset;
+    private readonly long[] _coefficientPrefix;
+    private readonly long[] _middlePrefix;
+
     public FourierLayout(ModelConfig c, FourierConfig f, int blockTokens, long blockFloats)
     {
         Config = f;
         Layers = c.NumHiddenLayers;
         KvHeads = c.NumKeyValueHeads;
         HeadDim = c.HeadDim;
-        Compressed = f.CompressedDims;
-        Exact = HeadDim - Compressed;
         Coefficients = 2 * f.Frequencies;
         Init = f.InitTokens;
         Window = f.Window;
@@ -32,21 +41,48 @@ internal sealed unsafe class FourierLayout : IDisposable
         BlockFloats = blockFloats;
         Pieces = Layers * 2 * KvHeads;
         SlotBlocks = (Init + Window + blockTokens - 1) / blockTokens;
-        if (Compressed > 0)
+        _compressed = Enumerable.Range(0, Layers).Select(f.CompressedDimsOf).ToArray();
+
+        // Per piece: where its coefficient unit lies, and the floats before it in the state and in a middle token.
+        _coefficientBlock = new int[Pieces];
+        _coefficientOffset = new long[Pieces];
+        _coefficientPrefix = new long[Pieces];
+        _middlePrefix = new long[Pieces];
+        long used = 0;
+        int blocks = 0;
+        for (int p = 0; p < Pieces; p++)
         {
-            CoefficientUnitsPerBlock = (int)Math.Min(Pieces, blockFloats / ((long)Coefficients * Compressed));
-            if (CoefficientUnitsPerBlock == 0)
+            int layer = p / (2 * KvHeads);
+            long unit = (long)Coefficients * _compressed[layer];
+            if (unit > blockFloats)
             {
                 throw new ArgumentException(
-                    $"Fourier coefficients of one head ({Coefficients} × {Compressed} floats) exceed a cache block of {blockFloats} floats; use larger blocks or fewer frequencies.");
+                    $"Fourier coefficients of one head ({Coefficients} × {_compressed[layer]} floats) exceed a cache block of {blockFloats} floats; use larger blocks or fewer frequencies.");
             }
 
-            CoefficientBlocks = (Pieces + CoefficientUnitsPerBlock - 1) / CoefficientUnitsPerBlock;
+            if (unit > 0 && (blocks == 0 || used + unit > blockFloats))
+            {
+                blocks++;
+                used = 0;
+            }
+
+            _coefficientBlock[p] = Math.Max(0, blocks - 1);
+            _coefficientOffset[p] = used;
+            used += unit;
+            if (p + 1 < Pieces)
+            {
+                _coefficientPrefix[p + 1] = _coefficientPrefix[p] + unit;
+                _middlePrefix[p + 1] = _middlePrefix[p] + HeadDim - _compressed[layer];
+            }
+
+            CompressedFloats += unit;
+            ExactFloats += HeadDim - _compressed[layer];
         }
 
-        if (Exact > 0)
+        CoefficientBlocks = blocks;
+        if (ExactFloats > 0)
         {
-            MiddleTokensPerBlock = (int)(blockFloats / ((long)Pieces * Exact));
+            MiddleTokensPerBlock = (int)(blockFloats / ExactFloats);
             int maxMiddle = Math.Max(0, c.MaxPositionEmbeddings - Init - Window);
             MiddleBlocks = (maxMiddle + MiddleTokensPerBlock - 1) / MiddleTokensPerBlock;
         }
@@ -100,11 +136,11 @@ internal sealed unsafe class FourierLayout : IDisposable
 
     public int HeadDim { get; }
 
-    /// <summary>Compressed dims per head and side (m).</summary>
-    public int Compressed { get; }
+    /// <summary>Floats of all pieces' coefficient units: 2k · Σ_pieces m_l.</summary>
+    public long CompressedFloats { get; }
 
-    /// <summary>Exact dims of a middle token per head and side (e = head_dim − m).</summary>
-    public int Exact { get; }
+    /// <summary>Exact floats a middle token keeps over all pieces: Σ_pieces e_l.</summary>
+    public long ExactFloats { get; }
 
     /// <summary>Coefficients per compressed dim (2k).</summary>
     public int Coefficients { get; }
@@ -124,8 +160,6 @@ internal sealed unsafe class FourierLayout : IDisposable
 
     public int SlotBlocks { get; }
 
-    public int CoefficientUnitsPerBlock { get; }
-
     public int CoefficientBlocks { get; }
 
     public int MiddleTokensPerBlock { get; }
@@ -139,19 +173,59 @@ internal sealed unsafe class FourierLayout : IDisposable
 
     public int* OrderOf(int layer, int side, int head) => Order + ((long)(layer * 2 + side) * KvHeads + head) * HeadDim;
 
+    /// <summary>Compressed dims of every head and side of <paramref name="layer"/> (m_l).</summary>
+    public int CompressedOf(int layer) => _compressed[layer];
+
+    /// <summary>Exact dims a middle token keeps per head and side of <paramref name="layer"/> (e_l = head_dim − m_l).</summary>
+    public int ExactOf(int layer) => HeadDim - _compressed[layer];
+
+    /// <summary>The largest m_l: the folded query and output need room for it.</summary>
+    public int MaxCompressed => _compressed.Max();
+
+    /// <summary>Coefficient block (index into a cache's coefficient table) of piece <paramref name="piece"/>.</summary>
+    public int CoefficientBlockOf(int piece) => _coefficientBlock[piece];
+
+    /// <summary>Float offset of piece <paramref name="piece"/>'s coefficient unit within its block.</summary>
+    public long CoefficientOffsetOf(int piece) => _coefficientOffset[piece];
+
+    /// <summary>Floats of the coefficient units before piece <paramref name="piece"/> (the serialized state's order).</summary>
+    public long CoefficientPrefixOf(int piece) => _coefficientPrefix[piece];
+
+    /// <summary>Exact floats of one middle token before piece <paramref name="piece"/>.</summary>
+    public long MiddlePrefixOf(int piece) => _middlePrefix[piece];
+
+    /// <summary>The piece whose run of a per-piece sequence holds float <paramref name="offset"/>: the last piece starting at or before it.</summary>
+    public int PieceAt(bool coefficients, long offset)
+    {
+        long[] prefix = coefficients ? _coefficientPrefix : _middlePrefix;
+        int at = Array.BinarySearch(prefix, offset);
+        if (at < 0)
+        {
+            return ~at - 1;
+        }
+
+        // Pieces without floats (m_l = 0 or e_l = 0) share their start with the next: take the last.
+        while (at + 1 < prefix.Length && prefix[at + 1] == offset)
+        {
+            at++;
+        }
+
+        return at;
+    }
+
     /// <summary>Middle tokens at <paramref name="position"/> tokens.</summary>
     public int MiddleCount(int position) => Math.Max(0, position - Init - Window);
 
     /// <summary>
-    /// Bytes held at <paramref name="position"/>: 4 · 2 · layers · kvHeads · [head_dim · min(p, init + W)
-    /// + (p &gt; init + W ? 2k · m + (head_dim − m) · (p − init − W) : 0)].
+    /// Bytes held at <paramref name="position"/>: 4 · [P · head_dim · min(p, init + W)
+    /// + (p &gt; init + W ? Σ_pieces (2k · m_l + (head_dim − m_l) · (p − init − W)) : 0)], P = 2 · layers · kvHeads.
     /// </summary>
     public long BytesAt(int position)
     {
         int middle = MiddleCount(position);
-        long floatsPerPiece = (long)HeadDim * Math.Min(position, Init + Window)
-            + (middle > 0 ? (long)Coefficients * Compressed + (long)Exact * middle : 0);
-        return floatsPerPiece * Pieces * sizeof(float);
+        long floats = (long)Pieces * HeadDim * Math.Min(position, Init + Window)
+            + (middle > 0 ? CompressedFloats + ExactFloats * middle : 0);
+        return floats * sizeof(float);
     }
 
     /// <summary>Pool blocks of each table a cache of <paramref name="position"/> tokens holds.</summary>
@@ -161,7 +235,7 @@ internal sealed unsafe class FourierLayout : IDisposable
         return (
             (Math.Min(position, Init + Window) + BlockTokens - 1) / BlockTokens,
             middle > 0 ? CoefficientBlocks : 0,
-            middle > 0 && Exact > 0 ? (middle + MiddleTokensPerBlock - 1) / MiddleTokensPerBlock : 0);
+            middle > 0 && ExactFloats > 0 ? (middle + MiddleTokensPerBlock - 1) / MiddleTokensPerBlock : 0);
     }
 
     /// <summary>Token slot of position n: init tokens first, then the window ring.</summary>

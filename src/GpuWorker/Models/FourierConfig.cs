@@ -3,16 +3,34 @@ using System.Text.Json;
 
 namespace KvCache.GpuWorker;
 
+/// <summary>How <see cref="FourierCalibrator"/> chooses the compressed dimensions (fourier.json <c>dims_rule</c>).</summary>
+public enum FourierDimensionRule
+{
+    /// <summary>
+    /// Rank post-RoPE keys and values by their Fourier reconstruction error and compress the same share of dims in every
+    /// layer (<c>post_rope</c>; the calibrator's first rule, and what a fourier.json without dims_rule was made by).
+    /// Post-RoPE, the slow-rotating key dims reconstruct best, so this compresses them.
+    /// </summary>
+    PostRope,
+
+    /// <summary>
+    /// The paper's rule (<c>pre_rope_layered</c>): rank keys and values by their reconstruction error before RoPE, and
+    /// compress more in the first layers and less in the last (<see cref="FourierConfig.LayerSpread"/>).
+    /// </summary>
+    PreRopeLayered,
+}
+
 /// <summary>
 /// Parameters of the "fourier" codec (FourierAttention, "Beyond Homogeneous Attention", 2025) of a plain Llama
 /// model, read from <c>fourier.json</c> beside config.json (written by <c>kvcache-convert calibrate-fourier</c>):
 /// <c>{"method": "fourier", "init_tokens", "window", "frequencies", "horizon", "dims_fraction",
-/// "key_dims": [layer][kv_head][m], "value_dims": [layer][kv_head][m], "calibration_tokens", "calibration_seed"}</c>.
+/// "key_dims": [layer][kv_head][m_l], "value_dims": [layer][kv_head][m_l], "calibration_tokens", "calibration_seed"}</c>,
+/// plus <c>"dims_rule": "pre_rope_layered", "layer_spread"</c> when the paper's rule chose the dims.
 /// </summary>
 /// <remarks>
 /// Per layer the first <see cref="InitTokens"/> and the last <see cref="Window"/> tokens stay exact. Each middle
-/// token keeps its other head dimensions exact and adds the listed m dimensions of every KV head (keys and
-/// values separately) into 2k coefficients over an orthonormal cos/sin basis of period <see cref="Horizon"/>.
+/// token keeps its other head dimensions exact and adds the listed m_l dimensions of every KV head (keys and
+/// values separately; m_l is the same for every head and side of layer l, and may differ between layers) into 2k coefficients over an orthonormal cos/sin basis of period <see cref="Horizon"/>.
 /// Without a fourier.json, <see cref="Default"/> applies: window 1024, k 32, half of the dimensions, chosen
 /// without calibration as the lowest-frequency rotary pairs (they vary slowest along the sequence).
 /// </remarks>
@@ -20,6 +38,8 @@ public sealed record FourierConfig
 {
     public const string FileName = "fourier.json";
     public const string Method = "fourier";
+    public const string PostRopeName = "post_rope";
+    public const string PreRopeLayeredName = "pre_rope_layered";
 
     /// <summary>Exact tokens at the start of the sequence (attention sinks).</summary>
     public int InitTokens { get; init; } = 4;
@@ -47,8 +67,38 @@ public sealed record FourierConfig
 
     public long CalibrationSeed { get; init; }
 
-    /// <summary>Compressed dimensions per KV head and side (m).</summary>
-    public int CompressedDims => KeyDims.Length == 0 || KeyDims[0].Length == 0 ? 0 : KeyDims[0][0].Length;
+    /// <summary>The rule that chose the dims (written to fourier.json only when it is not <see cref="FourierDimensionRule.PostRope"/>).</summary>
+    public FourierDimensionRule Rule { get; init; } = FourierDimensionRule.PostRope;
+
+    /// <summary>
+    /// With <see cref="FourierDimensionRule.PreRopeLayered"/>: layer l of L compresses the share
+    /// <see cref="DimsFraction"/> · (1 + s · (1 − 2l / (L − 1))) of its dims (clamped to [0, 1]), s this spread, so the
+    /// first layer compresses (1 + s) times the mean share, the last (1 − s) times, and the mean stays DimsFraction.
+    /// </summary>
+    public double LayerSpread { get; init; }
+
+    /// <summary>Compressed dimensions per KV head and side of <paramref name="layer"/> (m_l).</summary>
+    public int CompressedDimsOf(int layer) => KeyDims.Length <= layer || KeyDims[layer].Length == 0 ? 0 : KeyDims[layer][0].Length;
+
+    /// <summary>The largest m_l over the layers.</summary>
+    public int MaxCompressedDims => Enumerable.Range(0, KeyDims.Length).Select(CompressedDimsOf).DefaultIfEmpty(0).Max();
+
+    /// <summary>m_l of every layer for a mean share <paramref name="dimsFraction"/> spread by <paramref name="spread"/> (see <see cref="LayerSpread"/>).</summary>
+    public static int[] LayerCompressedCounts(ModelConfig c, double dimsFraction, double spread)
+    {
+        _ = CompressedCount(c, dimsFraction); // refuses a fraction outside [0, 1]
+        if (!(spread >= 0 && spread <= 1))
+        {
+            throw new ArgumentException($"Fourier layer spread {spread} must lie in [0, 1].");
+        }
+
+        int layers = c.NumHiddenLayers;
+        return Enumerable.Range(0, layers).Select(l =>
+        {
+            double share = layers == 1 ? dimsFraction : dimsFraction * (1 + spread * (1 - 2.0 * l / (layers - 1)));
+            return CompressedCount(c, Math.Clamp(share, 0, 1));
+        }).ToArray();
+    }
 
     /// <summary>Uncalibrated parameters: the lowest-frequency rotary pairs of every head, for keys and values.</summary>
     public static FourierConfig Default(ModelConfig c, double dimsFraction = 0.5, int window = 1024, int frequencies = 32, int? horizon = null)
@@ -113,6 +163,15 @@ public sealed record FourierConfig
             w.WriteNumber("dims_fraction", DimsFraction);
             w.WriteNumber("calibration_tokens", CalibrationTokens);
             w.WriteNumber("calibration_seed", CalibrationSeed);
+
+            // Only a non-default rule is written: a post-RoPE fourier.json keeps its text, and so the model's fingerprint
+            // (which hashes it) and the snapshots bound to it.
+            if (Rule == FourierDimensionRule.PreRopeLayered)
+            {
+                w.WriteString("dims_rule", PreRopeLayeredName);
+                w.WriteNumber("layer_spread", LayerSpread);
+            }
+
             WriteDims(w, "key_dims", KeyDims);
             WriteDims(w, "value_dims", ValueDims);
             w.WriteEndObject();
@@ -144,6 +203,15 @@ public sealed record FourierConfig
                 CalibrationSeed = e.TryGetProperty("calibration_seed", out var s) && s.TryGetInt64(out long seed) ? seed : 0,
                 KeyDims = ReadDims(e, "key_dims"),
                 ValueDims = ReadDims(e, "value_dims"),
+                Rule = e.TryGetProperty("dims_rule", out var rule) && rule.ValueKind != JsonValueKind.Null
+                    ? rule.GetString() switch
+                    {
+                        PostRopeName => FourierDimensionRule.PostRope,
+                        PreRopeLayeredName => FourierDimensionRule.PreRopeLayered,
+                        var other => throw new FormatException($"{FileName}: dims_rule '{other}' is not '{PostRopeName}' or '{PreRopeLayeredName}'."),
+                    }
+                    : FourierDimensionRule.PostRope,
+                LayerSpread = ModelConfig.OptionalDouble(e, "layer_spread") ?? 0,
             };
         }
         catch (JsonException ex)
@@ -168,22 +236,31 @@ public sealed record FourierConfig
             throw new ArgumentException($"Fourier frequencies {Frequencies} must be ≥ 1 and horizon {Horizon} > 2 · frequencies (an orthogonal basis).");
         }
 
-        int m = CompressedDims;
         foreach (var (name, dims) in new[] { ("key_dims", KeyDims), ("value_dims", ValueDims) })
         {
             if (dims.Length != c.NumHiddenLayers || dims.Any(l => l.Length != c.NumKeyValueHeads))
             {
-                throw new ArgumentException($"Fourier {name} must be [{c.NumHiddenLayers} layers][{c.NumKeyValueHeads} KV heads][m].");
+                throw new ArgumentException($"Fourier {name} must be [{c.NumHiddenLayers} layers][{c.NumKeyValueHeads} KV heads][m_l].");
             }
 
-            foreach (var head in dims.SelectMany(l => l))
+            for (int l = 0; l < dims.Length; l++)
             {
-                if (head.Length != m || head.Any(d => (uint)d >= (uint)c.HeadDim) || head.Distinct().Count() != m)
+                // Every head and side of a layer compresses the same count: the layout sizes a layer's pieces alike.
+                int m = CompressedDimsOf(l);
+                foreach (var head in dims[l])
                 {
-                    throw new ArgumentException(
-                        $"Fourier {name}: every KV head needs {m} distinct dims in [0, {c.HeadDim}), got [{string.Join(", ", head)}].");
+                    if (head.Length != m || head.Any(d => (uint)d >= (uint)c.HeadDim) || head.Distinct().Count() != m)
+                    {
+                        throw new ArgumentException(
+                            $"Fourier {name}: every KV head of layer {l} needs {m} distinct dims in [0, {c.HeadDim}), got [{string.Join(", ", head)}].");
+                    }
                 }
             }
+        }
+
+        if (!(LayerSpread >= 0 && LayerSpread <= 1))
+        {
+            throw new ArgumentException($"Fourier layer_spread {LayerSpread} must lie in [0, 1].");
         }
     }
 

@@ -31,7 +31,7 @@ public sealed unsafe partial class LlamaModel
         }
 
         var fourier = FourierConfig.Load(directory, config);
-        bool fits = (long)2 * fourier.Frequencies * fourier.CompressedDims <= options.BlockTokens * KvLayout.Full(config).ElementsPerToken;
+        bool fits = (long)2 * fourier.Frequencies * fourier.MaxCompressedDims <= options.BlockTokens * KvLayout.Full(config).ElementsPerToken;
         return fits || calibrated ? fourier : null;
     }
 

@@ -56,7 +56,8 @@ public sealed unsafe partial class LlamaModel
     }
 
     /// <summary>
-    /// Self-decoder layers (sliding window over each cache's rings), then every row's global K̂V̂ into its cache.
+    /// Self-decoder layers (sliding window over each cache's rings, or gated retention over its states), then every
+    /// row's global K̂V̂ into its cache.
     /// </summary>
     private void YocoSelfDecoder(ForwardScratch s)
     {
@@ -65,6 +66,12 @@ public sealed unsafe partial class LlamaModel
         for (int l = 0; l < _layers.Length / 2; l++)
         {
             ref readonly var w = ref _layers[l];
+            if (c.Yoco!.SelfDecoder == GpuWorker.YocoSelfDecoder.GatedRetention)
+            {
+                GatedRetentionLayer(l, w, s);
+                continue;
+            }
+
             ProjectQkv(w, s);
             for (int i = 0; i < s.SegmentCount; i++)
             {
@@ -91,6 +98,32 @@ public sealed unsafe partial class LlamaModel
             long kv = (long)seg.Row * c.KeyValueDim;
             _backend.StoreKv(((YocoKvCache)seg.Cache).Global, 0, s.K + kv, s.V + kv, seg.Count, seg.Start);
         }
+    }
+
+    /// <summary>A gated-retention self-decoder layer (see <see cref="YocoConfig"/>): each segment advances its cache's states.</summary>
+    private void GatedRetentionLayer(int layer, in LayerWeights w, ForwardScratch s)
+    {
+        var c = Config;
+        int n = s.Rows, h = c.HiddenSize, heads = c.NumAttentionHeads, width = c.QueryDim;
+        _backend.RmsNorm(s.X, w.InputNorm, s.Normed, n, h, _eps);
+        _backend.MatMul(s.Normed, n, h, w.Q, width, s.Q);
+        _backend.MatMul(s.Normed, n, h, w.K, width, s.K);
+        _backend.MatMul(s.Normed, n, h, w.V, width, s.V);
+        _backend.MatMul(s.Normed, n, h, w.RetentionGate, width, s.RetentionGate);
+        _backend.MatMul(s.Normed, n, h, w.RetentionDecay, heads, s.DecayLogits);
+        RopeSegments(s, s.Q, heads);
+        RopeSegments(s, s.K, heads);
+        float normalizer = (float)c.Yoco!.GateLogitNormalizer;
+        for (int i = 0; i < s.SegmentCount; i++)
+        {
+            ref readonly var seg = ref s.Segments[i];
+            long at = (long)seg.Row * width;
+            _backend.GatedRetention(((YocoKvCache)seg.Cache).Retention(layer), s.Q + at, s.K + at, s.V + at,
+                s.DecayLogits + (long)seg.Row * heads, seg.Count, heads, normalizer, _eps, s.Attention + at);
+        }
+
+        _backend.SiluMul(s.RetentionGate, s.Attention, s.Attention, (long)n * width);
+        OutputAndMlp(w, s.X, n, s);
     }
 
     /// <summary>

@@ -84,6 +84,9 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
                 Up = tensors.Linear(p + "mlp.up_proj.weight"),
                 Down = tensors.Linear(p + "mlp.down_proj.weight"),
                 KeyBasis = config.SvdGqa is null ? null : tensors.F32(p + LlamaTensors.KeyBasis),
+                // Only in a gated-retention self-decoder layer.
+                RetentionGate = tensors.LinearOrDefault(p + VariantTensors.RetentionGate),
+                RetentionDecay = tensors.LinearOrDefault(p + VariantTensors.RetentionDecay),
             };
         }
 
@@ -610,7 +613,7 @@ public sealed unsafe partial class LlamaModel : ILanguageModel
     private struct LayerWeights
     {
         public float* InputNorm, PostNorm, KeyBasis;
-        public LinearWeight Q, K, V, O, Gate, Up, Down;
+        public LinearWeight Q, K, V, O, Gate, Up, Down, RetentionGate, RetentionDecay;
     }
 
     /// <summary>Where each loaded tensor lives, and which linear weights were kept in bf16.</summary>

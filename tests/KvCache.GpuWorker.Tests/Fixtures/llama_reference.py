@@ -14,7 +14,15 @@ values are v' = x W_V' (rank d per group), and o_proj takes the heads' rank-d ou
 A YOCO model ("architectures": ["YocoForCausalLM"], "sliding_window": C) runs layers [0, L/2) as the
 self-decoder with sliding-window attention (query p sees keys p-C+1 .. p), then K^ = RoPE(RMSNorm(x) Wk^),
 V^ = RMSNorm(x) Wv^ from the self-decoder's output x (model.cross_kv.*), and layers [L/2, L) attend causally
-over K^, V^ with their own q_proj / o_proj. A FusedKV model ("architectures": ["FusedKvForCausalLM"]) runs layers
+over K^, V^ with their own q_proj / o_proj. With "self_decoder": "gated_retention" the self-decoder layers run
+gated retention instead (YOCO's gRet, Sun et al. 2024, section 2.1.1), with num_attention_heads heads of head_dim:
+q = RoPE(h Wq), k = RoPE(h Wk) / sqrt(head_dim), v = h Wv, per-head decay gamma_n = sigmoid(h_n Wgt)^(1/tau)
+(self_attn.gt_proj.weight [heads, hidden], tau = gate_logit_normalizer, default 16), the paper's parallel form
+o_n = sum_{m<=n} (q_n . k_m) D_nm v_m with D_nm = prod_{i=m+1..n} gamma_i, then RMSNorm of each head's o (no weight,
+eps rms_norm_eps), times swish(h Wg) (self_attn.g_proj.weight), through o_proj. The recurrent form
+(S_n = gamma_n S_{n-1} + k_n^T v_n, o_n = q_n S_n) and the chunkwise form (paper eq. 6, chunk 16 here) are implemented
+too: the output JSON records how far they lie from the parallel form on the final sequence (float64).
+A FusedKV model ("architectures": ["FusedKvForCausalLM"]) runs layers
 [0, n = L/2) normally; each layer i >= n has only q_proj / o_proj and attends over K_i = a_i1 * K_1 + a_in * K_n,
 V_i = b_i1 * V_1 + b_in * V_n (post-RoPE keys; k_fusion.weight / v_fusion.weight [2, kv_heads * head_dim]), or
 with "fusedkv_lite": true over K_i = K_n, V_i = V_1.
@@ -72,6 +80,40 @@ def rotate_half(x):
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def retention_parallel(q, k, v, log_gamma):
+    """(Q K^T * D) V with D_nm = prod_{i=m+1..n} gamma_i for m <= n, else 0 (q, k, v [heads, t, d]; log_gamma [heads, t])."""
+    cum = log_gamma.cumsum(-1)
+    t = cum.shape[-1]
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    # Above the diagonal the log-decay difference is positive (and masked): clamped so exp cannot overflow there.
+    decay = torch.where(causal, (cum[:, :, None] - cum[:, None, :]).clamp(max=0).exp(), torch.zeros((), dtype=q.dtype))
+    return (q @ k.transpose(-1, -2) * decay) @ v
+
+
+def retention_recurrent(q, k, v, log_gamma):
+    """S_n = gamma_n S_{n-1} + k_n^T v_n (a d x d state per head), o_n = q_n S_n."""
+    heads, t, d = q.shape
+    state = torch.zeros(heads, d, v.shape[-1], dtype=q.dtype)
+    out = []
+    for n in range(t):
+        state = log_gamma[:, n, None, None].exp() * state + k[:, n, :, None] * v[:, n, None, :]
+        out.append((q[:, n, None, :] @ state)[:, 0])
+    return torch.stack(out, dim=1)
+
+
+def retention_chunkwise(q, k, v, log_gamma, chunk=16):
+    """The paper's chunkwise form: inner-chunk (Q K^T * D) V plus the carried state R, decayed into each position."""
+    heads, t, d = q.shape
+    state = torch.zeros(heads, d, v.shape[-1], dtype=q.dtype)
+    out = []
+    for s in range(0, t, chunk):
+        qc, kc, vc = q[:, s:s + chunk], k[:, s:s + chunk], v[:, s:s + chunk]
+        beta = log_gamma[:, s:s + chunk].cumsum(-1)  # log prod of the chunk's gammas up to each position
+        out.append(retention_parallel(qc, kc, vc, log_gamma[:, s:s + chunk]) + (qc * beta[..., None].exp()) @ state)
+        state = beta[:, -1, None, None].exp() * state + (kc * (beta[:, -1:] - beta).exp()[..., None]).transpose(-1, -2) @ vc
+    return torch.cat(out, dim=1)
+
+
 class Llama:
     def __init__(self, model_dir, kv_bf16=False):
         self.kv_bf16 = kv_bf16
@@ -88,6 +130,9 @@ class Llama:
         self.arch = (c.get("architectures") or ["LlamaForCausalLM"])[0]
         if self.arch not in ("LlamaForCausalLM", "YocoForCausalLM", "FusedKvForCausalLM"):
             raise ValueError(f"unsupported architecture {self.arch}")
+        self.gret = self.arch == "YocoForCausalLM" and c.get("self_decoder") == "gated_retention"
+        self.gate_normalizer = c.get("gate_logit_normalizer", 16)
+        self.gret_form = "parallel"
         self.svd = c.get("kv_compression")
         if self.svd is not None and self.svd["method"] != "svd-gqa":
             raise ValueError(f"unsupported kv_compression {self.svd}")
@@ -102,13 +147,17 @@ class Llama:
         cos, sin = angles.cos(), angles.sin()
         mask = torch.triu(torch.full((t, t), float("-inf"), dtype=torch.float64), diagonal=1)
         layers, half = self.cfg["num_hidden_layers"], self.cfg["num_hidden_layers"] // 2
-        if self.arch == "YocoForCausalLM":
+        if self.arch == "YocoForCausalLM" and not self.gret:
             # Self-decoder: also mask keys more than sliding_window - 1 positions back.
             window_mask = mask + torch.tril(torch.full((t, t), float("-inf"), dtype=torch.float64),
                                             diagonal=-self.cfg["sliding_window"])
         for i in range(layers):
             p = f"model.layers.{i}."
             h = rms_norm(x, w[p + "input_layernorm.weight"], self.eps)
+            if self.gret and i < half:
+                x = x + self.gated_retention(p, h, cos, sin)
+                x = self.mlp(p, x)
+                continue
             q = (h @ w[p + "self_attn.q_proj.weight"].T).view(t, self.heads, hd).transpose(0, 1)
             q = q * cos + rotate_half(q) * sin
             width, layer_mask = hd, mask
@@ -152,11 +201,30 @@ class Llama:
             scores = q @ k.transpose(-1, -2) / math.sqrt(hd) + layer_mask
             att = torch.softmax(scores, dim=-1) @ v
             x = x + att.transpose(0, 1).reshape(t, self.heads * width) @ w[p + "self_attn.o_proj.weight"].T
-            h = rms_norm(x, w[p + "post_attention_layernorm.weight"], self.eps)
-            gate = h @ w[p + "mlp.gate_proj.weight"].T
-            up = h @ w[p + "mlp.up_proj.weight"].T
-            x = x + (torch.nn.functional.silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T
+            x = self.mlp(p, x)
         return rms_norm(x, w["model.norm.weight"], self.eps) @ self.lm_head.T
+
+    def mlp(self, p, x):
+        w = self.w
+        h = rms_norm(x, w[p + "post_attention_layernorm.weight"], self.eps)
+        gate = h @ w[p + "mlp.gate_proj.weight"].T
+        up = h @ w[p + "mlp.up_proj.weight"].T
+        return x + (torch.nn.functional.silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T
+
+    def gated_retention(self, p, h, cos, sin):
+        """A gRet self-decoder layer's output (before the residual add) for the normed input h [t, hidden]."""
+        w, t, hd, heads = self.w, h.shape[0], self.head_dim, self.heads
+        q = (h @ w[p + "self_attn.q_proj.weight"].T).view(t, heads, hd).transpose(0, 1)
+        k = (h @ w[p + "self_attn.k_proj.weight"].T).view(t, heads, hd).transpose(0, 1)
+        v = (h @ w[p + "self_attn.v_proj.weight"].T).view(t, heads, hd).transpose(0, 1)
+        q = q * cos + rotate_half(q) * sin
+        k = (k * cos + rotate_half(k) * sin) / math.sqrt(hd)
+        # log gamma = log(sigmoid(z)^(1/tau)) = logsigmoid(z) / tau, per head and position: [heads, t]
+        log_gamma = (torch.nn.functional.logsigmoid(h @ w[p + "self_attn.gt_proj.weight"].T) / self.gate_normalizer).T
+        o = {"parallel": retention_parallel, "recurrent": retention_recurrent, "chunkwise": retention_chunkwise}[self.gret_form](q, k, v, log_gamma)
+        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + self.eps)
+        o = o.transpose(0, 1).reshape(t, heads * hd) * torch.nn.functional.silu(h @ w[p + "self_attn.g_proj.weight"].T)
+        return o @ w[p + "self_attn.o_proj.weight"].T
 
     def svd_gqa_qkv(self, p, h, q, k):
         """Rank-d queries [heads, t, d], compressed keys and folded values [groups, t, d] of one layer."""
@@ -200,6 +268,14 @@ def main():
         greedy.append(token)
         ids.append(token)
 
+    extra = {}
+    if model.gret:
+        # The paper's three forms of gated retention are one function: measured on the final sequence.
+        parallel = model.logits(ids)
+        for form in ("recurrent", "chunkwise"):
+            model.gret_form = form
+            extra[f"gret_{form}_vs_parallel_max_abs"] = float((model.logits(ids) - parallel).abs().max())
+        model.gret_form = "parallel"
     with open(args.out, "w") as f:
         json.dump({
             "model": args.model_dir.rstrip("/").split("/")[-1],
@@ -210,6 +286,7 @@ def main():
             "steps": args.steps,
             "greedy": greedy,
             "min_top2_margin": min(margins),
+            **extra,
             "logits": rows,
         }, f, separators=(",", ":"))
         f.write("\n")

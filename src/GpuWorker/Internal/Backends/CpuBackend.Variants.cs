@@ -11,6 +11,7 @@ internal sealed unsafe partial class CpuBackend
 {
     private readonly SlidingAttentionJob _sliding;
     private readonly FusedAttentionJob _fused;
+    private readonly RetentionJob _retention = new();
 
     public void SlidingAttention(in KvView ring, float* q, float* k, float* v, int rows, int heads, int startPosition, int window, float scale, float* output)
     {
@@ -45,6 +46,17 @@ internal sealed unsafe partial class CpuBackend
                 StoreVector(ring, slot / ring.BlockTokens, 0, 0, g, inBlock, new ReadOnlySpan<float>(k + src, hd));
                 StoreVector(ring, slot / ring.BlockTokens, 0, 1, g, inBlock, new ReadOnlySpan<float>(v + src, hd));
             }
+        }
+    }
+
+    public void GatedRetention(in RetentionState state, float* q, float* k, float* v, float* decayLogits, int rows, int heads, float normalizer, float eps, float* output)
+    {
+        int d = state.Dim;
+        bool parallel = heads > 1 && 3L * rows * heads * d * d >= ParallelThreshold;
+        lock (_gate)
+        {
+            _retention.Set(state, q, k, v, decayLogits, rows, heads, normalizer, eps, output);
+            _pool.Run(_retention, heads, inline: !parallel);
         }
     }
 
@@ -136,6 +148,65 @@ internal sealed unsafe partial class CpuBackend
 
         private float* Row(int position, int kind, int g) =>
             (kind == 0 ? _k : _v) + ((long)(position - _start) * _ring.KvHeads + g) * _ring.HeadDim;
+    }
+
+    /// <summary>
+    /// One item per head: its state stays in L1 while the call's rows advance it one position at a time (the
+    /// recurrent form; a chunk-parallel form would round differently from the token-by-token decode that replays it).
+    /// </summary>
+    private sealed class RetentionJob : ParallelJob
+    {
+        private RetentionState _state;
+        private float* _q, _k, _v, _decay, _out;
+        private int _rows, _heads;
+        private float _normalizer, _eps;
+
+        public void Set(in RetentionState state, float* q, float* k, float* v, float* decayLogits, int rows, int heads, float normalizer, float eps, float* output)
+        {
+            _state = state;
+            _q = q;
+            _k = k;
+            _v = v;
+            _decay = decayLogits;
+            _rows = rows;
+            _heads = heads;
+            _normalizer = normalizer;
+            _eps = eps;
+            _out = output;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public override void Execute(int index, int thread)
+        {
+            int h = index, d = _state.Dim;
+            float scale = 1f / MathF.Sqrt(d);
+            Span<float> key = stackalloc float[d];
+            for (int r = 0; r < _rows; r++)
+            {
+                long at = ((long)r * _heads + h) * d;
+                var v = new ReadOnlySpan<float>(_v + at, d);
+                var o = new Span<float>(_out + at, d);
+                float* q = _q + at;
+                float gamma = Decay(_decay[(long)r * _heads + h], _normalizer);
+                TensorPrimitives.Multiply(new ReadOnlySpan<float>(_k + at, d), scale, key);
+                o.Clear();
+                for (int i = 0; i < d; i++)
+                {
+                    // S[i,:] = γ S[i,:] + k̃[i] v, then o += q[i] S[i,:]: one pass over the state per position.
+                    var row = new Span<float>(_state.Row(h * d + i), d);
+                    TensorPrimitives.Multiply(row, gamma, row);
+                    TensorPrimitives.FusedMultiplyAdd(v, key[i], row, row);
+                    TensorPrimitives.FusedMultiplyAdd(row, q[i], o, o);
+                }
+
+                float* po = _out + at;
+                TensorPrimitives.Multiply(o, 1f / MathF.Sqrt(Kernels.Dot(po, po, d) / d + _eps), o);
+            }
+        }
+
+        /// <summary>γ = sigmoid(z)^(1/τ) = exp(logsigmoid(z) / τ), with logsigmoid(z) = min(z, 0) − log(1 + e^−|z|) (no overflow).</summary>
+        private static float Decay(float z, float normalizer) =>
+            (float)Math.Exp((Math.Min(z, 0.0) - double.LogP1(Math.Exp(-Math.Abs((double)z)))) / normalizer);
     }
 
     private sealed class FusedAttentionJob(float* scores, int scoreStride, int threadStride) : CacheAttentionJob
