@@ -21,6 +21,37 @@ public sealed class TextModelUnitTests
         Assert.Equal(text.Tokenizer.SpecialTokenId("<s>"), text.BosTokenId);
     }
 
+    /// <summary>What a demo model trained here looks like: spm_train's model with the ChatML markers as
+    /// user-defined symbols, a tokenizer_config.json with only the template and its tokens, a generation_config.json.</summary>
+    [Fact]
+    public void A_bare_spm_train_directory_finds_its_chat_markers_in_the_model_itself()
+    {
+        var directory = Directory.CreateTempSubdirectory("kvcache-text-").FullName;
+        try
+        {
+            File.Copy(Fixtures.Path_("spm-bpe/tokenizer.model"), Path.Combine(directory, "tokenizer.model"));
+            var template = TextModel.Load(Fixtures.Path_("spm-bpe"), 2000).Template!;
+            File.WriteAllText(Path.Combine(directory, "tokenizer_config.json"), """
+                { "bos_token": "<s>", "eos_token": "<|im_end|>",
+                  "chat_template": "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}" }
+                """);
+            File.WriteAllText(Path.Combine(directory, "generation_config.json"), """{ "bos_token_id": 1, "eos_token_id": 2 }""");
+            var text = TextModel.Load(directory, vocabSize: 2000);
+            Assert.Equal(template.Family, text.Template!.Family);
+            var imStart = text.Tokenizer!.SpecialTokenId("<|im_start|>");
+            var imEnd = text.Tokenizer.SpecialTokenId("<|im_end|>");
+            Assert.NotNull(imStart);
+            Assert.Equal([2, imEnd!.Value], text.EosTokenIds);
+            var ids = text.EncodeMessages([new("user", "hi")], lastToken: null);
+            Assert.Equal(2, ids.Count(id => id == imStart));
+            Assert.Equal(1, ids.Count(id => id == imEnd));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
     [Fact]
     public void A_byte_level_directory_without_tokenizer_files_gets_the_byte_tokenizer_and_no_end_tokens()
     {

@@ -312,6 +312,12 @@ internal sealed class SessionService(
             throw new SessionException(SessionErrorCode.InvalidArgument, $"Append carries {input.TokenIds.Length} tokens; the limit is {_options.MaxAppendTokens}.");
         }
 
+        // Every message renders to at least one token.
+        if (input.Messages.Length > _options.MaxAppendTokens)
+        {
+            throw new SessionException(SessionErrorCode.InvalidArgument, $"Append carries {input.Messages.Length} messages; the limit is {_options.MaxAppendTokens} tokens.");
+        }
+
         long chars = input.Text?.Length ?? 0;
         foreach (var message in input.Messages)
         {

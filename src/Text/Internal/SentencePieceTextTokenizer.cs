@@ -29,7 +29,7 @@ internal sealed class SentencePieceTextTokenizer : TextTokenizer
     public static SentencePieceTextTokenizer Load(string path, IReadOnlyDictionary<string, int> configuredSpecials)
     {
         var model = File.ReadAllBytes(path);
-        if (SentencePieceModelType.Read(model) != SentencePieceModelType.Bpe)
+        if (SentencePieceModelProto.ReadModelType(model) != SentencePieceModelProto.Bpe)
         {
             // Microsoft.ML.Tokenizers 2.0.1 gives unigram models' byte-fallback pieces wrong ids.
             throw new NotSupportedException($"{path} is not a SentencePiece BPE model; only BPE models (spm_train --model_type=bpe, as Llama 2 and Mistral) are supported.");
@@ -42,7 +42,8 @@ internal sealed class SentencePieceTextTokenizer : TextTokenizer
             pieces[id] = piece;
         }
 
-        var specials = new Dictionary<string, int>(StringComparer.Ordinal);
+        // SentencePiece matches its user-defined pieces in text; tokenizer_config.json may add more.
+        var specials = SentencePieceModelProto.ReadUserDefinedPieces(model);
         foreach (var (text, id) in configuredSpecials)
         {
             if ((uint)id < (uint)pieces.Length)
