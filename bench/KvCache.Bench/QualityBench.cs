@@ -11,10 +11,11 @@ namespace KvCache.Bench;
 /// perplexity beside the Full model's, and top-1 next-token agreement with Full, at each context.
 /// </summary>
 /// <remarks>
-/// SVD-GQA (½, ¼) and Fourier are derived from the plain Llama at run time (deterministic, into a temp dir),
-/// calibrated on bench/quality/calibration.txt (training text). YOCO and FusedKV are their own trained models: their
-/// "Full" is the plain Llama of the same size trained the same way. FusedKV-Lite is the FusedKV weights without the
-/// fusion (derived, not trained). Each window of held-out text starts a fresh session.
+/// SVD-GQA (½, ¼) and Fourier (by the calibrator's post-RoPE rule and by the paper's) are derived from the plain Llama
+/// at run time (deterministic, into a temp dir), calibrated on bench/quality/calibration.txt (training text); "+ft" rows
+/// are those conversions after train.py's short recovery fine-tune (committed models). YOCO
+/// (sliding window, gated retention), FusedKV and FusedKV-Lite are their own trained models: their "Full" is the plain
+/// Llama of the same size trained the same way. Each window of held-out text starts a fresh session.
 /// </remarks>
 public static class QualityBench
 {
@@ -104,6 +105,8 @@ public static class QualityBench
                 new("full", llama, FullKvCache.CodecId),
                 new("svd-gqa ½", svd[0.5], SvdGqaKvCache.CodecId),
                 new("svd-gqa ¼", svd[0.25], SvdGqaKvCache.CodecId),
+                new("svd-gqa ½ +ft", Path.Combine(models, "svd-gqa-r0.5-ft"), SvdGqaKvCache.CodecId),
+                new("svd-gqa ¼ +ft", Path.Combine(models, "svd-gqa-r0.25-ft"), SvdGqaKvCache.CodecId),
                 new("fourier", fourier[FourierDimensionRule.PostRope].Directory, FourierKvCache.CodecId),
                 new("fourier-paper", fourier[FourierDimensionRule.PreRopeLayered].Directory, FourierKvCache.CodecId),
                 new("yoco", Path.Combine(models, "yoco"), YocoKvCache.CodecId),
@@ -148,8 +151,8 @@ public static class QualityBench
 
         Console.WriteLine(FormattableString.Invariant(
             $"held-out text: bench/quality/heldout.txt, byte-level tokens, first {tokens} per context in fresh {string.Join(" / ", contexts)}-token sessions ({sw.Elapsed.TotalSeconds:F0} s)"));
-        Console.WriteLine("Full = the plain Llama with the full cache; for yoco (sliding window 128), yoco-gret (gated retention) and fusedkv it is the plain Llama of the same size trained the same way.");
-        Console.WriteLine("bytes/token = the engine's cache bytes / position at the window's end; fusedkv-lite = the fusedkv weights without fusion (not trained).");
+        Console.WriteLine("Full = the plain Llama with the full cache; for yoco (sliding window 128), yoco-gret (gated retention), fusedkv and fusedkv-lite it is the plain Llama of the same size trained the same way.");
+        Console.WriteLine("bytes/token = the engine's cache bytes / position at the window's end; fourier-paper = fourier calibrated by the paper's rule (pre-RoPE ranking, per-layer shares); +ft = after the recovery fine-tune.");
         Console.WriteLine();
         string header = $"| {"codec",-13} | {"context",7} | {"bytes/token",11} | {"vs full",7} | {"perplexity",10} | {"Full ppl",8} | {"top-1 agree",11} |";
         Console.WriteLine(header);

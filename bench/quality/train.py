@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Trains the quality-bench models: a plain Llama, two YOCO models (sliding-window and gated-retention self-decoders)
-and a FusedKV model of the same size, same data, same budget.
+"""Trains the quality-bench models: a plain Llama, two YOCO models (sliding-window and gated-retention self-decoders),
+a FusedKV and a FusedKV-Lite model of the same size, same data, same budget.
 
 Tokenizer: byte-level, vocab 256 (token id = byte value). The service takes token ids, so no tokenizer ships;
 a client of these models sends the bytes of its UTF-8 text as ids.
@@ -18,7 +18,8 @@ tokens a step throughout) so that the 2k context of the bench is trained, not ex
 same initialisation seed and the same batches for every model). The YOCO models differ only in their self-decoder:
 "yoco" attends over a sliding window of 128 positions, "yoco-gret" runs gated retention (YOCO's default gRet: 8 heads
 of 16 with a d x d state each, a per-head data-dependent decay sigmoid(x Wgt)^(1/16), RMSNorm per head, swish output
-gate), trained in the paper's chunkwise form (chunks of 256). The modules below mirror tests/KvCache.GpuWorker.Tests/Fixtures/llama_reference.py (tensor names and
+gate), trained in the paper's chunkwise form (chunks of 256). "fusedkv" learns its per-channel fusion weights with the
+rest; "fusedkv-lite" is trained as its own model whose upper layers reuse the last lower layer's K and the first's V. The modules below mirror tests/KvCache.GpuWorker.Tests/Fixtures/llama_reference.py (tensor names and
 maths); after training each model is saved as config.json + model.safetensors (F16) and checked against that
 reference, which also writes reference logits the bench compares with the engine's.
 
@@ -26,6 +27,11 @@ Needs Debian's python3-torch, libopenblas0-pthread (the default reference BLAS i
 (glibc hands large freed tensors back to the OS, and re-faulting fresh pages made every step 10x slower).
 Budget: 180 steps x 2048 tokens = 368,640 tokens per model. Measured on the 2-core development machine (shared with
 other builds): three 1-thread processes (--only NAME --threads 1) side by side, 18 minutes wall in all.
+SVD-GQA recovery (--only svd-gqa-ft, or after the others): models/llama converted by the engine's converter at
+ratios 1/2 and 1/4 exactly as the bench converts it, then every weight of the converted model fine-tuned for
+--recovery-steps windows of 2048 tokens of the training stream to match the plain model's next-token distributions
+(distillation: KL(plain || converted), AdamW lr 5e-4), saved as models/svd-gqa-r{0.5,0.25}-ft and checked against
+llama_reference.py's converted-attention mode.
 Usage (from the repository root): /usr/bin/python3 bench/quality/train.py [--steps1 N] [--steps2 N] [--only NAME]
 """
 import argparse
@@ -33,7 +39,9 @@ import json
 import math
 import os
 import struct
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -111,7 +119,7 @@ def gated_retention(q, k, v, log_gamma, chunk=RETENTION_CHUNK):
 
 
 class Model(torch.nn.Module):
-    """arch: "llama", "yoco", "yoco-gret" or "fusedkv"; parameter names are the checkpoint's tensor names with '.' -> '__'."""
+    """arch: "llama", "yoco", "yoco-gret", "fusedkv" or "fusedkv-lite"; parameter names are the checkpoint's tensor names with '.' -> '__'."""
 
     def __init__(self, arch):
         super().__init__()
@@ -209,6 +217,8 @@ class Model(torch.nn.Module):
                     first_k, first_v = k, v
                 if i == self.half - 1:
                     last_k, last_v = k, v
+            elif self.arch == "fusedkv-lite":
+                k, v = last_k, first_v
             elif self.arch in ("yoco", "yoco-gret"):
                 if i == self.half:
                     hg = rms_norm(x, self.w("model.cross_kv.norm.weight"), eps)
@@ -259,12 +269,13 @@ def write_safetensors(path, tensors):
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
-def save(model, name, lite=False):
+def save(model, name):
     out_dir = os.path.join(HERE, "models", name)
     os.makedirs(out_dir, exist_ok=True)
     config = {"architectures": [{"llama": "LlamaForCausalLM", "yoco": "YocoForCausalLM", "yoco-gret": "YocoForCausalLM",
-                                 "fusedkv": "FusedKvForCausalLM"}[model.arch]],
-              "model_type": {"llama": "llama", "yoco": "yoco", "yoco-gret": "yoco", "fusedkv": "fusedkv"}[model.arch], "hidden_act": "silu",
+                                 "fusedkv": "FusedKvForCausalLM", "fusedkv-lite": "FusedKvForCausalLM"}[model.arch]],
+              "model_type": {"llama": "llama", "yoco": "yoco", "yoco-gret": "yoco", "fusedkv": "fusedkv", "fusedkv-lite": "fusedkv"}[model.arch],
+              "hidden_act": "silu",
               **SHAPE, "torch_dtype": "float16", "attention_bias": False, "mlp_bias": False}
     tensors = model.checkpoint()
     if model.arch == "yoco":
@@ -272,10 +283,8 @@ def save(model, name, lite=False):
     if model.arch == "yoco-gret":
         config["self_decoder"] = "gated_retention"
         config["gate_logit_normalizer"] = GATE_LOGIT_NORMALIZER
-    if model.arch == "fusedkv":
-        config["fusedkv_lite"] = lite
-        if lite:
-            tensors = {k: v for k, v in tensors.items() if "_fusion." not in k}
+    if model.arch in ("fusedkv", "fusedkv-lite"):
+        config["fusedkv_lite"] = model.arch == "fusedkv-lite"
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
         f.write("\n")
@@ -283,23 +292,137 @@ def save(model, name, lite=False):
     return out_dir
 
 
-def check_and_reference(model, out_dir, held, lite=False):
+def check_and_reference(model, out_dir, held):
     """Asserts the training module equals llama_reference.py on the saved weights; writes reference.json."""
     ids = list(held[:96])
     ref = llama_reference.Llama(out_dir)
     expected = ref.logits(ids)
-    if not lite:
-        rounded = Model(model.arch).double()
-        with torch.no_grad():
-            for name, value in model.p.items():
-                rounded.p[name].copy_(value.to(torch.float16).double())
-            actual = rounded(torch.tensor([ids]))[0]
-        err = float((actual - expected).abs().max())
-        assert err < 1e-6, f"{out_dir}: training module differs from llama_reference.py by {err}"
+    rounded = Model(model.arch).double()
+    with torch.no_grad():
+        for name, value in model.p.items():
+            rounded.p[name].copy_(value.to(torch.float16).double())
+        actual = rounded(torch.tensor([ids]))[0]
+    err = float((actual - expected).abs().max())
+    assert err < 1e-6, f"{out_dir}: training module differs from llama_reference.py by {err}"
     with open(os.path.join(out_dir, "reference.json"), "w") as f:
         json.dump({"ids": ids, "logits": [[float("%.9g" % v) for v in row] for row in expected[-4:].tolist()]},
                   f, separators=(",", ":"))
         f.write("\n")
+
+
+class SvdGqaModel(torch.nn.Module):
+    """A plain model converted by `kvcache-convert convert-svd-gqa`, for its recovery fine-tune.
+
+    Its attention is llama_reference.py's converted-attention mode: per group g of t KV heads the cached keys are
+    c = [RoPE(k^1) .. RoPE(k^t)] Psi_K,g (k_basis.weight holds Psi_K,g^T), queries q~_i = RoPE(q_i) Psi_K,g[slot of head i],
+    values v' = x W_V' (rank d per group), and o_proj takes the heads' rank-d outputs. Every tensor is trained."""
+
+    def __init__(self, model_dir):
+        super().__init__()
+        with open(os.path.join(model_dir, "config.json")) as f:
+            self.cfg = json.load(f)
+        self.svd = self.cfg["kv_compression"]
+        tensors = llama_reference.load_safetensors(os.path.join(model_dir, "model.safetensors"))
+        self.p = torch.nn.ParameterDict({n.replace(".", "__"): torch.nn.Parameter(t.float()) for n, t in tensors.items()})
+
+    def w(self, name):
+        return self.p[name.replace(".", "__")]
+
+    def forward(self, ids):
+        c = self.cfg
+        b, t = ids.shape
+        heads, kv, hd, eps = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"], c["rms_norm_eps"]
+        size, d = self.svd["group_size"], self.svd["rank"]
+        groups, per_kv = kv // size, heads // kv
+        group_of = [(i // per_kv) // size for i in range(heads)]
+        slot_of = [(i // per_kv) % size for i in range(heads)]
+        x = self.w("model.embed_tokens.weight")[ids]
+        inv_freq = 1.0 / (c["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+        angles = torch.outer(torch.arange(t, dtype=torch.float64), inv_freq).repeat(1, 2)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        mask = torch.triu(torch.full((t, t), float("-inf"), dtype=x.dtype), diagonal=1)
+        for i in range(c["num_hidden_layers"]):
+            pre = f"model.layers.{i}."
+            h = rms_norm(x, self.w(pre + "input_layernorm.weight"), eps)
+            q = (h @ self.w(pre + "self_attn.q_proj.weight").T).view(b, t, heads, hd).transpose(1, 2)
+            k = (h @ self.w(pre + "self_attn.k_proj.weight").T).view(b, t, kv, hd).transpose(1, 2)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+            basis = self.w(pre + "self_attn.k_basis.weight").view(groups, d, size * hd)
+            keys = k.reshape(b, groups, size, t, hd).permute(0, 1, 3, 2, 4).reshape(b, groups, t, size * hd) @ basis.transpose(-1, -2)
+            values = (h @ self.w(pre + "self_attn.v_proj.weight").T).view(b, t, groups, d).transpose(1, 2)
+            head_basis = torch.stack([basis[group_of[j], :, slot_of[j] * hd:(slot_of[j] + 1) * hd] for j in range(heads)])
+            queries = torch.einsum("bhte,hde->bhtd", q, head_basis)
+            scores = queries @ keys[:, group_of].transpose(-1, -2) / math.sqrt(hd) + mask
+            att = torch.softmax(scores, dim=-1) @ values[:, group_of]
+            x = x + att.transpose(1, 2).reshape(b, t, heads * d) @ self.w(pre + "self_attn.o_proj.weight").T
+            h = rms_norm(x, self.w(pre + "post_attention_layernorm.weight"), eps)
+            x = x + (F.silu(h @ self.w(pre + "mlp.gate_proj.weight").T) * (h @ self.w(pre + "mlp.up_proj.weight").T)) \
+                @ self.w(pre + "mlp.down_proj.weight").T
+        head = self.w("lm_head.weight") if "lm_head__weight" in self.p else self.w("model.embed_tokens.weight")
+        return rms_norm(x, self.w("model.norm.weight"), eps) @ head.T
+
+
+def load_plain(model_dir):
+    """The plain Llama checkpoint as a training module (float32), to serve as the recovery's teacher."""
+    model = Model("llama")
+    tensors = llama_reference.load_safetensors(os.path.join(model_dir, "model.safetensors"))
+    with torch.no_grad():
+        for name, value in tensors.items():
+            model.p[name.replace(".", "__")].copy_(value.float())
+    return model
+
+
+def recover_svd_gqa(ratio, data, held, steps, log):
+    """Converts models/llama with the engine's converter as the bench does, then distils the plain model into every
+    weight of the converted one: KL(plain || converted) of the next-token distributions at every position of
+    2048-token windows of the training stream (AdamW lr 5e-4, warm-up 5, cosine; its own batches). Saves
+    models/svd-gqa-rR-ft."""
+    with tempfile.TemporaryDirectory() as tmp:
+        converted = os.path.join(tmp, "converted")
+        subprocess.run(["dotnet", "run", "-c", "Release", "--project", os.path.join(ROOT, "tools", "KvCache.Convert"), "--",
+                        "convert-svd-gqa", "--model", os.path.join(HERE, "models", "llama"), "--out", converted,
+                        "--ratio", str(ratio), "--calibration-file", os.path.join(HERE, "calibration.txt"),
+                        "--calibration-tokens", str(CALIBRATION_BYTES), "--sequence-length", "2048"], check=True, stdout=log)
+        model = SvdGqaModel(converted)
+    teacher = load_plain(os.path.join(HERE, "models", "llama"))
+    opt = torch.optim.AdamW(list(model.p.values()), lr=5e-4, betas=(0.9, 0.95), weight_decay=0.0)
+    warmup, seq = 5, 2048
+    gen = torch.Generator().manual_seed(2024)
+    start = time.time()
+    for step in range(steps):
+        lr = 5e-4 * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        s0 = int(torch.randint(0, len(data) - seq, (1,), generator=gen))
+        ids = data[s0:s0 + seq].unsqueeze(0)
+        with torch.no_grad():
+            target = F.log_softmax(teacher(ids), dim=-1)
+        loss = F.kl_div(F.log_softmax(model(ids), dim=-1), target, log_target=True, reduction="batchmean") / seq
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 5 == 0 or step == steps - 1:
+            print(f"svd-gqa r{ratio} recovery step {step}/{steps} KL {loss.item():.5f} nats/token lr {lr:.2e} {time.time() - start:.0f}s",
+                  file=log, flush=True)
+    out_dir = os.path.join(HERE, "models", f"svd-gqa-r{ratio}-ft")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(dict(model.cfg, torch_dtype="float16"), f, indent=2)
+        f.write("\n")
+    write_safetensors(os.path.join(out_dir, "model.safetensors"), {n.replace("__", "."): p.detach() for n, p in model.p.items()})
+    ids = list(held[:96])
+    expected = llama_reference.Llama(out_dir).logits(ids)
+    rounded = SvdGqaModel(out_dir).double()
+    with torch.no_grad():
+        err = float((rounded(torch.tensor([ids]))[0] - expected).abs().max())
+    assert err < 1e-6, f"{out_dir}: recovery module differs from llama_reference.py by {err}"
+    with open(os.path.join(out_dir, "reference.json"), "w") as f:
+        json.dump({"ids": ids, "logits": [[float("%.9g" % v) for v in row] for row in expected[-4:].tolist()]},
+                  f, separators=(",", ":"))
+        f.write("\n")
+    return out_dir
 
 
 def train(arch, data, steps1, steps2, log):
@@ -336,7 +459,8 @@ def main():
     parser.add_argument("--steps1", type=int, default=150, help="steps of 8 x 256 tokens")
     parser.add_argument("--steps2", type=int, default=30, help="then steps of 1 x 2048 tokens")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", choices=["llama", "yoco", "yoco-gret", "fusedkv"])
+    parser.add_argument("--only", choices=["llama", "yoco", "yoco-gret", "fusedkv", "fusedkv-lite", "svd-gqa-ft"])
+    parser.add_argument("--recovery-steps", type=int, default=40, help="SVD-GQA recovery: steps of one 2048-token window")
     args = parser.parse_args()
     if os.path.exists(JEMALLOC) and JEMALLOC not in os.environ.get("LD_PRELOAD", ""):
         # The allocator must be chosen before the process starts: run again under jemalloc, keeping freed pages.
@@ -344,16 +468,17 @@ def main():
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
     torch.set_num_threads(args.threads)
     data, held = load_data()
-    for arch in ["llama", "yoco", "yoco-gret", "fusedkv"]:
+    for arch in ["llama", "yoco", "yoco-gret", "fusedkv", "fusedkv-lite"]:
         if args.only and arch != args.only:
             continue
         model = train(arch, data, args.steps1, args.steps2, sys.stdout)
         out_dir = save(model, arch)
         check_and_reference(model, out_dir, held)
-        if arch == "fusedkv":
-            # FusedKV-Lite derived, not trained: the FusedKV weights without the fusion (K_i = K_n, V_i = V_1).
-            check_and_reference(model, save(model, "fusedkv-lite", lite=True), held, lite=True)
         print(f"{arch}: saved {out_dir}", flush=True)
+    if args.only in (None, "svd-gqa-ft"):
+        # After the plain model: its SVD-GQA conversions at 1/2 and 1/4 of the cache, each with a short recovery fine-tune.
+        for ratio in (0.5, 0.25):
+            print(f"svd-gqa r{ratio}: saved {recover_svd_gqa(ratio, data, held, args.recovery_steps, sys.stdout)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,15 @@ public sealed class WeightFormatUnitTests(ITestOutputHelper output) : IDisposabl
     [Theory]
     [InlineData("full")]
     [InlineData("yoco")]
+    [InlineData("yoco-gret")]
     public void A_bf16_checkpoint_gives_identical_logits_and_fingerprint_in_either_format(string codec)
     {
-        var config = codec == "yoco" ? Config with { Yoco = new YocoConfig { SlidingWindow = 16 } } : Config;
+        var config = codec switch
+        {
+            "yoco" => Config with { Yoco = new YocoConfig { SlidingWindow = 16 } },
+            "yoco-gret" => Config with { Yoco = TestModels.GatedRetention },
+            _ => Config,
+        };
         var directory = Generate(config, TensorDtype.BF16);
         using var f32 = LlamaModel.Load(directory, TestModels.SmallOptions());
         using var bf16 = LlamaModel.Load(directory, TestModels.SmallOptions() with { WeightFormat = WeightFormat.Bf16 });
