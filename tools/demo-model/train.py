@@ -133,15 +133,16 @@ def train_tokenizer(docs, out_dir):
                 for line in doc.replace(IM_START, "\n").replace(IM_END, "\n").split("\n"):
                     if line:
                         f.write(line + "\n")
-        prefix = os.path.join(tmp, "tokenizer")
-        subprocess.run(["spm_train", f"--input={corpus}", f"--model_prefix={prefix}", "--model_type=bpe",
+        # Relative paths, run in the temporary folder: tokenizer.model records them, and a random folder name would
+        # make every run's file differ.
+        subprocess.run(["spm_train", "--input=corpus.txt", "--model_prefix=tokenizer", "--model_type=bpe",
                         f"--vocab_size={VOCAB}", "--byte_fallback=true", "--split_digits=true",
                         "--normalization_rule_name=identity", "--remove_extra_whitespaces=false",
                         "--add_dummy_prefix=false", "--allow_whitespace_only_pieces=true",
                         f"--user_defined_symbols={IM_START},{IM_END}", "--unk_id=0", "--bos_id=1", "--eos_id=2",
                         "--pad_id=-1", "--character_coverage=0.9999", "--num_threads=1", "--minloglevel=1"],
-                       check=True)
-        shutil.copy(prefix + ".model", os.path.join(out_dir, "tokenizer.model"))
+                       check=True, cwd=tmp)
+        shutil.copy(os.path.join(tmp, "tokenizer.model"), os.path.join(out_dir, "tokenizer.model"))
     return spm.SentencePieceProcessor(model_file=os.path.join(out_dir, "tokenizer.model"))
 
 
