@@ -9,7 +9,10 @@ namespace KvCache.Silo.Models;
 /// <summary>The models this silo has loaded, by id.</summary>
 public sealed class ModelCatalog : IDisposable
 {
-    /// <summary>Id of the built-in demo model (the generated directory's name).</summary>
+    /// <summary>Id of the built-in chat model, trained by tools/demo-model/train.py and shipped in the build output.</summary>
+    public const string ChatModelId = "demo-chat";
+
+    /// <summary>Id of the built-in random model (the generated directory's name).</summary>
     public const string DemoModelId = "demo-llama";
 
     private const ulong DemoModelSeed = 20241122;
@@ -22,7 +25,7 @@ public sealed class ModelCatalog : IDisposable
     public ModelCatalog(IOptions<ModelCatalogOptions> options, ILogger<ModelCatalog> logger)
     {
         var o = options.Value;
-        var directories = o.Directories.Count > 0 ? o.Directories : [EnsureDemoModel(o.DemoModelDirectory, logger)];
+        var directories = o.Directories.Count > 0 ? o.Directories : [BuiltInDirectory(o, logger)];
         foreach (var directory in directories)
         {
             var model = LlamaModel.Load(directory, new ModelLoadOptions
@@ -86,11 +89,27 @@ public sealed class ModelCatalog : IDisposable
         }
     }
 
+    /// <summary>The directory of the model <see cref="ModelCatalogOptions.BuiltIn"/> selects.</summary>
+    /// <exception cref="FileNotFoundException">The chat model is not in the build output.</exception>
+    private static string BuiltInDirectory(ModelCatalogOptions options, ILogger logger)
+    {
+        if (options.BuiltIn == BuiltInModel.Random)
+        {
+            return EnsureRandomModel(options.DemoModelDirectory, logger);
+        }
+
+        var directory = Path.Combine(AppContext.BaseDirectory, "models", ChatModelId);
+        var weights = Path.Combine(directory, "model.safetensors");
+        return File.Exists(weights)
+            ? directory
+            : throw new FileNotFoundException($"The built-in chat model is not in the build output ({weights} is missing): serve Models:Directories or set Models:BuiltIn=Random.", weights);
+    }
+
     /// <summary>
-    /// Generates the demo model once. Several processes may start at the same time, so each writes a private
+    /// Generates the random model once. Several processes may start at the same time, so each writes a private
     /// folder and renames it into place; the generator is deterministic, so whichever rename wins is the same model.
     /// </summary>
-    private static string EnsureDemoModel(string? parent, ILogger logger)
+    private static string EnsureRandomModel(string? parent, ILogger logger)
     {
         parent ??= Path.Combine(Path.GetTempPath(), "kvcache-models");
         var directory = Path.Combine(parent, DemoModelId);
@@ -105,7 +124,7 @@ public sealed class ModelCatalog : IDisposable
         try
         {
             Directory.Move(staging, directory);
-            ModelCatalogLog.DemoModelGenerated(logger, directory);
+            ModelCatalogLog.RandomModelGenerated(logger, directory);
         }
         catch (IOException) when (File.Exists(Path.Combine(directory, "model.safetensors")))
         {
@@ -124,6 +143,6 @@ internal static partial class ModelCatalogLog
     [LoggerMessage(3, LogLevel.Information, "Model {ModelId} text: tokenizer {Tokenizer}, chat template {ChatTemplate}, end-of-sequence ids [{EosTokenIds}]")]
     public static partial void TextLoaded(ILogger logger, string modelId, string tokenizer, string chatTemplate, string eosTokenIds);
 
-    [LoggerMessage(2, LogLevel.Information, "Generated the built-in demo model in {Directory}")]
-    public static partial void DemoModelGenerated(ILogger logger, string directory);
+    [LoggerMessage(2, LogLevel.Information, "Generated the built-in random model in {Directory}")]
+    public static partial void RandomModelGenerated(ILogger logger, string directory);
 }

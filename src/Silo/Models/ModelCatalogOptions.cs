@@ -11,7 +11,7 @@ public sealed class ModelCatalogOptions
 
     /// <summary>
     /// Directories holding a Hugging Face <c>config.json</c> + <c>model.safetensors</c>; the directory name is the
-    /// model id. When empty, the silo generates and serves the built-in demo model.
+    /// model id. When empty, the silo serves the built-in model <see cref="BuiltIn"/> names.
     /// </summary>
     public List<string> Directories { get; set; } = [];
 
@@ -21,7 +21,10 @@ public sealed class ModelCatalogOptions
     /// </summary>
     public Dictionary<string, TextModelOptions> Text { get; set; } = new(StringComparer.Ordinal);
 
-    /// <summary>Where the built-in demo model is generated (default: a folder under the system temp directory).</summary>
+    /// <summary>The model served when <see cref="Directories"/> is empty.</summary>
+    public BuiltInModel BuiltIn { get; set; } = BuiltInModel.Chat;
+
+    /// <summary>Where the built-in random model is generated (default: a folder under the system temp directory).</summary>
     public string? DemoModelDirectory { get; set; }
 
     /// <summary>Model used when CreateSession names none (default: the first one).</summary>
@@ -55,4 +58,20 @@ public sealed class ModelCatalogOptions
     /// <summary>Rows of each pass kept for prompt chunks while a prompt waits, so decoding cannot starve prefill.</summary>
     [Range(0, 63)]
     public int PrefillRowsReserved { get; set; } = 16;
+}
+
+/// <summary>The built-in models (setting <c>Models:BuiltIn</c>).</summary>
+public enum BuiltInModel
+{
+    /// <summary>
+    /// "demo-chat": a 3.9M-parameter Llama trained on Debian's fortunes, with a SentencePiece tokenizer and a ChatML
+    /// template (models/demo-chat, copied into the build output); its replies are words.
+    /// </summary>
+    Chat,
+
+    /// <summary>
+    /// "demo-llama": a random model generated on first use (vocabulary 512, no tokenizer), whose tokens mean nothing;
+    /// the tests and benches use it, since their expectations are its outputs.
+    /// </summary>
+    Random,
 }

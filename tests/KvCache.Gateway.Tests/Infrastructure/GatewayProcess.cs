@@ -22,7 +22,8 @@ public sealed class GatewayProcess : IAsyncDisposable
     public GatewayProcess(int port, params string[] settings)
     {
         Port = port;
-        _settings = [$"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{port}", .. settings];
+        // The random built-in model unless a test says otherwise: the tests' token ids and expectations are its own.
+        _settings = [$"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{port}", "--Models:BuiltIn=Random", .. settings];
         Channel = GrpcChannel.ForAddress(new Uri($"http://127.0.0.1:{port}"));
         Client = new KvCacheClient(Channel);
     }

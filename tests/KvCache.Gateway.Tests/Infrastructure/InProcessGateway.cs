@@ -59,11 +59,14 @@ internal sealed class InProcessGateway : IAsyncDisposable
     public static async Task<InProcessGateway> StartAsync(IReadOnlyDictionary<string, string?> settings)
     {
         var port = GatewayProcess.FreePort();
-        var factory = new Factory(new Dictionary<string, string?>(settings)
+        var values = new Dictionary<string, string?>(settings)
         {
             // Replaces the endpoint appsettings.json names.
             ["Kestrel:Endpoints:Grpc:Url"] = $"http://127.0.0.1:{port}",
-        });
+        };
+        // The random built-in model unless a test says otherwise, as GatewayProcess.
+        values.TryAdd("Models:BuiltIn", "Random");
+        var factory = new Factory(values);
         factory.UseKestrel();
         try
         {

@@ -30,6 +30,8 @@ public sealed class SiloProcess : IAsyncDisposable
             $"--Cluster:SiloPort={SiloPort}",
             $"--Cluster:GatewayPort={GatewayPort}",
             $"--Kestrel:Endpoints:Health:Url=http://127.0.0.1:{HealthPort}",
+            // The random built-in model unless a test says otherwise, as GatewayProcess.
+            "--Models:BuiltIn=Random",
             .. settings,
         ];
     }

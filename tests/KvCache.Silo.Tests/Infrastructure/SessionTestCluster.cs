@@ -45,7 +45,7 @@ internal sealed class SessionTestCluster : IAsyncDisposable
 
     public IGrainFactory Grains => Cluster.Client;
 
-    /// <param name="settings">Configuration over the defaults (64 MiB of cache memory, the shared demo model folder).</param>
+    /// <param name="settings">Configuration over the defaults (64 MiB of cache memory, the random built-in model in a shared folder).</param>
     /// <param name="configureSilo">More silo configuration (Orleans options).</param>
     public static async Task<SessionTestCluster> StartAsync(
         int silos = 1,
@@ -56,6 +56,8 @@ internal sealed class SessionTestCluster : IAsyncDisposable
         {
             ["Models:CacheBudgetMiB"] = "64",
             ["Models:DemoModelDirectory"] = Path.Combine(Path.GetTempPath(), "kvcache-test-models"),
+            // The tests' token ids and expectations are the random model's.
+            ["Models:BuiltIn"] = "Random",
             ["Cluster:LoadPublishPeriod"] = "00:00:00.100",
         };
         foreach (var (key, value) in settings ?? [])
