@@ -192,7 +192,7 @@ public sealed class QuotaUnitTests
 
         public Task<SessionInfo> CreateAsync(string tenant, string? model, string? codec, string? sessionId, CancellationToken cancellationToken) => throw new NotSupportedException();
 
-        public Task<AppendResult> AppendAsync(SessionKey key, int[] tokens, int topLogprobs, CancellationToken cancellationToken) => throw new NotSupportedException();
+        public Task<AppendResult> AppendAsync(SessionKey key, int[] tokens, int topLogprobs, string? requestId, CancellationToken cancellationToken) => throw new NotSupportedException();
 
         public IAsyncEnumerable<DecodedToken> DecodeAsync(SessionKey key, DecodeRequestOptions options, CancellationToken cancellationToken) => throw new NotSupportedException();
 

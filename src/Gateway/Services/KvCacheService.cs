@@ -44,6 +44,7 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
             key,
             tokens,
             request.TopLogprobs == 0 ? DefaultTopLogprobs : request.TopLogprobs,
+            string.IsNullOrEmpty(request.RequestId) ? null : request.RequestId,
             context.CancellationToken);
         quotas.Advanced(key, result.Position);
         return ProtoMapping.ToProto(result);

@@ -17,9 +17,10 @@ public interface ISessionGrain : IGrainWithStringKey
     /// (null: the silo's default model, the full cache).</summary>
     Task<SessionInfo> CreateAsync(string? model, string? codec, CancellationToken cancellationToken = default);
 
-    /// <summary>Prefill: runs the model over <paramref name="tokens"/>, durable in the token log before it returns.</summary>
+    /// <summary>Prefill: runs the model over <paramref name="tokens"/>, durable in the token log before it returns. With a
+    /// <paramref name="requestId"/>, the result is recorded with the tokens, and a repeated call returns it unchanged.</summary>
     [ResponseTimeout("00:10:00")]
-    Task<AppendResult> AppendAsync(int[] tokens, int topLogprobs, CancellationToken cancellationToken = default);
+    Task<AppendResult> AppendAsync(int[] tokens, int topLogprobs, string? requestId, CancellationToken cancellationToken = default);
 
     /// <summary>Generates tokens; each is durable in the token log before it is yielded.</summary>
     IAsyncEnumerable<DecodedToken> DecodeAsync(DecodeRequestOptions options, CancellationToken cancellationToken = default);

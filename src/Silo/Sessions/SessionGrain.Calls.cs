@@ -43,11 +43,17 @@ internal sealed partial class SessionGrain
         }
     }
 
-    public async Task<AppendResult> AppendAsync(int[] tokens, int topLogprobs, CancellationToken cancellationToken)
+    public async Task<AppendResult> AppendAsync(int[] tokens, int topLogprobs, string? requestId, CancellationToken cancellationToken)
     {
         await EnterAsync(cancellationToken);
         try
         {
+            var fingerprint = RequestRecords.Fingerprint(tokens, topLogprobs);
+            if (requestId is not null && await RecordedAppendAsync(requestId, fingerprint, cancellationToken) is { } recorded)
+            {
+                return recorded;
+            }
+
             await EnsureResidentAsync(cancellationToken);
             var model = _model!;
             ValidateTokens(tokens, model.Config.VocabSize);
@@ -59,17 +65,36 @@ internal sealed partial class SessionGrain
             }
 
             await ForwardAsync(tokens, logged: false);
-            await AppendToLogAsync(tokens);
-            _logitsValid = true;
-
             var top = new TokenLogprob[Math.Min(topLogprobs, model.Config.VocabSize)];
             var count = TokenSampler.TopLogprobs(_logits, top);
-            return new AppendResult(_tokenCount, top[..count]);
+            var result = new AppendResult(_tokenCount + tokens.Length, top[..count], tokens.Length, Replayed: false);
+
+            // The result is recorded with the tokens, in one atomic write: a retry finds both or neither.
+            await AppendToLogAsync(tokens, requestId is null ? TokenLogWriter.None : TokenLogWriter.Append(requestId, RequestRecords.EncodeAppend(fingerprint, result)));
+            _logitsValid = true;
+            return result;
         }
         finally
         {
             Exit();
         }
+    }
+
+    /// <summary>What an earlier Append with <paramref name="requestId"/> returned, if one was applied.</summary>
+    private async Task<AppendResult?> RecordedAppendAsync(string requestId, ulong fingerprint, CancellationToken cancellationToken)
+    {
+        _ = _record ?? throw SessionException.NotFound(Key.SessionId);
+        if (await StoreCallAsync(() => _store.GetAppendRequestAsync(Key, requestId, cancellationToken)) is not { } bytes)
+        {
+            return null;
+        }
+
+        var (recorded, result) = RequestRecords.DecodeAppend(bytes.Span);
+        return recorded == fingerprint
+            ? result
+            : throw new SessionException(
+                SessionErrorCode.InvalidArgument,
+                $"Request '{SessionInfos.Quote(requestId)}' was an Append of other tokens or top_logprobs; a request id names one request.");
     }
 
     /// <remarks>
@@ -136,32 +161,16 @@ internal sealed partial class SessionGrain
             }
 
             var produced = 0;
+            var writer = TokenLogWriter.None;
             if (options.RequestId is { } requestId)
             {
-                var start = await StoreCallAsync(() => _fenced.GetOrAddDecodeRequestAsync(Key, requestId, _tokenCount, CancellationToken.None));
-                if (start > _tokenCount || start < 0)
+                writer = TokenLogWriter.Decode(requestId);
+                var fingerprint = RequestRecords.Fingerprint(options);
+                var request = await StoreCallAsync(() => _fenced.GetOrAddDecodeRequestAsync(Key, requestId, _tokenCount, fingerprint, CancellationToken.None));
+                produced = await ReplayRequestAsync(requestId, fingerprint, request, options, output, cancellationToken);
+                if (produced < 0)
                 {
-                    throw new SessionException(SessionErrorCode.FailedPrecondition, $"Request '{requestId}' started at position {start}, past the session's end.");
-                }
-
-                // Tokens this request already produced (before a crash or a lost stream) come back from the log.
-                var replay = (int)Math.Min(_tokenCount - start, options.MaxTokens);
-                if (replay > 0)
-                {
-                    var tokens = new int[replay];
-                    var read = await StoreCallAsync(() => _store.ReadTokensAsync(Key, start, tokens, CancellationToken.None));
-                    for (var i = 0; i < read; i++)
-                    {
-                        var position = start + i;
-                        var finish = FinishOf(tokens[i], i + 1, position, options, maxPosition);
-                        await output.WriteAsync(new DecodedToken(tokens[i], position, float.NaN, finish, Replayed: true), cancellationToken);
-                        if (finish != FinishReason.None)
-                        {
-                            return;
-                        }
-                    }
-
-                    produced = read;
+                    return;
                 }
             }
 
@@ -183,7 +192,7 @@ internal sealed partial class SessionGrain
                 var position = _tokenCount;
                 var sampled = TokenSampler.Sample(_logits, options.Sampling, position, _samplerScratch);
                 _oneToken[0] = sampled.TokenId;
-                await AppendToLogAsync(_oneToken);
+                await AppendToLogAsync(_oneToken, writer);
                 produced++;
                 await ForwardAsync(_oneToken, logged: true);
                 _metrics.TokenDecoded();
@@ -199,6 +208,59 @@ internal sealed partial class SessionGrain
         {
             Exit();
         }
+    }
+
+    /// <summary>
+    /// Replays what an earlier attempt of the request produced, from the token log; returns how many tokens it had
+    /// produced, or -1 when it had finished (the replay is the whole answer).
+    /// </summary>
+    private async Task<int> ReplayRequestAsync(
+        string requestId, string fingerprint, DecodeRequestRecord request, DecodeRequestOptions options, ChannelWriter<DecodedToken> output, CancellationToken cancellationToken)
+    {
+        var quoted = SessionInfos.Quote(requestId);
+        if (request.Fingerprint is { } recorded && recorded != fingerprint)
+        {
+            throw new SessionException(
+                SessionErrorCode.InvalidArgument,
+                $"Request '{quoted}' was a Decode with other parameters (max_tokens, sampling or stop tokens); a request id names one request.");
+        }
+
+        // Its tokens run from its start to where another writer followed it, or to the log's end while it is the writer.
+        var end = request.End ?? _tokenCount;
+        if (request.Start < 0 || request.Start > end || end > _tokenCount)
+        {
+            throw new SessionException(SessionErrorCode.FailedPrecondition, $"Request '{quoted}' started at position {request.Start}, past the session's end.");
+        }
+
+        var maxPosition = _model!.Config.MaxPositionEmbeddings;
+        var tokens = new int[(int)Math.Min(end - request.Start, options.MaxTokens)];
+        var read = tokens.Length == 0 ? 0 : await StoreCallAsync(() => _store.ReadTokensAsync(Key, request.Start, tokens, CancellationToken.None));
+        var finished = -1;
+        for (var i = 0; i < read && finished < 0; i++)
+        {
+            if (FinishOf(tokens[i], i + 1, request.Start + i, options, maxPosition) != FinishReason.None)
+            {
+                finished = i;
+            }
+        }
+
+        if (finished < 0 && request.End is not null)
+        {
+            // Going on would put its tokens after another request's: they would no longer be this request's own.
+            throw new SessionException(
+                SessionErrorCode.FailedPrecondition,
+                $"Request '{quoted}' stopped after {read} tokens and the session has moved on since; send the next Decode with a new request_id.");
+        }
+
+        var replayed = finished < 0 ? read : finished + 1;
+        for (var i = 0; i < replayed; i++)
+        {
+            var position = request.Start + i;
+            var finish = FinishOf(tokens[i], i + 1, position, options, maxPosition);
+            await output.WriteAsync(new DecodedToken(tokens[i], position, float.NaN, finish, Replayed: true), cancellationToken);
+        }
+
+        return finished < 0 ? read : -1;
     }
 
     public async Task<SessionInfo> SpillAsync(CancellationToken cancellationToken)

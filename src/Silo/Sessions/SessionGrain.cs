@@ -47,7 +47,7 @@ internal sealed partial class SessionGrain : Grain, ISessionGrain, IResidentSess
     private readonly int[] _oneToken = new int[1];
 
     private long _epoch;
-    private ISessionStore _fenced = null!;
+    private FencedSessionStore _fenced = null!;
     private SessionRecord? _record;
     private ILanguageModel? _model;
     private BatchScheduler? _scheduler;

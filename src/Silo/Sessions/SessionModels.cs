@@ -9,6 +9,9 @@ public enum SessionResidency
 
     /// <summary>Only in the spill store; the next call restores it.</summary>
     Spilled,
+
+    /// <summary>Created, nothing appended yet: there is no cache to hold anywhere.</summary>
+    Empty,
 }
 
 /// <summary>What a client may know about a session.</summary>
@@ -24,8 +27,10 @@ public sealed record SessionInfo(
     long BytesPerToken,
     long MaxPosition);
 
+/// <param name="AppendedTokens">Tokens the Append added to the session.</param>
+/// <param name="Replayed">The result an earlier attempt with the same request id recorded: this attempt changed nothing.</param>
 [GenerateSerializer, Immutable]
-public sealed record AppendResult(long Position, TokenLogprob[] TopLogprobs);
+public sealed record AppendResult(long Position, TokenLogprob[] TopLogprobs, int AppendedTokens, bool Replayed);
 
 public enum FinishReason
 {

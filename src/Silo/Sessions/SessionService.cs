@@ -17,9 +17,10 @@ namespace KvCache.Silo.Sessions;
 /// <remarks>
 /// A call that provably did nothing (<see cref="SessionErrorCode.Moved"/>: it reached an activation that was leaving)
 /// is sent again until it reaches the session's new activation. Reads are sent again too when a silo fails under
-/// them. A call that may have changed the session (Create, Append, Delete) is not: its caller gets UNAVAILABLE. A
-/// Decode with a request id continues after a silo failure: the retry replays the request's tokens and those the
-/// caller already has are skipped.
+/// them, and so are Appends, which always carry a request id (the caller's, else one of their own): the grain
+/// applies an Append once. Other calls that may have changed the session (Create, Delete) are not: their caller gets
+/// UNAVAILABLE. A Decode with a request id continues after a silo failure: the retry replays the request's tokens and
+/// those the caller already has are skipped.
 /// </remarks>
 internal sealed class SessionService(
     IGrainFactory grains,
@@ -42,7 +43,7 @@ internal sealed class SessionService(
         ValidateName(codec, "codec");
         if (string.IsNullOrEmpty(sessionId))
         {
-            sessionId = NewSessionId();
+            sessionId = NewId("s-");
         }
         else
         {
@@ -53,7 +54,7 @@ internal sealed class SessionService(
         return CallAsync(() => grain.CreateAsync(model, codec, cancellationToken), retryOnFailure: false, cancellationToken);
     }
 
-    public Task<AppendResult> AppendAsync(SessionKey key, int[] tokens, int topLogprobs, CancellationToken cancellationToken)
+    public async Task<AppendResult> AppendAsync(SessionKey key, int[] tokens, int topLogprobs, string? requestId, CancellationToken cancellationToken)
     {
         ValidateKey(key);
         if (tokens.Length > _options.MaxAppendTokens)
@@ -61,8 +62,18 @@ internal sealed class SessionService(
             throw new SessionException(SessionErrorCode.InvalidArgument, $"Append carries {tokens.Length} tokens; the limit is {_options.MaxAppendTokens}.");
         }
 
+        if (requestId is not null)
+        {
+            ValidateId(requestId, "request_id");
+        }
+
+        // With a request id the grain applies an Append once, so it is safe to send again when its silo fails.
+        var id = requestId ?? NewId("a-");
         var grain = Session(key);
-        return CallAsync(() => grain.AppendAsync(tokens, topLogprobs, cancellationToken), retryOnFailure: false, cancellationToken);
+        var result = await CallAsync(() => grain.AppendAsync(tokens, topLogprobs, id, cancellationToken), retryOnFailure: true, cancellationToken);
+
+        // A replay of this service's own resend is the caller's first answer, not a repeat of an earlier request.
+        return requestId is null && result.Replayed ? result with { Replayed = false } : result;
     }
 
     public IAsyncEnumerable<DecodedToken> DecodeAsync(SessionKey key, DecodeRequestOptions options, CancellationToken cancellationToken)
@@ -287,13 +298,14 @@ internal sealed class SessionService(
         _ => new SessionException(SessionErrorCode.Unavailable, "The session's silo is unavailable; retry.", failure),
     };
 
-    private static string NewSessionId()
+    /// <summary>A random id in the id alphabet (base64url of 128 bits).</summary>
+    private static string NewId(string prefix)
     {
         Span<byte> random = stackalloc byte[16];
         RandomNumberGenerator.Fill(random);
         Span<byte> text = stackalloc byte[Base64Url.GetEncodedLength(random.Length)];
         Base64Url.EncodeToUtf8(random, text);
-        return "s-" + System.Text.Encoding.ASCII.GetString(text);
+        return prefix + System.Text.Encoding.ASCII.GetString(text);
     }
 
     private static void ValidateKey(SessionKey key) => ValidateId(key.SessionId, "session_id");

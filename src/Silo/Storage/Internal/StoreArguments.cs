@@ -60,12 +60,45 @@ internal static class StoreArguments
     /// <summary>Epochs start at 1 (<see cref="ISessionStore.TakeEpochAsync"/>); stores use 0 to mark an unfenced write.</summary>
     public static void ValidateEpoch(long epoch) => ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
 
+    /// <summary>Request ids name hash fields beside prefixed ones ("a:", "e:"): the id alphabet keeps them apart.</summary>
     public static void ValidateRequestId(string? requestId)
     {
         ArgumentException.ThrowIfNullOrEmpty(requestId, nameof(requestId));
         if (requestId.Length > MaxRequestIdLength)
         {
             throw new ArgumentException($"Request id is longer than {MaxRequestIdLength} characters.", nameof(requestId));
+        }
+
+        if (requestId.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
+        {
+            throw new ArgumentException("A request id may only hold letters, digits, '-', '_' and '.'.", nameof(requestId));
+        }
+    }
+
+    /// <summary>A fingerprint is stored after the start position and a ':': hex digits keep it parseable.</summary>
+    public static void ValidateFingerprint(string? fingerprint)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(fingerprint, nameof(fingerprint));
+        if (fingerprint.Length > 64 || !fingerprint.All(char.IsAsciiHexDigit))
+        {
+            throw new ArgumentException("A request fingerprint is 1-64 hex digits.", nameof(fingerprint));
+        }
+    }
+
+    public static void ValidateWriter(TokenLogWriter writer)
+    {
+        if (writer.DecodeRequestId is { } decode)
+        {
+            ValidateRequestId(decode);
+        }
+
+        if (writer.AppendRequestId is { } append)
+        {
+            ValidateRequestId(append);
+            if (writer.AppendResult.IsEmpty)
+            {
+                throw new ArgumentException("An Append's request id is recorded with its result.", nameof(writer));
+            }
         }
     }
 
