@@ -6,6 +6,8 @@ using KvCache.Gateway.Auth;
 using KvCache.Gateway.Observability;
 using KvCache.Gateway.Quotas;
 using KvCache.Gateway.Services;
+using KvCache.Silo.Hosting;
+using KvCache.Silo.Models;
 using KvCache.Silo.Observability;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
@@ -46,6 +48,14 @@ else
 }
 
 var app = builder.Build();
+
+// A model that cannot be served stops the process before it listens, with the reason in one line.
+if (ModelCatalog.LoadFailure(app.Services) is { } failure)
+{
+    Console.Error.WriteLine($"error: {failure}");
+    return ExitCodes.ModelLoadFailed;
+}
+
 var authenticator = app.Services.GetRequiredService<TenantAuthenticator>();
 if (authenticator.IsDevMode)
 {
@@ -58,3 +68,4 @@ app.MapGrpcHealthChecksService();
 app.MapGrpcReflectionService();
 app.MapHealthAndMetrics();
 app.Run();
+return 0;
