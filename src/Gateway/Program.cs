@@ -56,7 +56,18 @@ if (ModelCatalog.LoadFailure(app.Services) is { } failure)
     return ExitCodes.ModelLoadFailed;
 }
 
-var authenticator = app.Services.GetRequiredService<TenantAuthenticator>();
+TenantAuthenticator authenticator;
+try
+{
+    authenticator = app.Services.GetRequiredService<TenantAuthenticator>();
+}
+catch (OptionsValidationException e)
+{
+    // Refused before serving, naming the setting: better than every call failing later.
+    Console.Error.WriteLine($"error: {string.Join(" ", e.Failures)}");
+    return ExitCodes.BadConfiguration;
+}
+
 if (authenticator.IsDevMode)
 {
     GatewayLog.DevMode(app.Logger, app.Services.GetRequiredService<IOptions<AuthOptions>>().Value.DevTenant);

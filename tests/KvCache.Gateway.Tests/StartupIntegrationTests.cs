@@ -3,14 +3,16 @@ using KvCache.Contracts.V1;
 using KvCache.GpuWorker;
 using KvCache.Gateway.Tests.Infrastructure;
 using KvCache.Testing.Processes;
+using KvCache.Testing.Redis;
 using Xunit;
 
 namespace KvCache.Gateway.Tests;
 
 /// <summary>
 /// What the gateway process makes of its configuration at start, as a real process: a model it cannot serve stops it
-/// with one line and exit code 3 (never an unhandled exception); its settings files are read from its own folder
-/// whatever folder it is started from.
+/// with one line and exit code 3 (never an unhandled exception), and so does a tenant name no store can hold (exit
+/// code 2), while any other tenant name works; its settings files are read from its own folder whatever folder it is
+/// started from.
 /// </summary>
 [Collection(ClusterProcessesCollection.Name)]
 public sealed class StartupIntegrationTests
@@ -95,6 +97,49 @@ public sealed class StartupIntegrationTests
             File.Delete(settingsFile);
             elsewhere.Delete(recursive: true);
         }
+    }
+
+    [Fact]
+    public async Task A_tenant_named_by_its_email_address_is_served_from_redis()
+    {
+        const string key = "key-of-alice";
+        await using var redis = await RedisServer.StartAsync(TestPorts.Redis);
+        await using var gateway = await InProcessGateway.StartAsync(new Dictionary<string, string?>
+        {
+            ["Spill:Redis:Endpoint"] = redis.Endpoint,
+            ["Models:DemoModelDirectory"] = DemoModels,
+            ["Auth:ApiKeys:0:Tenant"] = "alice@example.com",
+            ["Auth:ApiKeys:0:Key"] = key,
+        });
+        using var channel = gateway.CreateChannel();
+        var client = new KvCacheClient(channel);
+        var auth = new Grpc.Core.Metadata { { "authorization", $"Bearer {key}" } };
+
+        var session = await client.CreateSessionAsync(new CreateSessionRequest { SessionId = "inbox" }, auth);
+        await client.AppendAsync(new AppendRequest { SessionId = "inbox", TokenIds = { 1, 2, 3 } }, auth);
+        var decoded = await DecodeCalls.ReadAllAsync(client.Decode(DecodeCalls.Greedy("inbox", 4, requestId: "d1"), auth));
+        await client.SpillSessionAsync(new SpillSessionRequest { SessionId = "inbox" }, auth);
+
+        Assert.Equal(4, decoded.Count);
+        Assert.Equal(7, (await client.GetSessionAsync(new GetSessionRequest { SessionId = "inbox" }, auth)).Position);
+        Assert.Equal(["inbox"], (await client.ListSessionsAsync(new ListSessionsRequest(), auth)).Sessions.Select(s => s.Id));
+        await client.DeleteSessionAsync(new DeleteSessionRequest { SessionId = session.Id }, auth);
+    }
+
+    [Fact]
+    public async Task A_tenant_name_no_store_can_hold_refuses_the_start_naming_the_setting()
+    {
+        var gateway = new ServiceProcess("the gateway", GatewayDll);
+        gateway.Start([
+            $"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{GatewayProcess.FreePort()}",
+            $"--Auth:ApiKeys:0:Tenant={new string('t', 129)}",
+            "--Auth:ApiKeys:0:Key=some-key",
+        ]);
+        var exitCode = await gateway.WaitForExitAsync(TimeSpan.FromSeconds(90));
+
+        Assert.True(exitCode == 2, $"exit code {exitCode}:\n{gateway.Output}");
+        Assert.Contains("error: Auth:ApiKeys:0:Tenant is longer than 128 characters.", gateway.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled exception", gateway.Output, StringComparison.Ordinal);
     }
 
     private static async Task WaitUntilServingAsync(KvCacheClient client, ServiceProcess process)

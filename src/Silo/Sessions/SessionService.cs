@@ -154,7 +154,11 @@ internal sealed class SessionService(
 
     public Task<(MigrationResult Result, SessionInfo Session)> MigrateAsync(SessionKey key, string? targetSilo, CancellationToken cancellationToken)
     {
-        ValidateId(key.Tenant, "tenant");
+        if (key.Tenant.Length > MaxIdLength)
+        {
+            throw new SessionException(SessionErrorCode.InvalidArgument, $"tenant must be 1-{MaxIdLength} characters.");
+        }
+
         ValidateKey(key);
         ValidateName(targetSilo, "target_silo");
         return CallAsync(() => SessionMigrations.MoveAsync(grains, key, string.IsNullOrEmpty(targetSilo) ? null : targetSilo, cancellationToken), retryOnFailure: false, cancellationToken);

@@ -104,6 +104,34 @@ public abstract class SessionStoreContract
     }
 
     [Fact]
+    public async Task Any_tenant_name_is_held_apart_from_every_other()
+    {
+        // Characters a key layout gives meaning to, one tenant that looks like another's encoding, and non-ASCII.
+        string[] names = ["alice@example.com", "a:b", "a{b}", "a/b", "a@b", "a%40b", "a%2540b", "ünï 💾", new string('x', 128 - _tenant.Length)];
+        var tenants = names.Select(n => _tenant + n).ToArray();
+        for (var i = 0; i < tenants.Length; i++)
+        {
+            var key = await CreateAsync("same", tenants[i]);
+            await Store.AppendTokensAsync(key, 0, new[] { i });
+        }
+
+        for (var i = 0; i < tenants.Length; i++)
+        {
+            var key = Key("same", tenants[i]);
+            var tokens = new int[4];
+            Assert.Equal(1, await Store.ReadTokensAsync(key, 0, tokens));
+            Assert.Equal(i, tokens[0]);
+            Assert.Equal(key, (await Store.ListAsync(tenants[i], null, 10)).Sessions.Single().Record.Key);
+        }
+
+        Assert.True(await Store.DeleteAsync(Key("same", tenants[0])));
+        Assert.All(tenants.Skip(1), t => Assert.Single(Store.ListAsync(t, null, 10).AsTask().Result.Sessions));
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryCreateAsync(Record(Key("s", new string('x', 129)))).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryCreateAsync(Record(new SessionKey("", "s"))).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.ListAsync("", null, 10).AsTask());
+    }
+
+    [Fact]
     public async Task Token_log_appends_and_reads()
     {
         var key = await CreateAsync("log");
@@ -323,12 +351,16 @@ public abstract class SessionStoreContract
     [InlineData("a*")]
     [InlineData("")]
     [InlineData("é")]
-    public async Task Ids_that_could_forge_keys_are_refused(string bad)
+    public async Task Session_ids_that_could_forge_keys_are_refused(string bad)
     {
+        // Tenants may be any name (see Any_tenant_name_is_held_apart_from_every_other); session ids may not.
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryCreateAsync(Record(Key(bad))).AsTask());
-        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryCreateAsync(Record(new SessionKey(bad, "s"))).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.GetTokenCountAsync(Key(bad)).AsTask());
-        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.ListAsync(bad, null, 10).AsTask());
+        if (bad.Length > 0)
+        {
+            // Page tokens are session ids (an empty one is none).
+            await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.ListAsync(_tenant, bad, 10).AsTask());
+        }
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TakeEpochAsync(Key(bad)).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.GetStateAsync(Key(bad)).AsTask());
     }

@@ -9,8 +9,8 @@ internal static class StoreArguments
     public const int MaxRequestIdLength = 256;
 
     /// <summary>
-    /// Tenant and session ids become parts of Redis keys: only [A-Za-z0-9._-] are allowed, so no id can
-    /// forge a separator (':' '/') or a hash tag ('{' '}').
+    /// Session ids (and page tokens, which are session ids) become parts of Redis keys as they are: only [A-Za-z0-9._-]
+    /// are allowed, so no id can forge a separator (':' '/') or a hash tag ('{' '}').
     /// </summary>
     public static void ValidateId(string? id, string paramName)
     {
@@ -29,9 +29,22 @@ internal static class StoreArguments
         }
     }
 
+    /// <summary>
+    /// A tenant is any name of 1-128 characters: the stores encode it where it becomes part of a key (see the Redis
+    /// store's key layout), so operators may name tenants as they like, e.g. by e-mail address.
+    /// </summary>
+    public static void ValidateTenant(string? tenant, string paramName)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(tenant, paramName);
+        if (tenant.Length > MaxIdLength)
+        {
+            throw new ArgumentException($"Tenant is longer than {MaxIdLength} characters.", paramName);
+        }
+    }
+
     public static void ValidateKey(SessionKey key)
     {
-        ValidateId(key.Tenant, "key.Tenant");
+        ValidateTenant(key.Tenant, "key.Tenant");
         ValidateId(key.SessionId, "key.SessionId");
     }
 
@@ -104,7 +117,7 @@ internal static class StoreArguments
 
     public static void ValidatePage(string tenant, string? pageToken, int pageSize)
     {
-        ValidateId(tenant, nameof(tenant));
+        ValidateTenant(tenant, nameof(tenant));
         if (pageToken is not null)
         {
             ValidateId(pageToken, nameof(pageToken));
