@@ -31,7 +31,7 @@ internal sealed partial class SessionGrain
             var record = new SessionRecord(Key, languageModel.Id, codec, _time.GetUtcNow());
             if (_record is not null || !await StoreCallAsync(() => _store.TryCreateAsync(record, cancellationToken)))
             {
-                throw new SessionException(SessionErrorCode.AlreadyExists, $"Session '{Key.SessionId}' already exists.");
+                throw new SessionException(SessionErrorCode.AlreadyExists, $"Session '{SessionInfos.Quote(Key.SessionId)}' already exists.");
             }
 
             _record = record;

@@ -220,7 +220,7 @@ internal sealed partial class SessionGrain : Grain, ISessionGrain, IResidentSess
     }
 
     private SessionException Moved() =>
-        new(SessionErrorCode.Moved, $"Session '{Key.SessionId}' moved to another activation; retry.");
+        new(SessionErrorCode.Moved, $"Session '{SessionInfos.Quote(Key.SessionId)}' moved to another activation; retry.");
 
     private SessionException StoreUnavailable(Exception cause)
     {
