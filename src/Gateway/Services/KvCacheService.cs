@@ -46,7 +46,7 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
             request.TopLogprobs == 0 ? DefaultTopLogprobs : request.TopLogprobs,
             string.IsNullOrEmpty(request.RequestId) ? null : request.RequestId,
             context.CancellationToken);
-        quotas.Advanced(key, result.Position);
+        await quotas.SettleAsync(key, context.CancellationToken);
         return ProtoMapping.ToProto(result);
     }
 
@@ -80,6 +80,8 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
 
             await quotas.CheckCacheAsync(key, 1, context.CancellationToken);
         }
+
+        await quotas.SettleAsync(key, context.CancellationToken);
     }
 
     public override async Task<V1.Session> GetSession(GetSessionRequest request, ServerCallContext context)
