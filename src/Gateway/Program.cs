@@ -6,6 +6,8 @@ using KvCache.Gateway.Auth;
 using KvCache.Gateway.Observability;
 using KvCache.Gateway.Quotas;
 using KvCache.Gateway.Services;
+using KvCache.Silo.Hosting;
+using KvCache.Silo.Models;
 using KvCache.Silo.Observability;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
@@ -46,7 +48,26 @@ else
 }
 
 var app = builder.Build();
-var authenticator = app.Services.GetRequiredService<TenantAuthenticator>();
+
+// A model that cannot be served stops the process before it listens, with the reason in one line.
+if (ModelCatalog.LoadFailure(app.Services) is { } failure)
+{
+    Console.Error.WriteLine($"error: {failure}");
+    return ExitCodes.ModelLoadFailed;
+}
+
+TenantAuthenticator authenticator;
+try
+{
+    authenticator = app.Services.GetRequiredService<TenantAuthenticator>();
+}
+catch (OptionsValidationException e)
+{
+    // Refused before serving, naming the setting: better than every call failing later.
+    Console.Error.WriteLine($"error: {string.Join(" ", e.Failures)}");
+    return ExitCodes.BadConfiguration;
+}
+
 if (authenticator.IsDevMode)
 {
     GatewayLog.DevMode(app.Logger, app.Services.GetRequiredService<IOptions<AuthOptions>>().Value.DevTenant);
@@ -58,3 +79,4 @@ app.MapGrpcHealthChecksService();
 app.MapGrpcReflectionService();
 app.MapHealthAndMetrics();
 app.Run();
+return 0;

@@ -2,6 +2,8 @@
 // (Orleans' Redis membership and grain directory), spilling to the same Redis. Its HTTP port serves health, metrics
 // and, when enabled, the Orleans dashboard.
 using KvCache.SiloHost;
+using KvCache.Silo.Hosting;
+using KvCache.Silo.Models;
 using KvCache.Silo.Observability;
 using KvCache.Silo.Storage.Redis;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -20,7 +22,7 @@ builder.Configuration.Sources.Insert(0, new JsonConfigurationSource { Path = "si
 if (string.IsNullOrEmpty(builder.Configuration[$"{RedisStoreOptions.SectionName}:Endpoint"]))
 {
     Console.Error.WriteLine($"A silo process joins a cluster through Redis: set {RedisStoreOptions.SectionName}:Endpoint.");
-    return 2;
+    return ExitCodes.BadConfiguration;
 }
 
 builder.WebHost.ConfigureKestrel(kestrel => kestrel.ConfigureEndpointDefaults(listen => listen.Protocols = HttpProtocols.Http1));
@@ -42,6 +44,14 @@ builder.UseOrleans(silo =>
 });
 
 var app = builder.Build();
+
+// A model that cannot be served stops the silo before it joins the cluster, with the reason in one line.
+if (ModelCatalog.LoadFailure(app.Services) is { } failure)
+{
+    Console.Error.WriteLine($"error: {failure}");
+    return ExitCodes.ModelLoadFailed;
+}
+
 app.MapHealthAndMetrics();
 if (dashboard.Enabled)
 {

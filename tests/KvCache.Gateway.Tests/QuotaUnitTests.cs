@@ -70,6 +70,35 @@ public sealed class QuotaUnitTests
     }
 
     [Fact]
+    public async Task Cache_byte_quota_charges_what_a_session_really_holds_not_position_times_bytes_per_token()
+    {
+        // Like a fourier session inside its window: it holds twice its advertised (after-window) bytes per token.
+        var sessions = new FakeSessions();
+        var a = new SessionKey("t", "a");
+        sessions.Add(a, 0, heldPerToken: 2 * BytesPerToken);
+        var options = new QuotaOptions { Tenants = { ["t"] = new() { MaxCacheBytes = 100 * BytesPerToken } } };
+        var quotas = Quotas(sessions, options);
+
+        await quotas.CheckCacheAsync(a, 40, default);
+        sessions.Add(a, 40, heldPerToken: 2 * BytesPerToken);
+        await quotas.SettleAsync(a, default);
+
+        // 80 kB held: 10 more tokens at the rate held so far fit exactly, 11 do not.
+        await quotas.CheckCacheAsync(a, 10, default);
+        Assert.Equal(StatusCode.ResourceExhausted, (await Assert.ThrowsAsync<RpcException>(() => quotas.CheckCacheAsync(a, 11, default).AsTask())).StatusCode);
+
+        // Tokens decoded before the next settle are estimated at that rate too.
+        quotas.Advanced(a, 45);
+        await quotas.CheckCacheAsync(a, 5, default);
+        Assert.Equal(StatusCode.ResourceExhausted, (await Assert.ThrowsAsync<RpcException>(() => quotas.CheckCacheAsync(a, 6, default).AsTask())).StatusCode);
+
+        // A restarted gateway counts the real bytes from the store.
+        var restarted = Quotas(sessions, options);
+        await restarted.CheckCacheAsync(a, 10, default);
+        Assert.Equal(StatusCode.ResourceExhausted, (await Assert.ThrowsAsync<RpcException>(() => restarted.CheckCacheAsync(a, 11, default).AsTask())).StatusCode);
+    }
+
+    [Fact]
     public void Decode_rate_is_a_token_bucket_on_the_clock()
     {
         var time = new FakeTimeProvider();
@@ -166,19 +195,20 @@ public sealed class QuotaUnitTests
     /// <summary>Just enough of a session service for the quotas: list, get, and a position per session.</summary>
     private sealed class FakeSessions : ISessionService
     {
-        private readonly SortedDictionary<string, (SessionKey Key, long Position)> _sessions = new(StringComparer.Ordinal);
+        private readonly SortedDictionary<string, (SessionKey Key, long Position, long HeldPerToken)> _sessions = new(StringComparer.Ordinal);
 
-        public SessionInfo Add(SessionKey key, long position)
+        /// <param name="heldPerToken">What the session really holds per token (default: its bytes per token).</param>
+        public SessionInfo Add(SessionKey key, long position, long heldPerToken = BytesPerToken)
         {
-            _sessions[key.ToString()] = (key, position);
-            return Info(key.SessionId, position);
+            _sessions[key.ToString()] = (key, position, heldPerToken);
+            return Info(key.SessionId, position, heldPerToken);
         }
 
         public void Remove(SessionKey key) => _sessions.Remove(key.ToString());
 
         public Task<SessionInfo> GetAsync(SessionKey key, CancellationToken cancellationToken) =>
             _sessions.TryGetValue(key.ToString(), out var s)
-                ? Task.FromResult(Info(key.SessionId, s.Position))
+                ? Task.FromResult(Info(key.SessionId, s.Position, s.HeldPerToken))
                 : throw new SessionException(SessionErrorCode.NotFound, $"Session '{key.SessionId}' does not exist.");
 
         public Task<SessionListPage> ListAsync(string tenant, int pageSize, string? pageToken, CancellationToken cancellationToken)
@@ -186,7 +216,7 @@ public sealed class QuotaUnitTests
             // One session per page, to exercise paging.
             var next = _sessions.Values.Where(s => s.Key.Tenant == tenant && string.CompareOrdinal(s.Key.SessionId, pageToken ?? "") > 0).Take(1).ToArray();
             return Task.FromResult(new SessionListPage(
-                next.Select(s => Info(s.Key.SessionId, s.Position)).ToArray(),
+                next.Select(s => Info(s.Key.SessionId, s.Position, s.HeldPerToken)).ToArray(),
                 next.Length == 0 ? null : next[0].Key.SessionId));
         }
 
@@ -205,7 +235,7 @@ public sealed class QuotaUnitTests
         public Task<(MigrationResult Result, SessionInfo Session)> MigrateAsync(SessionKey key, string? targetSilo, CancellationToken cancellationToken) =>
             throw new NotSupportedException();
 
-        private static SessionInfo Info(string id, long position) =>
-            new(id, "m", "full", position, SessionResidency.Spilled, null, 0, BytesPerToken, 1 << 20);
+        private static SessionInfo Info(string id, long position, long heldPerToken) =>
+            new(id, "m", "full", position, SessionResidency.Spilled, null, position * heldPerToken, BytesPerToken, 1 << 20);
     }
 }

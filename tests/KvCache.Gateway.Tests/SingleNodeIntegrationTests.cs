@@ -148,6 +148,12 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
             ["bad_session_id"] = "INVALID_ARGUMENT",
             ["unknown_model"] = "INVALID_ARGUMENT",
             ["unknown_codec"] = "INVALID_ARGUMENT",
+            ["huge_model"] = "INVALID_ARGUMENT",
+            ["huge_codec"] = "INVALID_ARGUMENT",
+            ["huge_session_id"] = "INVALID_ARGUMENT",
+            ["huge_request_id"] = "INVALID_ARGUMENT",
+            ["huge_decode_request_id"] = "INVALID_ARGUMENT",
+            ["long_unknown_model"] = "INVALID_ARGUMENT",
             ["out_of_vocab"] = "INVALID_ARGUMENT",
             ["negative_token"] = "INVALID_ARGUMENT",
             ["empty_append"] = "INVALID_ARGUMENT",
@@ -170,6 +176,19 @@ public sealed class SingleNodeIntegrationTests : IAsyncLifetime
         }
 
         Assert.Equal(0, codes.GetProperty("other_tenant_lists").GetArrayLength());
+        foreach (var call in new[] { "huge_model", "huge_codec", "huge_session_id", "huge_request_id", "huge_decode_request_id", "long_unknown_model" })
+        {
+            var details = codes.GetProperty(call + "_details").GetString()!;
+            Assert.True(details.Length < 200, $"{call}: a {details.Length}-character message");
+        }
+
+        Assert.Contains($"'{new string('m', 64)}…'", codes.GetProperty("long_unknown_model_details").GetString(), StringComparison.Ordinal);
+        var retries = codes.GetProperty("append_retries").EnumerateArray().ToArray();
+        Assert.Equal(Prompt.Length + 3, retries[0][0].GetInt64());
+        Assert.Equal(3, retries[0][1].GetInt32());
+        Assert.Equal([false, true], retries.Select(r => r[2].GetBoolean()));
+        Assert.Equal(retries[0][0].GetInt64(), retries[1][0].GetInt64());
+        Assert.Equal(retries[0][3].GetRawText(), retries[1][3].GetRawText());
         Assert.Contains($"'{nonAsciiModel}'", codes.GetProperty("unknown_model_details").GetString(), StringComparison.Ordinal);
         var afterDeadline = Ints(codes, "positions_after_deadline");
         Assert.Equal(afterDeadline[0], afterDeadline[1]);

@@ -263,6 +263,20 @@ public sealed class SvdGqaUnitTests(SvdGqaModels models, ITestOutputHelper outpu
     }
 
     [Fact]
+    public void Without_a_group_size_the_valid_one_nearest_to_the_inverse_ratio_is_chosen_and_a_bad_one_lists_the_valid_ones()
+    {
+        // 6 KV heads: round(1 / 0.25) = 4 does not divide them.
+        var source = models.Directory("six-heads");
+        ModelGenerator.Write(source, SvdGqaModels.Source with { HiddenSize = 96, NumAttentionHeads = 6, NumKeyValueHeads = 6 }, seed: 5);
+
+        var svd = models.Convert("six-heads-quarter", new SvdGqaOptions { Ratio = 0.25 }, source).Config.SvdGqa!;
+
+        Assert.Equal((3, 12), (svd.GroupSize, svd.Rank));
+        var refused = Assert.Throws<ArgumentException>(() => models.Convert("six-heads-t4", new SvdGqaOptions { Ratio = 0.25, GroupSize = 4 }, source));
+        Assert.Contains("valid group sizes: 1, 2, 3, 6", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Impossible_plans_and_reconversion_are_refused()
     {
         Assert.Throws<ArgumentException>(() => models.Convert("bad-ratio", new SvdGqaOptions { Ratio = 0.3 }));

@@ -9,7 +9,9 @@ const string Usage = """
 
     Writes an SVD-GQA conversion of the Llama checkpoint in DIR (config.json + model.safetensors) to DIR2
     (default: DIR-svd-gqa-rRATIO beside DIR; the directory name is the model id the silo serves). The converted
-    model offers the "svd-gqa" codec: its cache holds RATIO × the full cache's bytes per token.
+    model offers the "svd-gqa" codec: its cache holds RATIO × the full cache's bytes per token. Without --group-size,
+    the group size is the one nearest to 1/RATIO that divides the KV heads and gives a whole rank; a bad one is
+    refused with the list of valid ones.
     Calibration runs the original model over generated token ids (SplitMix64 from the seed, uniform over the vocabulary),
     or over the token ids of --calibration-file, read in order: "bytes" (the default) takes each byte as a token id, which
     is the text itself for a byte-level model (vocab 256); "int32" reads little-endian int32 ids (any tokenizer).

@@ -8,6 +8,8 @@ namespace KvCache.Gateway.Auth;
 /// <summary>Maps the <c>authorization: Bearer &lt;key&gt;</c> metadata entry to a tenant.</summary>
 public sealed class TenantAuthenticator
 {
+    private const int MaxTenantLength = 128;
+
     private readonly (byte[] Hash, string Tenant, bool Admin)[] _keys;
     private readonly string? _devTenant;
 
@@ -15,7 +17,7 @@ public sealed class TenantAuthenticator
     {
         var o = options.Value;
         _keys = o.ApiKeys.Select(Parse).ToArray();
-        _devTenant = _keys.Length == 0 ? o.DevTenant : null;
+        _devTenant = _keys.Length == 0 ? CheckTenant(o.DevTenant, $"{AuthOptions.SectionName}:DevTenant") : null;
     }
 
     /// <summary>True when no keys are configured and every caller is the dev tenant.</summary>
@@ -62,12 +64,18 @@ public sealed class TenantAuthenticator
         return match ?? throw new RpcException(new Status(StatusCode.Unauthenticated, "Unknown API key."));
     }
 
+    /// <summary>Any name a session store can hold: the stores encode tenants in their keys, so only the length is bounded.</summary>
+    private static string CheckTenant(string? tenant, string setting) =>
+        string.IsNullOrWhiteSpace(tenant) ? throw Invalid($"{setting} is empty.")
+        : tenant.Length > MaxTenantLength ? throw Invalid($"{setting} is longer than {MaxTenantLength} characters.")
+        : tenant;
+
+    private static OptionsValidationException Invalid(string failure) =>
+        new(AuthOptions.SectionName, typeof(AuthOptions), [failure]);
+
     private static (byte[], string, bool) Parse(ApiKeyOptions key, int index)
     {
-        if (string.IsNullOrWhiteSpace(key.Tenant))
-        {
-            throw new OptionsValidationException(AuthOptions.SectionName, typeof(AuthOptions), [$"Auth:ApiKeys:{index}:Tenant is empty."]);
-        }
+        CheckTenant(key.Tenant, $"{AuthOptions.SectionName}:ApiKeys:{index}:Tenant");
 
         if (key.KeySha256 is { Length: > 0 } hex)
         {
@@ -83,7 +91,7 @@ public sealed class TenantAuthenticator
             {
             }
 
-            throw new OptionsValidationException(AuthOptions.SectionName, typeof(AuthOptions), [$"Auth:ApiKeys:{index}:KeySha256 is not 64 hex digits."]);
+            throw Invalid($"Auth:ApiKeys:{index}:KeySha256 is not 64 hex digits.");
         }
 
         if (key.Key is { Length: > 0 } plain)
@@ -91,6 +99,6 @@ public sealed class TenantAuthenticator
             return (SHA256.HashData(Encoding.UTF8.GetBytes(plain)), key.Tenant, key.Admin);
         }
 
-        throw new OptionsValidationException(AuthOptions.SectionName, typeof(AuthOptions), [$"Auth:ApiKeys:{index} has neither Key nor KeySha256."]);
+        throw Invalid($"Auth:ApiKeys:{index} has neither Key nor KeySha256.");
     }
 }

@@ -31,7 +31,7 @@ public sealed class TenantQuotaOptions
     /// <summary>Most sessions the tenant may hold (active or spilled).</summary>
     public int? MaxSessions { get; set; }
 
-    /// <summary>Most cache bytes over all the tenant's sessions, each counted at its position (position · bytes per token).</summary>
+    /// <summary>Most cache bytes over all the tenant's sessions, each counted as what it really holds (GetSession's cache_bytes).</summary>
     public long? MaxCacheBytes { get; set; }
 
     /// <summary>Decoded tokens per second, refilled continuously (token bucket).</summary>

@@ -12,9 +12,12 @@ namespace KvCache.Gateway.Quotas;
 /// tenant's first call, so they survive restarts, then kept current), decode tokens per second and concurrent
 /// Decode streams. A call over a quota fails with RESOURCE_EXHAUSTED; deleting sessions gives their share back.
 /// </summary>
-/// <remarks>Limits are checked before a call, so concurrent calls of one tenant may pass a byte quota by at most
-/// what they add together. Counts are this gateway's view: with several gateways, sessions created through
-/// another are seen on the next recount (when this gateway would refuse a session).</remarks>
+/// <remarks>Cache bytes are what sessions really hold (the engine's count for their codec, as GetSession's
+/// cache_bytes): a call is admitted on an estimate of what it adds, then settled from the session store after it
+/// (<see cref="SettleAsync"/>). So one call, or concurrent calls of one tenant, may pass a byte quota by at most what
+/// the estimate missed; the tenant's next call is then refused. Counts are this gateway's view: with several
+/// gateways, sessions created through another are seen on the next recount (when this gateway would refuse a
+/// session).</remarks>
 public sealed class TenantQuotas(ISessionService sessions, IOptions<QuotaOptions> options, TimeProvider time)
 {
     private const int ListPageSize = 1000;
@@ -56,7 +59,7 @@ public sealed class TenantQuotas(ISessionService sessions, IOptions<QuotaOptions
             }
 
             var info = await create();
-            usage.Set(info.Id, info.Position, info.BytesPerToken);
+            usage.Set(info.Id, info.Position, info.CacheBytes, info.BytesPerToken);
             return info;
         }
         finally
@@ -75,23 +78,35 @@ public sealed class TenantQuotas(ISessionService sessions, IOptions<QuotaOptions
         }
 
         var usage = await UsageAsync(key.Tenant, cancellationToken);
-        if (!usage.TryGetBytesPerToken(key.SessionId, out var bytesPerToken))
+        if (!usage.TryEstimate(key.SessionId, tokens, out var added))
         {
             // Created through another gateway (or unknown: NOT_FOUND comes from here).
             var info = await sessions.GetAsync(key, cancellationToken);
-            usage.Set(info.Id, info.Position, info.BytesPerToken);
-            bytesPerToken = info.BytesPerToken;
+            usage.Set(info.Id, info.Position, info.CacheBytes, info.BytesPerToken);
+            usage.TryEstimate(key.SessionId, tokens, out added);
         }
 
         var total = usage.CacheBytes;
-        if (total + (tokens * bytesPerToken) > limits.MaxCacheBytes)
+        if (total + added > limits.MaxCacheBytes)
         {
             throw Exhausted(
-                $"Tenant '{key.Tenant}' caches {total} bytes; {tokens} more tokens of {bytesPerToken} bytes would pass its quota of {limits.MaxCacheBytes}. Delete a session first.");
+                $"Tenant '{key.Tenant}' caches {total} bytes; {tokens} more tokens (about {added} bytes) would pass its quota of {limits.MaxCacheBytes}. Delete a session first.");
         }
     }
 
-    /// <summary>Records a session's new position after a call that moved it.</summary>
+    /// <summary>After a call that grew the session: charges what it really holds now, as the session store reports it.</summary>
+    public async Task SettleAsync(SessionKey key, CancellationToken cancellationToken)
+    {
+        if (LimitsOf(key.Tenant).MaxCacheBytes == 0 || !_usage.TryGetValue(key.Tenant, out var usage))
+        {
+            return;
+        }
+
+        var info = await sessions.GetAsync(key, cancellationToken);
+        usage.Set(info.Id, info.Position, info.CacheBytes, info.BytesPerToken);
+    }
+
+    /// <summary>Records a session's new position during a call that moves it (estimated until <see cref="SettleAsync"/>).</summary>
     public void Advanced(SessionKey key, long position)
     {
         if (_usage.TryGetValue(key.Tenant, out var usage))
@@ -168,12 +183,12 @@ public sealed class TenantQuotas(ISessionService sessions, IOptions<QuotaOptions
 
     private async Task LoadAsync(string tenant, TenantUsage usage, CancellationToken cancellationToken)
     {
-        var all = new List<(string, long, long)>();
+        var all = new List<(string, long, long, long)>();
         string? token = null;
         do
         {
             var page = await sessions.ListAsync(tenant, ListPageSize, token, cancellationToken);
-            all.AddRange(page.Sessions.Select(s => (s.Id, s.Position, s.BytesPerToken)));
+            all.AddRange(page.Sessions.Select(s => (s.Id, s.Position, s.CacheBytes, s.BytesPerToken)));
             token = string.IsNullOrEmpty(page.NextPageToken) ? null : page.NextPageToken;
         }
         while (token is not null);

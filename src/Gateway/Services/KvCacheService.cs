@@ -44,7 +44,7 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
         // Text and messages are tokenized by the session's silo: the quota sees their tokens once they are appended.
         await quotas.CheckCacheAsync(key, Math.Max(1, input.TokenIds.Length), context.CancellationToken);
         var result = await sessions.AppendAsync(key, input, context.CancellationToken);
-        quotas.Advanced(key, result.Position);
+        await quotas.SettleAsync(key, context.CancellationToken);
         return ProtoMapping.ToProto(result);
     }
 
@@ -78,6 +78,8 @@ public sealed class KvCacheService(ISessionService sessions, TenantAuthenticator
 
             await quotas.CheckCacheAsync(key, 1, context.CancellationToken);
         }
+
+        await quotas.SettleAsync(key, context.CancellationToken);
     }
 
     public override async Task<V1.Session> GetSession(GetSessionRequest request, ServerCallContext context)

@@ -10,7 +10,8 @@ public sealed record SvdGqaOptions
     /// <summary>Cache size relative to full: d = ratio · t · head_dim must be a whole number (1 is exact).</summary>
     public double Ratio { get; init; } = 0.5;
 
-    /// <summary>KV heads per group (t); null: min(KV heads, round(1 / ratio)), so each group keeps one head's width.</summary>
+    /// <summary>KV heads per group (t); null: of the sizes that divide the KV heads and give a whole rank, the one nearest to
+    /// 1 / ratio (ties: the larger), so each group keeps about one head's width.</summary>
     public int? GroupSize { get; init; }
 
     /// <summary>Calibration tokens run through the original model.</summary>
@@ -115,19 +116,23 @@ public static class SvdGqaConverter
             throw new ArgumentException($"Ratio {o.Ratio} must lie in (0, 1].");
         }
 
-        int t = o.GroupSize ?? Math.Min(c.NumKeyValueHeads, Math.Max(1, (int)Math.Round(1 / o.Ratio)));
-        if (t < 1 || c.NumKeyValueHeads % t != 0)
-        {
-            throw new ArgumentException($"Group size {t} must divide the {c.NumKeyValueHeads} KV heads; choose another group size.");
-        }
-
-        double exact = o.Ratio * t * c.HeadDim;
-        int rank = (int)Math.Round(exact);
-        if (rank < 1 || Math.Abs(exact - rank) > 1e-9)
+        // A group size must divide the KV heads and give a whole rank d = ratio · t · head_dim.
+        int[] valid = [.. Enumerable.Range(1, c.NumKeyValueHeads).Where(t => c.NumKeyValueHeads % t == 0 && RankOf(o.Ratio, t, c.HeadDim) is not null)];
+        if (valid.Length == 0)
         {
             throw new ArgumentException(
-                $"Ratio {o.Ratio} × group size {t} × head dim {c.HeadDim} = {exact} is not a whole number of dimensions.");
+                $"Ratio {o.Ratio} fits no group size of the {c.NumKeyValueHeads} KV heads (ratio × group size × head dim {c.HeadDim} must be a whole number of dimensions).");
         }
+
+        // By default the valid size nearest to 1 / ratio (each group then keeps about one head's width); ties take the larger.
+        int t = o.GroupSize ?? valid.OrderBy(v => Math.Abs(v - (1 / o.Ratio))).ThenByDescending(v => v).First();
+        if (!valid.Contains(t))
+        {
+            throw new ArgumentException(
+                $"Group size {t} does not fit ratio {o.Ratio} on {c.NumKeyValueHeads} KV heads of dim {c.HeadDim}; valid group sizes: {string.Join(", ", valid)}.");
+        }
+
+        int rank = RankOf(o.Ratio, t, c.HeadDim)!.Value;
 
         return new SvdGqaConfig
         {
@@ -137,6 +142,14 @@ public static class SvdGqaConverter
             CalibrationTokens = o.CalibrationTokens,
             CalibrationSeed = o.CalibrationSeed,
         };
+    }
+
+    /// <summary>The rank ratio · t · head_dim, or null when it is not a whole number of dimensions (at least 1).</summary>
+    private static int? RankOf(double ratio, int groupSize, int headDim)
+    {
+        double exact = ratio * groupSize * headDim;
+        int rank = (int)Math.Round(exact);
+        return rank >= 1 && Math.Abs(exact - rank) <= 1e-9 ? rank : null;
     }
 
     /// <summary>Per layer and group, KᵀK and VᵀV [t·head_dim]² over the calibration tokens' post-RoPE keys and values.</summary>

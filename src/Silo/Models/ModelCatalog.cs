@@ -28,28 +28,24 @@ public sealed class ModelCatalog : IDisposable
         var directories = o.Directories.Count > 0 ? o.Directories : [BuiltInDirectory(o, logger)];
         foreach (var directory in directories)
         {
-            var model = LlamaModel.Load(directory, new ModelLoadOptions
-            {
-                CacheBudgetBytes = (long)o.CacheBudgetMiB << 20,
-                ComputeThreads = o.ComputeThreads == 0 ? Environment.ProcessorCount : o.ComputeThreads,
-                WeightFormat = o.WeightFormat,
-                CacheFormat = o.CacheFormat,
-            });
+            var model = Load(directory, o);
             TextModel text;
             try
             {
                 text = TextModel.Load(directory, model.Config.VocabSize, o.Text.GetValueOrDefault(model.Id));
             }
-            catch
+            catch (Exception e) when (IsUnservable(e))
             {
                 model.Dispose();
-                throw;
+                Dispose();
+                throw Unservable(directory, e);
             }
 
             if (!_models.TryAdd(model.Id, model))
             {
                 model.Dispose();
-                throw new InvalidOperationException($"Two model directories have the id '{model.Id}'.");
+                Dispose();
+                throw new ModelLoadException($"Two model directories have the id '{model.Id}' ({directory}); each model needs its own directory name.");
             }
 
             _ordered.Add(model);
@@ -65,8 +61,52 @@ public sealed class ModelCatalog : IDisposable
         }
 
         Default = o.DefaultModel is null ? _ordered[0] : Get(o.DefaultModel)
-            ?? throw new InvalidOperationException($"Models:DefaultModel '{o.DefaultModel}' is not among the loaded models.");
+            ?? throw new ModelLoadException($"{ModelCatalogOptions.SectionName}:DefaultModel '{o.DefaultModel}' is not among the loaded models ({string.Join(", ", _models.Keys)}).");
     }
+
+    /// <summary>
+    /// Loads the models of a silo now, before it serves: null when they loaded, else the one-line reason a model
+    /// cannot be served, for the process to print and exit with. A process without a silo has none to load.
+    /// </summary>
+    public static string? LoadFailure(IServiceProvider services)
+    {
+        try
+        {
+            _ = services.GetService(typeof(ModelCatalog));
+            return null;
+        }
+        catch (ModelLoadException e)
+        {
+            return e.Message;
+        }
+    }
+
+    private LlamaModel Load(string directory, ModelCatalogOptions o)
+    {
+        try
+        {
+            return LlamaModel.Load(directory, new ModelLoadOptions
+            {
+                CacheBudgetBytes = (long)o.CacheBudgetMiB << 20,
+                ComputeThreads = o.ComputeThreads == 0 ? Environment.ProcessorCount : o.ComputeThreads,
+                WeightFormat = o.WeightFormat,
+                CacheFormat = o.CacheFormat,
+            });
+        }
+        catch (Exception e) when (IsUnservable(e))
+        {
+            // The models loaded so far are freed: the process is about to stop.
+            Dispose();
+            throw Unservable(directory, e);
+        }
+    }
+
+    /// <summary>What a model directory's files (weights, config, tokenizer) throw when they cannot be served.</summary>
+    private static bool IsUnservable(Exception e) =>
+        e is IOException or InvalidDataException or NotSupportedException or ArgumentException or FormatException or System.Text.Json.JsonException or UnauthorizedAccessException;
+
+    private static ModelLoadException Unservable(string directory, Exception e) =>
+        new($"Model directory '{directory}' cannot be served: {e.Message.ReplaceLineEndings(" ")}", e);
 
     public ILanguageModel Default { get; }
 
@@ -134,6 +174,10 @@ public sealed class ModelCatalog : IDisposable
         return directory;
     }
 }
+
+/// <summary>A configured model cannot be served (unsupported dtype, a format its codecs do not allow, a broken
+/// checkpoint); the message says which and why, in one line.</summary>
+public sealed class ModelLoadException(string message, Exception? inner = null) : Exception(message, inner);
 
 internal static partial class ModelCatalogLog
 {

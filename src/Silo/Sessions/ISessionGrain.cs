@@ -18,7 +18,8 @@ public interface ISessionGrain : IGrainWithStringKey
     Task<SessionInfo> CreateAsync(string? model, string? codec, CancellationToken cancellationToken = default);
 
     /// <summary>Prefill: tokenizes or renders <paramref name="input"/> as needed and runs the model over its tokens,
-    /// durable in the token log before it returns. An input the session refuses appends nothing.</summary>
+    /// durable in the token log before it returns. An input the session refuses appends nothing. With a request id,
+    /// the result is recorded with the tokens, and a repeated call returns it unchanged.</summary>
     [ResponseTimeout("00:10:00")]
     Task<AppendResult> AppendAsync(AppendInput input, CancellationToken cancellationToken = default);
 

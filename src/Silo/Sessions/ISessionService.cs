@@ -11,7 +11,9 @@ public interface ISessionService
 {
     Task<SessionInfo> CreateAsync(string tenant, string? model, string? codec, string? sessionId, CancellationToken cancellationToken);
 
-    /// <summary>Appends exactly one of <paramref name="input"/>'s token ids, text or messages.</summary>
+    /// <summary>Appends exactly one of <paramref name="input"/>'s token ids, text or messages. A call with a request id
+    /// applies once: repeating it returns the first attempt's result, marked replayed. A call without one gets an id of
+    /// its own, so that it too can be sent again if its silo fails.</summary>
     Task<AppendResult> AppendAsync(SessionKey key, AppendInput input, CancellationToken cancellationToken);
 
     /// <summary>Generates tokens; each is durable in the token log before it is yielded. A stream with a request id

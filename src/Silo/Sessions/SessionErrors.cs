@@ -28,5 +28,5 @@ public sealed class SessionException(SessionErrorCode code, string message, Exce
     public SessionErrorCode Code { get; } = code;
 
     internal static SessionException NotFound(string sessionId) =>
-        new(SessionErrorCode.NotFound, $"Session '{sessionId}' does not exist.");
+        new(SessionErrorCode.NotFound, $"Session '{Internal.SessionInfos.Quote(sessionId)}' does not exist.");
 }

@@ -166,12 +166,12 @@ internal sealed partial class SessionGrain
         await _scheduler!.ForwardAsync(_forward, _cache!, tokens, _logits, scores);
     }
 
-    private async Task AppendToLogAsync(ReadOnlyMemory<int> tokens)
+    private async Task AppendToLogAsync(ReadOnlyMemory<int> tokens, TokenLogWriter writer)
     {
         try
         {
             // Not cancellable: a write that may or may not have happened would leave the log in doubt.
-            await _fenced.AppendTokensAsync(Key, _tokenCount, tokens, CancellationToken.None);
+            await _fenced.AppendTokensAsync(Key, _tokenCount, tokens, writer, CancellationToken.None);
             Volatile.Write(ref _tokenCount, _tokenCount + tokens.Length);
         }
         catch (Exception ex)

@@ -33,7 +33,7 @@ internal sealed partial class SessionGrain
             var record = new SessionRecord(Key, languageModel.Id, codec, _time.GetUtcNow());
             if (_record is not null || !await StoreCallAsync(() => _store.TryCreateAsync(record, cancellationToken)))
             {
-                throw new SessionException(SessionErrorCode.AlreadyExists, $"Session '{Key.SessionId}' already exists.");
+                throw new SessionException(SessionErrorCode.AlreadyExists, $"Session '{SessionInfos.Quote(Key.SessionId)}' already exists.");
             }
 
             _record = record;
@@ -50,6 +50,12 @@ internal sealed partial class SessionGrain
         await EnterAsync(cancellationToken);
         try
         {
+            var fingerprint = RequestRecords.Fingerprint(input);
+            if (input.RequestId is { } repeated && await RecordedAppendAsync(repeated, fingerprint, cancellationToken) is { } recorded)
+            {
+                return recorded;
+            }
+
             await EnsureResidentAsync(cancellationToken);
             var model = _model!;
             var tokens = await TokensOfAsync(input, model);
@@ -70,9 +76,6 @@ internal sealed partial class SessionGrain
             var first = input.PromptLogprobs && _logitsValid ? TokenSampler.Logprob(_logits, tokens[0]) : float.NaN;
             var scores = input.PromptLogprobs ? new float[tokens.Length - 1] : null;
             await ForwardAsync(tokens, logged: false, scores);
-            await AppendToLogAsync(tokens);
-            _logitsValid = true;
-
             var top = new TokenLogprob[Math.Min(input.TopLogprobs, model.Config.VocabSize)];
             var count = TokenSampler.TopLogprobs(_logits, top);
             var prompt = scores is null ? [] : new TokenLogprob[tokens.Length];
@@ -81,7 +84,14 @@ internal sealed partial class SessionGrain
                 prompt[i] = new TokenLogprob(tokens[i], i == 0 ? first : scores![i - 1]);
             }
 
-            return new AppendResult(_tokenCount, top[..count], prompt, tokens.Length);
+            var result = new AppendResult(_tokenCount + tokens.Length, top[..count], prompt, tokens.Length, Replayed: false);
+
+            // The result is recorded with the tokens, in one atomic write: a retry finds both or neither.
+            await AppendToLogAsync(
+                tokens,
+                input.RequestId is { } requestId ? TokenLogWriter.Append(requestId, RequestRecords.EncodeAppend(fingerprint, result)) : TokenLogWriter.None);
+            _logitsValid = true;
+            return result;
         }
         finally
         {
@@ -134,6 +144,23 @@ internal sealed partial class SessionGrain
         {
             throw new SessionException(SessionErrorCode.InvalidArgument, ex.Message);
         }
+    }
+
+    /// <summary>What an earlier Append with <paramref name="requestId"/> returned, if one was applied.</summary>
+    private async Task<AppendResult?> RecordedAppendAsync(string requestId, ulong fingerprint, CancellationToken cancellationToken)
+    {
+        _ = _record ?? throw SessionException.NotFound(Key.SessionId);
+        if (await StoreCallAsync(() => _store.GetAppendRequestAsync(Key, requestId, cancellationToken)) is not { } bytes)
+        {
+            return null;
+        }
+
+        var (recorded, result) = RequestRecords.DecodeAppend(bytes.Span);
+        return recorded == fingerprint
+            ? result
+            : throw new SessionException(
+                SessionErrorCode.InvalidArgument,
+                $"Request '{SessionInfos.Quote(requestId)}' was an Append of other input, top_logprobs or prompt_logprobs; a request id names one request.");
     }
 
     /// <remarks>
@@ -207,31 +234,16 @@ internal sealed partial class SessionGrain
 
             var turn = new DecodeText(options, text, maxPosition);
             var produced = 0;
+            var writer = TokenLogWriter.None;
             if (options.RequestId is { } requestId)
             {
-                var start = await StoreCallAsync(() => _fenced.GetOrAddDecodeRequestAsync(Key, requestId, _tokenCount, CancellationToken.None));
-                if (start > _tokenCount || start < 0)
+                writer = TokenLogWriter.Decode(requestId);
+                var fingerprint = RequestRecords.Fingerprint(options);
+                var request = await StoreCallAsync(() => _fenced.GetOrAddDecodeRequestAsync(Key, requestId, _tokenCount, fingerprint, CancellationToken.None));
+                produced = await ReplayRequestAsync(requestId, fingerprint, request, options, turn, output, cancellationToken);
+                if (produced < 0)
                 {
-                    throw new SessionException(SessionErrorCode.FailedPrecondition, $"Request '{requestId}' started at position {start}, past the session's end.");
-                }
-
-                // Tokens this request already produced (before a crash or a lost stream) come back from the log.
-                var replay = (int)Math.Min(_tokenCount - start, options.MaxTokens);
-                if (replay > 0)
-                {
-                    var tokens = new int[replay];
-                    var read = await StoreCallAsync(() => _store.ReadTokensAsync(Key, start, tokens, CancellationToken.None));
-                    for (var i = 0; i < read; i++)
-                    {
-                        var token = turn.Next(tokens[i], start + i, float.NaN, i + 1, replayed: true);
-                        await output.WriteAsync(token, cancellationToken);
-                        if (token.Finish != FinishReason.None)
-                        {
-                            return;
-                        }
-                    }
-
-                    produced = read;
+                    return;
                 }
             }
 
@@ -253,7 +265,7 @@ internal sealed partial class SessionGrain
                 var position = _tokenCount;
                 var sampled = TokenSampler.Sample(_logits, options.Sampling, position, _samplerScratch);
                 _oneToken[0] = sampled.TokenId;
-                await AppendToLogAsync(_oneToken);
+                await AppendToLogAsync(_oneToken, writer);
                 produced++;
                 await ForwardAsync(_oneToken, logged: true);
                 _metrics.TokenDecoded();
@@ -269,6 +281,62 @@ internal sealed partial class SessionGrain
         {
             Exit();
         }
+    }
+
+    /// <summary>
+    /// Replays what an earlier attempt of the request produced, from the token log; returns how many tokens it had
+    /// produced, or -1 when it had finished (the replay is the whole answer).
+    /// </summary>
+    private async Task<int> ReplayRequestAsync(
+        string requestId,
+        string fingerprint,
+        DecodeRequestRecord request,
+        DecodeRequestOptions options,
+        DecodeText turn,
+        ChannelWriter<DecodedToken> output,
+        CancellationToken cancellationToken)
+    {
+        var quoted = SessionInfos.Quote(requestId);
+        if (request.Fingerprint is { } recorded && recorded != fingerprint)
+        {
+            throw new SessionException(
+                SessionErrorCode.InvalidArgument,
+                $"Request '{quoted}' was a Decode with other parameters (max_tokens, sampling, stop tokens or strings, ignore_eos); a request id names one request.");
+        }
+
+        // Its tokens run from its start to where another writer followed it, or to the log's end while it is the writer.
+        var end = request.End ?? _tokenCount;
+        if (request.Start < 0 || request.Start > end || end > _tokenCount)
+        {
+            throw new SessionException(SessionErrorCode.FailedPrecondition, $"Request '{quoted}' started at position {request.Start}, past the session's end.");
+        }
+
+        var tokens = new int[(int)Math.Min(end - request.Start, options.MaxTokens)];
+        var read = tokens.Length == 0 ? 0 : await StoreCallAsync(() => _store.ReadTokensAsync(Key, request.Start, tokens, CancellationToken.None));
+
+        // The replayed events are rebuilt as the first attempt made them (text pieces and stop strings included), up to
+        // the one that finished the request, if any.
+        var events = new List<DecodedToken>(read);
+        for (var i = 0; i < read && (events.Count == 0 || events[^1].Finish == FinishReason.None); i++)
+        {
+            events.Add(turn.Next(tokens[i], request.Start + i, float.NaN, i + 1, replayed: true));
+        }
+
+        var finished = events.Count > 0 && events[^1].Finish != FinishReason.None;
+        if (!finished && request.End is not null)
+        {
+            // Going on would put its tokens after another request's: they would no longer be this request's own.
+            throw new SessionException(
+                SessionErrorCode.FailedPrecondition,
+                $"Request '{quoted}' stopped after {read} tokens and the session has moved on since; send the next Decode with a new request_id.");
+        }
+
+        foreach (var token in events)
+        {
+            await output.WriteAsync(token, cancellationToken);
+        }
+
+        return finished ? -1 : read;
     }
 
     public async Task<SessionInfo> SpillAsync(CancellationToken cancellationToken)

@@ -47,7 +47,7 @@ internal sealed partial class SessionGrain : Grain, ISessionGrain, IResidentSess
     private readonly int[] _oneToken = new int[1];
 
     private long _epoch;
-    private ISessionStore _fenced = null!;
+    private FencedSessionStore _fenced = null!;
     private SessionRecord? _record;
     private ILanguageModel? _model;
     private BatchScheduler? _scheduler;
@@ -220,7 +220,7 @@ internal sealed partial class SessionGrain : Grain, ISessionGrain, IResidentSess
     }
 
     private SessionException Moved() =>
-        new(SessionErrorCode.Moved, $"Session '{Key.SessionId}' moved to another activation; retry.");
+        new(SessionErrorCode.Moved, $"Session '{SessionInfos.Quote(Key.SessionId)}' moved to another activation; retry.");
 
     private SessionException StoreUnavailable(Exception cause)
     {

@@ -9,6 +9,9 @@ public enum SessionResidency
 
     /// <summary>Only in the spill store; the next call restores it.</summary>
     Spilled,
+
+    /// <summary>Created, nothing appended yet: there is no cache to hold anywhere.</summary>
+    Empty,
 }
 
 /// <summary>What a client may know about a session.</summary>
@@ -27,10 +30,11 @@ public sealed record SessionInfo(
 /// <summary>What an Append adds: exactly one of token ids, text (tokenized by the model's tokenizer) or chat messages
 /// (rendered with the model's chat template).</summary>
 /// <param name="PromptLogprobs">Also return the log-probability of every appended token.</param>
+/// <param name="RequestId">With an id, the result is recorded with the tokens, and a repeated call returns it unchanged.</param>
 [GenerateSerializer, Immutable]
-public sealed record AppendInput(int[] TokenIds, string? Text, ChatTurn[] Messages, int TopLogprobs, bool PromptLogprobs)
+public sealed record AppendInput(int[] TokenIds, string? Text, ChatTurn[] Messages, int TopLogprobs, bool PromptLogprobs, string? RequestId = null)
 {
-    public static AppendInput Tokens(int[] tokens, int topLogprobs) => new(tokens, null, [], topLogprobs, false);
+    public static AppendInput Tokens(int[] tokens, int topLogprobs, string? requestId = null) => new(tokens, null, [], topLogprobs, false, requestId);
 }
 
 /// <summary>One chat message of an Append.</summary>
@@ -40,8 +44,9 @@ public sealed record ChatTurn(string Role, string Content);
 /// <param name="PromptLogprobs">With <see cref="AppendInput.PromptLogprobs"/>: each appended token and its
 /// log-probability given what precedes it (NaN for the first token of an empty session); else empty.</param>
 /// <param name="AppendedTokens">Tokens the call appended (after tokenization and template rendering).</param>
+/// <param name="Replayed">The result an earlier attempt with the same request id recorded: this attempt changed nothing.</param>
 [GenerateSerializer, Immutable]
-public sealed record AppendResult(long Position, TokenLogprob[] TopLogprobs, TokenLogprob[] PromptLogprobs, int AppendedTokens);
+public sealed record AppendResult(long Position, TokenLogprob[] TopLogprobs, TokenLogprob[] PromptLogprobs, int AppendedTokens, bool Replayed);
 
 public enum FinishReason
 {

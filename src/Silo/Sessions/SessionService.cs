@@ -18,9 +18,10 @@ namespace KvCache.Silo.Sessions;
 /// <remarks>
 /// A call that provably did nothing (<see cref="SessionErrorCode.Moved"/>: it reached an activation that was leaving)
 /// is sent again until it reaches the session's new activation. Reads are sent again too when a silo fails under
-/// them. A call that may have changed the session (Create, Append, Delete) is not: its caller gets UNAVAILABLE. A
-/// Decode with a request id continues after a silo failure: the retry replays the request's tokens and those the
-/// caller already has are skipped.
+/// them, and so are Appends, which always carry a request id (the caller's, else one of their own): the grain
+/// applies an Append once. Other calls that may have changed the session (Create, Delete) are not: their caller gets
+/// UNAVAILABLE. A Decode with a request id continues after a silo failure: the retry replays the request's tokens and
+/// those the caller already has are skipped.
 /// </remarks>
 internal sealed class SessionService(
     IGrainFactory grains,
@@ -43,7 +44,7 @@ internal sealed class SessionService(
         ValidateName(codec, "codec");
         if (string.IsNullOrEmpty(sessionId))
         {
-            sessionId = NewSessionId();
+            sessionId = NewId("s-");
         }
         else
         {
@@ -54,12 +55,22 @@ internal sealed class SessionService(
         return CallAsync(() => grain.CreateAsync(model, codec, cancellationToken), retryOnFailure: false, cancellationToken);
     }
 
-    public Task<AppendResult> AppendAsync(SessionKey key, AppendInput input, CancellationToken cancellationToken)
+    public async Task<AppendResult> AppendAsync(SessionKey key, AppendInput input, CancellationToken cancellationToken)
     {
         ValidateKey(key);
         ValidateAppend(input);
+        if (input.RequestId is { } requestId)
+        {
+            ValidateId(requestId, "request_id");
+        }
+
+        // With a request id the grain applies an Append once, so it is safe to send again when its silo fails.
+        var sent = input.RequestId is null ? input with { RequestId = NewId("a-") } : input;
         var grain = Session(key);
-        return CallAsync(() => grain.AppendAsync(input, cancellationToken), retryOnFailure: false, cancellationToken);
+        var result = await CallAsync(() => grain.AppendAsync(sent, cancellationToken), retryOnFailure: true, cancellationToken);
+
+        // A replay of this service's own resend is the caller's first answer, not a repeat of an earlier request.
+        return input.RequestId is null && result.Replayed ? result with { Replayed = false } : result;
     }
 
     public IAsyncEnumerable<DecodedToken> DecodeAsync(SessionKey key, DecodeRequestOptions options, CancellationToken cancellationToken)
@@ -145,7 +156,11 @@ internal sealed class SessionService(
 
     public Task<(MigrationResult Result, SessionInfo Session)> MigrateAsync(SessionKey key, string? targetSilo, CancellationToken cancellationToken)
     {
-        ValidateId(key.Tenant, "tenant");
+        if (key.Tenant.Length > MaxIdLength)
+        {
+            throw new SessionException(SessionErrorCode.InvalidArgument, $"tenant must be 1-{MaxIdLength} characters.");
+        }
+
         ValidateKey(key);
         ValidateName(targetSilo, "target_silo");
         return CallAsync(() => SessionMigrations.MoveAsync(grains, key, string.IsNullOrEmpty(targetSilo) ? null : targetSilo, cancellationToken), retryOnFailure: false, cancellationToken);
@@ -289,13 +304,14 @@ internal sealed class SessionService(
         _ => new SessionException(SessionErrorCode.Unavailable, "The session's silo is unavailable; retry.", failure),
     };
 
-    private static string NewSessionId()
+    /// <summary>A random id in the id alphabet (base64url of 128 bits).</summary>
+    private static string NewId(string prefix)
     {
         Span<byte> random = stackalloc byte[16];
         RandomNumberGenerator.Fill(random);
         Span<byte> text = stackalloc byte[Base64Url.GetEncodedLength(random.Length)];
         Base64Url.EncodeToUtf8(random, text);
-        return "s-" + System.Text.Encoding.ASCII.GetString(text);
+        return prefix + System.Text.Encoding.ASCII.GetString(text);
     }
 
     /// <summary>Checks what can be checked before the session's model tokenizes: one kind of input, within limits.</summary>

@@ -74,6 +74,20 @@ public interface ISessionStore
     /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's current epoch.</exception>
     ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Appends tokens as <see cref="AppendTokensAsync(SessionKey, long, ReadOnlyMemory{int}, long, CancellationToken)"/>
+    /// does, on behalf of <paramref name="writer"/>, recorded in the same atomic step: an Append's request id with its
+    /// result (<see cref="GetAppendRequestAsync"/>), and which Decode request is the log's current writer. A write by
+    /// anyone else ends the Decode request that wrote before it (see <see cref="DecodeRequestRecord.End"/>).
+    /// The overloads without a writer write as <see cref="TokenLogWriter.None"/>.
+    /// </summary>
+    /// <exception cref="TokenLogConflictException">The log's length differs from <paramref name="expectedCount"/>.</exception>
+    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's current epoch.</exception>
+    ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, TokenLogWriter writer, long epoch, CancellationToken cancellationToken = default);
+
+    /// <summary>The result an Append with <paramref name="requestId"/> recorded with its tokens, or null if none did.</summary>
+    ValueTask<ReadOnlyMemory<byte>?> GetAppendRequestAsync(SessionKey key, string requestId, CancellationToken cancellationToken = default);
+
     /// <summary>Reads tokens from <paramref name="start"/>; returns how many were read (fewer at the log's end).</summary>
     ValueTask<int> ReadTokensAsync(SessionKey key, long start, Memory<int> destination, CancellationToken cancellationToken = default);
 
@@ -101,14 +115,15 @@ public interface ISessionStore
     ValueTask<int> ReadSnapshotChunkAsync(SessionKey key, long snapshotId, int index, Memory<byte> destination, CancellationToken cancellationToken = default);
 
     /// <summary>
-    /// Records that decode request <paramref name="requestId"/> started at <paramref name="startPosition"/>,
-    /// unless it was recorded before; returns the recorded start position.
+    /// Records that decode request <paramref name="requestId"/> started at <paramref name="startPosition"/> with
+    /// parameters <paramref name="fingerprint"/>, and makes it the log's current writer (ending the request that wrote
+    /// before it), unless it was recorded before; returns the request as recorded.
     /// </summary>
-    ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, CancellationToken cancellationToken = default);
+    ValueTask<DecodeRequestRecord> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, string fingerprint, CancellationToken cancellationToken = default);
 
-    /// <inheritdoc cref="GetOrAddDecodeRequestAsync(SessionKey, string, long, CancellationToken)"/>
+    /// <inheritdoc cref="GetOrAddDecodeRequestAsync(SessionKey, string, long, string, CancellationToken)"/>
     /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's current epoch.</exception>
-    ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, long epoch, CancellationToken cancellationToken = default);
+    ValueTask<DecodeRequestRecord> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, string fingerprint, long epoch, CancellationToken cancellationToken = default);
 
     /// <summary>
     /// Records which silo holds the session's cache in memory (null: none). Fenced only: just the session's current
@@ -118,6 +133,26 @@ public interface ISessionStore
     /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the session's current epoch.</exception>
     ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default);
 }
+
+/// <summary>
+/// Who appends tokens to a session's log: a Decode with a request id (<see cref="DecodeRequestId"/>), an Append with a
+/// request id (<see cref="AppendRequestId"/> and the result a retry of it returns), or anyone else (<see cref="None"/>).
+/// </summary>
+public readonly record struct TokenLogWriter(string? DecodeRequestId, string? AppendRequestId, ReadOnlyMemory<byte> AppendResult)
+{
+    public static TokenLogWriter None => default;
+
+    public static TokenLogWriter Decode(string requestId) => new(requestId, null, default);
+
+    public static TokenLogWriter Append(string requestId, ReadOnlyMemory<byte> result) => new(null, requestId, result);
+}
+
+/// <summary>A decode request as the store recorded it.</summary>
+/// <param name="Start">The log position its first token was written at.</param>
+/// <param name="Fingerprint">Its parameters' fingerprint; null for a request recorded before fingerprints were.</param>
+/// <param name="End">Where its tokens end once another writer has written after it; null while it is the log's current
+/// writer (it may go on).</param>
+public sealed record DecodeRequestRecord(long Start, string? Fingerprint, long? End);
 
 /// <summary>A committed snapshot: its id (names its chunks) and its encoded header.</summary>
 public sealed record StoredSnapshot(long SnapshotId, ReadOnlyMemory<byte> Header);

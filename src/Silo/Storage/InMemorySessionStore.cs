@@ -155,16 +155,30 @@ public sealed class InMemorySessionStore : ISessionStore
     }
 
     public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, CancellationToken cancellationToken = default) =>
-        AppendTokensCore(key, expectedCount, tokens, Unfenced);
+        AppendTokensCore(key, expectedCount, tokens, TokenLogWriter.None, Unfenced);
 
-    public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken = default)
+    public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken = default) =>
+        AppendTokensAsync(key, expectedCount, tokens, TokenLogWriter.None, epoch, cancellationToken);
+
+    public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, TokenLogWriter writer, long epoch, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateEpoch(epoch);
-        return AppendTokensCore(key, expectedCount, tokens, epoch);
+        return AppendTokensCore(key, expectedCount, tokens, writer, epoch);
     }
 
-    private ValueTask AppendTokensCore(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch)
+    public ValueTask<ReadOnlyMemory<byte>?> GetAppendRequestAsync(SessionKey key, string requestId, CancellationToken cancellationToken = default)
     {
+        StoreArguments.ValidateRequestId(requestId);
+        var slot = Find(key);
+        lock (slot)
+        {
+            return ValueTask.FromResult(Open(slot, key, Unfenced).Appends.TryGetValue(requestId, out var result) ? (ReadOnlyMemory<byte>?)result : null);
+        }
+    }
+
+    private ValueTask AppendTokensCore(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, TokenLogWriter writer, long epoch)
+    {
+        StoreArguments.ValidateWriter(writer);
         var slot = Find(key);
         lock (slot)
         {
@@ -181,7 +195,12 @@ public sealed class InMemorySessionStore : ISessionStore
             }
 
             tokens.Span.CopyTo(s.Tokens.AsSpan(s.TokenCount));
+            s.TakeWriter(writer.DecodeRequestId);
             s.TokenCount = needed;
+            if (writer.AppendRequestId is { } append)
+            {
+                s.Appends[append] = writer.AppendResult.ToArray();
+            }
         }
 
         return ValueTask.CompletedTask;
@@ -285,29 +304,33 @@ public sealed class InMemorySessionStore : ISessionStore
         }
     }
 
-    public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, CancellationToken cancellationToken = default) =>
-        GetOrAddDecodeRequestCore(key, requestId, startPosition, Unfenced);
+    public ValueTask<DecodeRequestRecord> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, string fingerprint, CancellationToken cancellationToken = default) =>
+        GetOrAddDecodeRequestCore(key, requestId, startPosition, fingerprint, Unfenced);
 
-    public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, long epoch, CancellationToken cancellationToken = default)
+    public ValueTask<DecodeRequestRecord> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, string fingerprint, long epoch, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateEpoch(epoch);
-        return GetOrAddDecodeRequestCore(key, requestId, startPosition, epoch);
+        return GetOrAddDecodeRequestCore(key, requestId, startPosition, fingerprint, epoch);
     }
 
-    private ValueTask<long> GetOrAddDecodeRequestCore(SessionKey key, string requestId, long startPosition, long epoch)
+    private ValueTask<DecodeRequestRecord> GetOrAddDecodeRequestCore(SessionKey key, string requestId, long startPosition, string fingerprint, long epoch)
     {
         StoreArguments.ValidateRequestId(requestId);
+        StoreArguments.ValidateFingerprint(fingerprint);
+        ArgumentOutOfRangeException.ThrowIfNegative(startPosition);
         var slot = Find(key);
         lock (slot)
         {
-            var requests = Open(slot, key, epoch).Requests;
-            if (!requests.TryGetValue(requestId, out long recorded))
+            var s = Open(slot, key, epoch);
+            if (!s.Requests.TryGetValue(requestId, out var recorded))
             {
-                recorded = startPosition;
-                requests.Add(requestId, recorded);
+                recorded = (startPosition, fingerprint);
+                s.Requests.Add(requestId, recorded);
+                s.TakeWriter(requestId);
             }
 
-            return ValueTask.FromResult(recorded);
+            long? end = s.Writer == requestId ? null : s.Ends.TryGetValue(requestId, out var e) ? e : null;
+            return ValueTask.FromResult(new DecodeRequestRecord(recorded.Start, recorded.Fingerprint, end));
         }
     }
 
@@ -351,8 +374,31 @@ public sealed class InMemorySessionStore : ISessionStore
         public string? ResidentSilo { get; set; }
         public StoredSnapshot? Snapshot { get; set; }
         public Dictionary<(long SnapshotId, int Index), byte[]> Chunks { get; } = [];
-        public Dictionary<string, long> Requests { get; } = new(StringComparer.Ordinal);
+        public Dictionary<string, (long Start, string Fingerprint)> Requests { get; } = new(StringComparer.Ordinal);
+
+        /// <summary>Where each Decode request that another writer followed ended.</summary>
+        public Dictionary<string, long> Ends { get; } = new(StringComparer.Ordinal);
+
+        public Dictionary<string, byte[]> Appends { get; } = new(StringComparer.Ordinal);
+
+        /// <summary>The Decode request that wrote the log last, or null; the Redis store's meta 'writer'.</summary>
+        public string? Writer { get; private set; }
 
         public SessionState State() => new(Record, TokenCount, ResidentSilo);
+
+        /// <summary>Makes <paramref name="writer"/> (a Decode's request id, or null) the log's writer at its current
+        /// length; the request that wrote before it ends there.</summary>
+        public void TakeWriter(string? writer)
+        {
+            if (Writer != writer)
+            {
+                if (Writer is not null)
+                {
+                    Ends[Writer] = TokenCount;
+                }
+
+                Writer = writer;
+            }
+        }
     }
 }

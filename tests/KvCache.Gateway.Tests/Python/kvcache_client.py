@@ -96,6 +96,18 @@ def bad_inputs(stub, channel, args):
     codes["bad_session_id"] = code_of(lambda: stub.GetSession(pb.GetSessionRequest(session_id="bad id!"), metadata=key, timeout=30))
     codes["unknown_model"] = code_of(lambda: stub.CreateSession(pb.CreateSessionRequest(model="no-such-model"), metadata=key, timeout=30))
     codes["unknown_codec"] = code_of(lambda: stub.CreateSession(pb.CreateSessionRequest(codec="zip"), metadata=key, timeout=30))
+    # Caller values far over any limit are refused with a short message (a stock client refuses response metadata
+    # over 8 KiB), and the channel keeps working for the calls that follow.
+    huge = "x" * 100_000
+    for name, call in (
+            ("huge_model", lambda: stub.CreateSession(pb.CreateSessionRequest(model=huge), metadata=key, timeout=30)),
+            ("huge_codec", lambda: stub.CreateSession(pb.CreateSessionRequest(codec=huge), metadata=key, timeout=30)),
+            ("huge_session_id", lambda: stub.GetSession(pb.GetSessionRequest(session_id=huge), metadata=key, timeout=30)),
+            ("huge_request_id", lambda: stub.Append(pb.AppendRequest(session_id=sid, token_ids=[1], request_id=huge), metadata=key, timeout=30)),
+            ("huge_decode_request_id", lambda: stub.Decode(pb.DecodeRequest(session_id=sid, max_tokens=1, request_id=huge), metadata=key, timeout=30)),
+            ("long_unknown_model", lambda: stub.CreateSession(pb.CreateSessionRequest(model="m" * 120), metadata=key, timeout=30))):
+        codes[name] = code_of(call)
+        codes[name + "_details"] = details_of(call)
     codes["out_of_vocab"] = code_of(lambda: stub.Append(pb.AppendRequest(session_id=sid, token_ids=[1, vocab]), metadata=key, timeout=30))
     codes["negative_token"] = code_of(lambda: stub.Append(pb.AppendRequest(session_id=sid, token_ids=[-1]), metadata=key, timeout=30))
     codes["empty_append"] = code_of(lambda: stub.Append(pb.AppendRequest(session_id=sid, token_ids=[]), metadata=key, timeout=30))
@@ -105,6 +117,10 @@ def bad_inputs(stub, channel, args):
     codes["decode_zero_tokens"] = code_of(lambda: stub.Decode(pb.DecodeRequest(session_id=sid, max_tokens=0), metadata=key, timeout=30))
     codes["bad_sampling"] = code_of(lambda: stub.Decode(pb.DecodeRequest(session_id=sid, max_tokens=4, sampling=pb.SamplingParams(top_p=2.0)), metadata=key, timeout=30))
     codes["append"] = code_of(lambda: stub.Append(pb.AppendRequest(session_id=sid, token_ids=args["prompt"]), metadata=key, timeout=60))
+    # A retried Append with a request id applies once: the second answer is the first one, replayed.
+    retried = [stub.Append(pb.AppendRequest(session_id=sid, token_ids=[5, 6, 7], top_logprobs=2, request_id="turn-2"), metadata=key, timeout=60)
+               for _ in range(2)]
+    codes["append_retries"] = [[r.position, r.appended_tokens, r.replayed, [[t.token_id, t.logprob] for t in r.top_logprobs]] for r in retried]
     # A long decode under a deadline far too short for it.
     codes["expired_deadline"] = code_of(lambda: stub.Decode(pb.DecodeRequest(session_id=sid, max_tokens=args["long_decode"]), metadata=key, timeout=0.05))
     # The server's side of the call stopped too: the position no longer moves, short of the long decode's end.

@@ -59,7 +59,7 @@ public sealed class ZombieSiloIntegrationTests : IClassFixture<SiloRedisFixture>
         await Assert.ThrowsAsync<StaleEpochException>(() => a.WriteSnapshotChunkAsync(key, 42, 0, new byte[] { 6, 6 }).AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => a.CommitSnapshotAsync(key, 42, new byte[] { 1 }).AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => a.CommitSnapshotAsync(key, snapshot!.SnapshotId, new byte[] { 1 }).AsTask());
-        await Assert.ThrowsAsync<StaleEpochException>(() => a.GetOrAddDecodeRequestAsync(key, "late", 3).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => a.GetOrAddDecodeRequestAsync(key, "late", 3, "f").AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => a.SetResidentAsync(key, "silo-a", epochA).AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => a.SetResidentAsync(key, null, epochA).AsTask());
         using var later = ByteArrayKvCache.Filled("full", bytesPerToken: 100, position: 4, seed: 2);
@@ -79,7 +79,7 @@ public sealed class ZombieSiloIntegrationTests : IClassFixture<SiloRedisFixture>
         Assert.Equal(cache.State, restored.State);
 
         // B writes on: its requests, tokens and snapshots go through.
-        Assert.Equal(3, await b.GetOrAddDecodeRequestAsync(key, "late", 3));
+        Assert.Equal(3, (await b.GetOrAddDecodeRequestAsync(key, "late", 3, "f")).Start);
         await b.AppendTokensAsync(key, 3, new[] { 4 });
         await SnapshotWriter.WriteAsync(b, key, later, "m", "fp", new float[] { 3 }, CancellationToken.None);
         Assert.Equal(4, await _store.GetTokenCountAsync(key));

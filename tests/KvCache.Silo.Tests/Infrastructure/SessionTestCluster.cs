@@ -47,10 +47,12 @@ internal sealed class SessionTestCluster : IAsyncDisposable
 
     /// <param name="settings">Configuration over the defaults (64 MiB of cache memory, the random built-in model in a shared folder).</param>
     /// <param name="configureSilo">More silo configuration (Orleans options).</param>
+    /// <param name="store">The spill store the silos share (default: a new in-memory one).</param>
     public static async Task<SessionTestCluster> StartAsync(
         int silos = 1,
         IEnumerable<KeyValuePair<string, string?>>? settings = null,
-        Action<ISiloBuilder>? configureSilo = null)
+        Action<ISiloBuilder>? configureSilo = null,
+        ISessionStore? store = null)
     {
         var values = new Dictionary<string, string?>
         {
@@ -66,7 +68,7 @@ internal sealed class SessionTestCluster : IAsyncDisposable
         }
 
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(values).Build();
-        var store = new InMemorySessionStore();
+        store ??= new InMemorySessionStore();
         var loads = new InMemorySiloLoadTable();
         var builder = new InProcessTestClusterBuilder((short)silos);
         // KVCACHE_TEST_LOG=1 writes each silo's and the client's log to a file in the working folder.
@@ -106,7 +108,7 @@ internal sealed class SessionTestCluster : IAsyncDisposable
     public async Task<SessionKey> CreateWithPromptAsync(string tenant, string id, int[] prompt)
     {
         var key = await CreateAsync(tenant, id);
-        var appended = await Sessions.AppendAsync(key, prompt, 5, default);
+        var appended = await Sessions.AppendAsync(key, AppendInput.Tokens(prompt, 5), default);
         Assert.Equal(prompt.Length, appended.Position);
         return key;
     }

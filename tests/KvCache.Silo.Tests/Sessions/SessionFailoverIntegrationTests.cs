@@ -99,7 +99,7 @@ public sealed class SessionFailoverIntegrationTests
         int[] turn = [7, 8, 9, 10];
         var twin = await cluster.CreateWithPromptAsync(Tenant, "twin", Prompt);
         await cluster.DecodeAsync(twin, 3);
-        await cluster.Sessions.AppendAsync(twin, turn, 0, default);
+        await cluster.Sessions.AppendAsync(twin, AppendInput.Tokens(turn, 0), default);
         var expected = await cluster.DecodeAsync(twin, 5);
 
         var key = await cluster.CreateWithPromptAsync(Tenant, "fenced", Prompt);
@@ -107,12 +107,50 @@ public sealed class SessionFailoverIntegrationTests
 
         // Another activation (as on a silo that took the session over) takes a newer epoch.
         await cluster.Store.TakeEpochAsync(key);
-        var appended = await cluster.Sessions.AppendAsync(key, turn, 0, default);
+        var appended = await cluster.Sessions.AppendAsync(key, AppendInput.Tokens(turn, 0), default);
 
         Assert.Equal(Prompt.Length + 3 + turn.Length, appended.Position);
         Assert.Equal(Prompt.Length + 3 + turn.Length, await cluster.Store.GetTokenCountAsync(key));
         var tokens = await cluster.DecodeAsync(key, 5);
         Assert.Equal(expected.Select(t => t.TokenId), tokens.Select(t => t.TokenId));
+    }
+
+    [Fact]
+    public async Task An_append_whose_owner_is_killed_between_its_log_write_and_its_reply_applies_once()
+    {
+        int[] turn = [7, 8, 9, 10, 11];
+        var (store, faults) = StoreFaults.HangAfterAppend(new InMemorySessionStore(), "turn-2");
+        await using var cluster = await SessionTestCluster.StartAsync(silos: 2, store: store);
+        try
+        {
+            var twin = await cluster.CreateWithPromptAsync(Tenant, "twin", Prompt);
+            var expected = await cluster.Sessions.AppendAsync(twin, AppendInput.Tokens(turn, 3), default);
+            var victim = cluster.Cluster.Silos[1];
+            var key = await CreateOnAsync(cluster, victim, "killed");
+
+            // The write lands in the store, then the owner dies before answering; the caller's deadline passes.
+            using var deadline = new CancellationTokenSource();
+            var append = cluster.Sessions.AppendAsync(key, AppendInput.Tokens(turn, 3, "turn-2"), deadline.Token);
+            await faults.Written;
+            await cluster.Cluster.KillSiloAsync(victim);
+            await deadline.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => append);
+
+            // The caller sends it again: the session's next activation finds the request's recorded result.
+            var retried = await cluster.Sessions.AppendAsync(key, AppendInput.Tokens(turn, 3, "turn-2"), default);
+            Assert.True(retried.Replayed);
+            Assert.Equal((Prompt.Length + turn.Length, turn.Length), (retried.Position, retried.AppendedTokens));
+            Assert.Equal(expected.TopLogprobs, retried.TopLogprobs);
+            Assert.Equal(Prompt.Length + turn.Length, await cluster.Store.GetTokenCountAsync(key));
+            Assert.Equal(Prompt.Length + turn.Length, (await cluster.Sessions.GetAsync(key, default)).Position);
+            Assert.Equal(
+                (await cluster.DecodeAsync(twin, 6)).Select(t => t.TokenId),
+                (await cluster.DecodeAsync(key, 6)).Select(t => t.TokenId));
+        }
+        finally
+        {
+            faults.Release();
+        }
     }
 
     private static readonly SamplingOptions Greedy = new(0, 0, 0, 0);

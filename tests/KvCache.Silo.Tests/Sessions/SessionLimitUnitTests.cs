@@ -38,11 +38,11 @@ public sealed class SessionLimitUnitTests : IAsyncLifetime
         await using var busyC = _sessions.DecodeAsync(c, options, default).GetAsyncEnumerator();
         Assert.True(await busyB.MoveNextAsync());
         Assert.True(await busyC.MoveNextAsync());
-        var refused = await Assert.ThrowsAsync<SessionException>(() => _sessions.AppendAsync(a, Prompt, 1, default));
+        var refused = await Assert.ThrowsAsync<SessionException>(() => _sessions.AppendAsync(a, AppendInput.Tokens(Prompt, 1), default));
         Assert.Equal(SessionErrorCode.ResourceExhausted, refused.Code);
 
         await busyB.DisposeAsync();
-        var resumed = await _sessions.AppendAsync(a, Prompt, 1, default);
+        var resumed = await _sessions.AppendAsync(a, AppendInput.Tokens(Prompt, 1), default);
         Assert.Equal(2 * Prompt.Length, resumed.Position);
     }
 

@@ -88,13 +88,25 @@ public sealed class SessionServiceUnitTests : IAsyncLifetime
         var expected = await DecodeAsync(twin, 15);
 
         var key = await CreateWithPromptAsync("retry");
-        var firstAttempt = await DecodeAsync(key, 10, requestId: "req-1");
+        var options = new DecodeRequestOptions(15, new GpuWorker.Sampling.SamplingOptions(0, 0, 0, 0), [], "req-1");
+        var firstAttempt = new List<DecodedToken>();
+        await foreach (var token in _sessions.DecodeAsync(key, options, default))
+        {
+            // The caller's stream breaks after 10 tokens.
+            firstAttempt.Add(token);
+            if (firstAttempt.Count == 10)
+            {
+                break;
+            }
+        }
+
+        var produced = (await _sessions.GetAsync(key, default)).Position - Prompt.Length;
         var retry = await DecodeAsync(key, 15, requestId: "req-1");
 
         Assert.Equal(expected.Take(10).Select(t => t.TokenId), firstAttempt.Select(t => t.TokenId));
         Assert.Equal(expected.Select(t => t.TokenId), retry.Select(t => t.TokenId));
-        Assert.All(retry.Take(10), t => Assert.True(t.Replayed));
-        Assert.All(retry.Skip(10), t => Assert.False(t.Replayed));
+        Assert.All(retry.Take((int)produced), t => Assert.True(t.Replayed));
+        Assert.All(retry.Skip((int)produced), t => Assert.False(t.Replayed));
         Assert.Equal(Prompt.Length + 15, (await _sessions.GetAsync(key, default)).Position);
     }
 
@@ -131,8 +143,8 @@ public sealed class SessionServiceUnitTests : IAsyncLifetime
         var b = new SessionKey(Tenant, "second");
         await sessions.CreateAsync(Tenant, null, null, a.SessionId, default);
         await sessions.CreateAsync(Tenant, null, null, b.SessionId, default);
-        var appendA = await sessions.AppendAsync(a, prompt, 5, default);
-        var appendB = await sessions.AppendAsync(b, prompt, 5, default);
+        var appendA = await sessions.AppendAsync(a, AppendInput.Tokens(prompt, 5), default);
+        var appendB = await sessions.AppendAsync(b, AppendInput.Tokens(prompt, 5), default);
 
         Assert.Equal(SessionResidency.Spilled, (await sessions.GetAsync(a, default)).Residency);
         Assert.Equal(SessionResidency.Active, (await sessions.GetAsync(b, default)).Residency);
@@ -146,21 +158,21 @@ public sealed class SessionServiceUnitTests : IAsyncLifetime
         var vocab = (await _sessions.ListModelsAsync(Tenant, default))[0].VocabSize;
 
         await AssertCode(SessionErrorCode.FailedPrecondition, () => DecodeAsync(key, 3));
-        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, [1, vocab], 5, default));
-        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, [], 5, default));
-        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, new int[9000], 5, default));
+        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, AppendInput.Tokens([1, vocab], 5), default));
+        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, AppendInput.Tokens([], 5), default));
+        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, AppendInput.Tokens(new int[9000], 5), default));
         await AssertCode(SessionErrorCode.AlreadyExists, () => _sessions.CreateAsync(Tenant, null, null, key.SessionId, default));
         await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.CreateAsync(Tenant, "nope", null, null, default));
         await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.CreateAsync(Tenant, null, "zip", null, default));
         await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.GetAsync(new SessionKey(Tenant, "a:b"), default));
         await AssertCode(SessionErrorCode.NotFound, () => _sessions.GetAsync(new SessionKey("other", key.SessionId), default));
-        await AssertCode(SessionErrorCode.NotFound, () => _sessions.AppendAsync(new SessionKey("other", key.SessionId), Prompt, 5, default));
+        await AssertCode(SessionErrorCode.NotFound, () => _sessions.AppendAsync(new SessionKey("other", key.SessionId), AppendInput.Tokens(Prompt, 5), default));
         await AssertCode(SessionErrorCode.NotFound, () => _sessions.DeleteAsync(new SessionKey("other", key.SessionId), default));
         Assert.Empty((await _sessions.ListAsync("other", 0, null, default)).Sessions);
 
         // Nothing above changed the session.
         Assert.Equal(0, (await _sessions.GetAsync(key, default)).Position);
-        await _sessions.AppendAsync(key, Prompt, 5, default);
+        await _sessions.AppendAsync(key, AppendInput.Tokens(Prompt, 5), default);
         Assert.Equal(3, (await DecodeAsync(key, 3)).Count);
     }
 
@@ -173,7 +185,7 @@ public sealed class SessionServiceUnitTests : IAsyncLifetime
             keys.Add(await CreateAsync($"list-{i}"));
         }
 
-        await _sessions.AppendAsync(keys[0], Prompt, 5, default);
+        await _sessions.AppendAsync(keys[0], AppendInput.Tokens(Prompt, 5), default);
         await _sessions.DeleteAsync(keys[0], default);
         await AssertCode(SessionErrorCode.NotFound, () => _sessions.GetAsync(keys[0], default));
 

@@ -48,7 +48,7 @@ public sealed class RedisSessionStoreIntegrationTests : SessionStoreContract, IC
         await Store.AppendTokensAsync(key, 0, new[] { 1 }, epoch);
         await Store.WriteSnapshotChunkAsync(key, 5, 0, new byte[] { 1 }, epoch);
         await Store.CommitSnapshotAsync(key, 5, new byte[] { 2 }, epoch);
-        await Store.GetOrAddDecodeRequestAsync(key, "r", 1, epoch);
+        await Store.GetOrAddDecodeRequestAsync(key, "r", 1, "f", epoch);
         await Store.SetResidentAsync(key, "silo-1", epoch);
         string root = Root(key);
         string[] expected = [root + "chunks", root + "epoch", root + "meta", root + "reqs", root + "snap", root + "snap:5:0", root + "tokens", $"{_prefix}:tenant:{{{key.Tenant}}}:sessions"];

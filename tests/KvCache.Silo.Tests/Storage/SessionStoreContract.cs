@@ -95,12 +95,40 @@ public abstract class SessionStoreContract
         await Store.AppendTokensAsync(mine, 0, new[] { 1, 2, 3 });
         Assert.Equal(3, await Store.GetTokenCountAsync(mine));
         Assert.Equal(0, await Store.GetTokenCountAsync(theirs));
-        Assert.Equal(5, await Store.GetOrAddDecodeRequestAsync(mine, "r", 5));
-        Assert.Equal(9, await Store.GetOrAddDecodeRequestAsync(theirs, "r", 9));
+        Assert.Equal(5, (await Store.GetOrAddDecodeRequestAsync(mine, "r", 5, "f")).Start);
+        Assert.Equal(9, (await Store.GetOrAddDecodeRequestAsync(theirs, "r", 9, "f")).Start);
 
         Assert.True(await Store.DeleteAsync(mine));
         Assert.NotNull(await Store.GetAsync(theirs));
         Assert.Equal(0, await Store.GetTokenCountAsync(theirs));
+    }
+
+    [Fact]
+    public async Task Any_tenant_name_is_held_apart_from_every_other()
+    {
+        // Characters a key layout gives meaning to, one tenant that looks like another's encoding, and non-ASCII.
+        string[] names = ["alice@example.com", "a:b", "a{b}", "a/b", "a@b", "a%40b", "a%2540b", "ünï 💾", new string('x', 128 - _tenant.Length)];
+        var tenants = names.Select(n => _tenant + n).ToArray();
+        for (var i = 0; i < tenants.Length; i++)
+        {
+            var key = await CreateAsync("same", tenants[i]);
+            await Store.AppendTokensAsync(key, 0, new[] { i });
+        }
+
+        for (var i = 0; i < tenants.Length; i++)
+        {
+            var key = Key("same", tenants[i]);
+            var tokens = new int[4];
+            Assert.Equal(1, await Store.ReadTokensAsync(key, 0, tokens));
+            Assert.Equal(i, tokens[0]);
+            Assert.Equal(key, (await Store.ListAsync(tenants[i], null, 10)).Sessions.Single().Record.Key);
+        }
+
+        Assert.True(await Store.DeleteAsync(Key("same", tenants[0])));
+        Assert.All(tenants.Skip(1), t => Assert.Single(Store.ListAsync(t, null, 10).AsTask().Result.Sessions));
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryCreateAsync(Record(Key("s", new string('x', 129)))).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryCreateAsync(Record(new SessionKey("", "s"))).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.ListAsync("", null, 10).AsTask());
     }
 
     [Fact]
@@ -223,10 +251,41 @@ public abstract class SessionStoreContract
     public async Task Decode_requests_are_recorded_once()
     {
         var key = await CreateAsync("requests");
-        Assert.Equal(10, await Store.GetOrAddDecodeRequestAsync(key, "req-1", 10));
-        Assert.Equal(10, await Store.GetOrAddDecodeRequestAsync(key, "req-1", 20));
-        Assert.Equal(long.MaxValue - 1, await Store.GetOrAddDecodeRequestAsync(key, "req-2", long.MaxValue - 1));
-        Assert.Equal(10, await Store.GetOrAddDecodeRequestAsync(key, "req-1", 30));
+        Assert.Equal(10, (await Store.GetOrAddDecodeRequestAsync(key, "req-1", 10, "f")).Start);
+        Assert.Equal(10, (await Store.GetOrAddDecodeRequestAsync(key, "req-1", 20, "f")).Start);
+        Assert.Equal(long.MaxValue - 1, (await Store.GetOrAddDecodeRequestAsync(key, "req-2", long.MaxValue - 1, "f")).Start);
+        Assert.Equal(10, (await Store.GetOrAddDecodeRequestAsync(key, "req-1", 30, "f")).Start);
+    }
+
+    [Fact]
+    public async Task Appends_record_their_request_with_their_tokens_and_a_decode_request_ends_where_another_writer_follows()
+    {
+        var key = await CreateAsync("writers");
+        long epoch = await Store.TakeEpochAsync(key);
+        Assert.Null(await Store.GetAppendRequestAsync(key, "a1"));
+        await Store.AppendTokensAsync(key, 0, new[] { 1, 2 }, TokenLogWriter.Append("a1", new byte[] { 9, 8 }), epoch);
+        Assert.Equal(new byte[] { 9, 8 }, (await Store.GetAppendRequestAsync(key, "a1"))!.Value.ToArray());
+
+        // A refused append records nothing.
+        await Assert.ThrowsAsync<TokenLogConflictException>(() => Store.AppendTokensAsync(key, 0, new[] { 3 }, TokenLogWriter.Append("a2", new byte[] { 1 }), epoch).AsTask());
+        Assert.Null(await Store.GetAppendRequestAsync(key, "a2"));
+
+        // A decode request is open while it is the log's writer, and ends where anyone else writes after it.
+        Assert.Equal(new DecodeRequestRecord(2, "abc", null), await Store.GetOrAddDecodeRequestAsync(key, "d1", 2, "abc", epoch));
+        await Store.AppendTokensAsync(key, 2, new[] { 3 }, TokenLogWriter.Decode("d1"), epoch);
+        await Store.AppendTokensAsync(key, 3, new[] { 4 }, TokenLogWriter.Decode("d1"), epoch);
+        Assert.Equal(new DecodeRequestRecord(2, "abc", null), await Store.GetOrAddDecodeRequestAsync(key, "d1", 9, "fff", epoch));
+        await Store.AppendTokensAsync(key, 4, new[] { 5 }, epoch);
+        Assert.Equal(new DecodeRequestRecord(2, "abc", 4), await Store.GetOrAddDecodeRequestAsync(key, "d1", 9, "abc", epoch));
+
+        // A new request takes the writer role as it starts: the one before it ends there, before either writes.
+        Assert.Equal(new DecodeRequestRecord(5, "d2", null), await Store.GetOrAddDecodeRequestAsync(key, "d2", 5, "d2", epoch));
+        await Store.GetOrAddDecodeRequestAsync(key, "d3", 5, "d3", epoch);
+        Assert.Equal(new DecodeRequestRecord(5, "d2", 5), await Store.GetOrAddDecodeRequestAsync(key, "d2", 5, "d2", epoch));
+        Assert.Equal(new DecodeRequestRecord(5, "d3", null), await Store.GetOrAddDecodeRequestAsync(key, "d3", 5, "d3", epoch));
+
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.GetOrAddDecodeRequestAsync(key, "a:x", 5, "d3", epoch).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.GetOrAddDecodeRequestAsync(key, "d4", 5, "not hex", epoch).AsTask());
     }
 
     [Fact]
@@ -238,7 +297,7 @@ public abstract class SessionStoreContract
         await Store.WriteSnapshotChunkAsync(key, 1, 0, Bytes(100, 1));
         await Store.CommitSnapshotAsync(key, 1, new byte[] { 1 });
         await Store.WriteSnapshotChunkAsync(key, 2, 0, Bytes(100, 2)); // never committed
-        await Store.GetOrAddDecodeRequestAsync(key, "r", 3);
+        await Store.GetOrAddDecodeRequestAsync(key, "r", 3, "f");
         await Store.SetResidentAsync(key, "silo-1", epoch);
 
         Assert.True(await Store.DeleteAsync(key));
@@ -254,7 +313,7 @@ public abstract class SessionStoreContract
         Assert.Null(await Store.GetSnapshotAsync(key));
         await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 1, 0, new byte[100]).AsTask());
         await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 2, 0, new byte[100]).AsTask());
-        Assert.Equal(7, await Store.GetOrAddDecodeRequestAsync(key, "r", 7));
+        Assert.Equal(7, (await Store.GetOrAddDecodeRequestAsync(key, "r", 7, "f")).Start);
     }
 
     [Fact]
@@ -268,7 +327,7 @@ public abstract class SessionStoreContract
         await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.CommitSnapshotAsync(key, 1, new byte[4]).AsTask());
         await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.GetSnapshotAsync(key).AsTask());
         await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 1, 0, new byte[4]).AsTask());
-        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 0).AsTask());
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 0, "f").AsTask());
         Assert.Null(await Store.GetStateAsync(key));
         await AssertNothingStoredAsync(key);
 
@@ -277,7 +336,7 @@ public abstract class SessionStoreContract
         await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.AppendTokensAsync(key, 0, new[] { 1 }, epoch).AsTask());
         await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.WriteSnapshotChunkAsync(key, 1, 0, new byte[4], epoch).AsTask());
         await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.CommitSnapshotAsync(key, 1, new byte[4], epoch).AsTask());
-        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 0, epoch).AsTask());
+        await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 0, "f", epoch).AsTask());
         await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.SetResidentAsync(key, "silo-1", epoch).AsTask());
         Assert.Null(await Store.GetAsync(key));
         await AssertNothingStoredAsync(key);
@@ -292,12 +351,16 @@ public abstract class SessionStoreContract
     [InlineData("a*")]
     [InlineData("")]
     [InlineData("é")]
-    public async Task Ids_that_could_forge_keys_are_refused(string bad)
+    public async Task Session_ids_that_could_forge_keys_are_refused(string bad)
     {
+        // Tenants may be any name (see Any_tenant_name_is_held_apart_from_every_other); session ids may not.
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryCreateAsync(Record(Key(bad))).AsTask());
-        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryCreateAsync(Record(new SessionKey(bad, "s"))).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.GetTokenCountAsync(Key(bad)).AsTask());
-        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.ListAsync(bad, null, 10).AsTask());
+        if (bad.Length > 0)
+        {
+            // Page tokens are session ids (an empty one is none).
+            await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.ListAsync(_tenant, bad, 10).AsTask());
+        }
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TakeEpochAsync(Key(bad)).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.GetStateAsync(Key(bad)).AsTask());
     }
@@ -407,7 +470,7 @@ public abstract class SessionStoreContract
         await Store.AppendTokensAsync(key, 0, new[] { 1, 2 }, epoch);
         await Store.WriteSnapshotChunkAsync(key, 3, 0, Bytes(10, 1), epoch);
         await Store.CommitSnapshotAsync(key, 3, new byte[] { 9 }, epoch);
-        Assert.Equal(2, await Store.GetOrAddDecodeRequestAsync(key, "r", 2, epoch));
+        Assert.Equal(2, (await Store.GetOrAddDecodeRequestAsync(key, "r", 2, "f", epoch)).Start);
         await Store.SetResidentAsync(key, "silo-1", epoch);
 
         Assert.Equal(new SessionState(Record(key), 2, "silo-1"), await Store.GetStateAsync(key));
@@ -435,7 +498,7 @@ public abstract class SessionStoreContract
         await Assert.ThrowsAsync<StaleEpochException>(() => Store.WriteSnapshotChunkAsync(key, 4, 0, Bytes(10, 2), old).AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => Store.CommitSnapshotAsync(key, 4, new byte[] { 8 }, old).AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => Store.CommitSnapshotAsync(key, 3, new byte[] { 8 }, old).AsTask());
-        await Assert.ThrowsAsync<StaleEpochException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 2, old).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 2, "f", old).AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => Store.SetResidentAsync(key, "zombie-silo", old).AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => Store.SetResidentAsync(key, null, old).AsTask());
 
@@ -447,7 +510,7 @@ public abstract class SessionStoreContract
         Assert.Equal(3, snapshot!.SnapshotId);
         Assert.Equal([9], snapshot.Header.ToArray());
         await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 4, 0, new byte[10]).AsTask());
-        Assert.Equal(5, await Store.GetOrAddDecodeRequestAsync(key, "r", 5, current)); // "r" was not recorded
+        Assert.Equal(5, (await Store.GetOrAddDecodeRequestAsync(key, "r", 5, "f", current)).Start); // "r" was not recorded
 
         // The current epoch writes on.
         await Store.AppendTokensAsync(key, 2, new[] { 3 }, current);
@@ -462,7 +525,7 @@ public abstract class SessionStoreContract
         await Assert.ThrowsAsync<StaleEpochException>(() => Store.AppendTokensAsync(key, 0, new[] { 1 }, 1).AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => Store.WriteSnapshotChunkAsync(key, 1, 0, new byte[4], 1).AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => Store.CommitSnapshotAsync(key, 1, new byte[4], 1).AsTask());
-        await Assert.ThrowsAsync<StaleEpochException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 0, 1).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.GetOrAddDecodeRequestAsync(key, "r", 0, "f", 1).AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => Store.SetResidentAsync(key, "silo-1", 1).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.AppendTokensAsync(key, 0, new[] { 1 }, 0).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.SetResidentAsync(key, "silo-1", 0).AsTask());
@@ -471,7 +534,7 @@ public abstract class SessionStoreContract
         Assert.Equal(new SessionState(Record(key), 0, null), await Store.GetStateAsync(key));
         Assert.Null(await Store.GetSnapshotAsync(key));
         await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(key, 1, 0, new byte[4]).AsTask());
-        Assert.Equal(7, await Store.GetOrAddDecodeRequestAsync(key, "r", 7));
+        Assert.Equal(7, (await Store.GetOrAddDecodeRequestAsync(key, "r", 7, "f")).Start);
     }
 
     [Fact]
@@ -498,7 +561,7 @@ public abstract class SessionStoreContract
         await Assert.ThrowsAsync<StaleEpochException>(() => view.AppendTokensAsync(key, 2, new[] { 3 }).AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => view.WriteSnapshotChunkAsync(key, 1, 0, new byte[1]).AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => view.CommitSnapshotAsync(key, 1, new byte[] { 1 }).AsTask());
-        await Assert.ThrowsAsync<StaleEpochException>(() => view.GetOrAddDecodeRequestAsync(key, "r", 2).AsTask());
+        await Assert.ThrowsAsync<StaleEpochException>(() => view.GetOrAddDecodeRequestAsync(key, "r", 2, "f").AsTask());
         await Assert.ThrowsAsync<StaleEpochException>(() => view.SetResidentAsync(key, null, epoch).AsTask());
         Assert.Equal(new SessionState(Record(key), 2, "silo-1"), await Store.GetStateAsync(key));
     }

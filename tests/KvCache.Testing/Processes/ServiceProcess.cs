@@ -36,7 +36,8 @@ public sealed class ServiceProcess(string name, string dllPath)
     /// <summary>The exit code if the process has exited, else null.</summary>
     public int? ExitCode => _process is { HasExited: true } exited ? exited.ExitCode : null;
 
-    public void Start(IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null)
+    /// <param name="workingDirectory">Where the process starts (default: the folder of its dll).</param>
+    public void Start(IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null, string? workingDirectory = null)
     {
         if (!File.Exists(dllPath))
         {
@@ -45,7 +46,7 @@ public sealed class ServiceProcess(string name, string dllPath)
 
         var start = new ProcessStartInfo("dotnet")
         {
-            WorkingDirectory = Path.GetDirectoryName(dllPath)!,
+            WorkingDirectory = workingDirectory ?? Path.GetDirectoryName(dllPath)!,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };

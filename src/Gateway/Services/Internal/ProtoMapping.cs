@@ -14,7 +14,12 @@ internal static class ProtoMapping
         Model = info.Model,
         Codec = info.Codec,
         Position = info.Position,
-        State = info.Residency == SessionResidency.Active ? V1.SessionState.Active : V1.SessionState.Spilled,
+        State = info.Residency switch
+        {
+            SessionResidency.Active => V1.SessionState.Active,
+            SessionResidency.Empty => V1.SessionState.Empty,
+            _ => V1.SessionState.Spilled,
+        },
         OwnerSilo = info.OwnerSilo ?? "",
         CacheBytes = info.CacheBytes,
         BytesPerToken = info.BytesPerToken,
@@ -26,11 +31,12 @@ internal static class ProtoMapping
         string.IsNullOrEmpty(request.Text) ? null : request.Text,
         [.. request.Messages.Select(m => new ChatTurn(m.Role, m.Content))],
         topLogprobs,
-        request.PromptLogprobs);
+        request.PromptLogprobs,
+        string.IsNullOrEmpty(request.RequestId) ? null : request.RequestId);
 
     public static V1.AppendResponse ToProto(AppendResult result)
     {
-        var response = new V1.AppendResponse { Position = result.Position, AppendedTokens = result.AppendedTokens };
+        var response = new V1.AppendResponse { Position = result.Position, AppendedTokens = result.AppendedTokens, Replayed = result.Replayed };
         foreach (var top in result.TopLogprobs)
         {
             response.TopLogprobs.Add(new V1.TokenLogprob { TokenId = top.TokenId, Logprob = top.Logprob });

@@ -9,14 +9,16 @@ internal static class SessionInfos
 {
     private const int MaxQuoted = 64;
 
+    /// <summary>The session at <paramref name="position"/>; one at position 0 is <see cref="SessionResidency.Empty"/>
+    /// wherever an activation happens to be, since it holds no cache.</summary>
     public static SessionInfo Create(SessionRecord record, ILanguageModel model, long position, SessionResidency residency, string? ownerSilo) =>
         new(
             record.Key.SessionId,
             record.Model,
             record.Codec,
             position,
-            residency,
-            ownerSilo,
+            position == 0 ? SessionResidency.Empty : residency,
+            position == 0 ? null : ownerSilo,
             model.CacheBytesAt(record.Codec, (int)position),
             model.BytesPerToken(record.Codec),
             model.Config.MaxPositionEmbeddings);
@@ -29,7 +31,7 @@ internal static class SessionInfos
         var residency = owner is null ? SessionResidency.Spilled : SessionResidency.Active;
         return models.Get(state.Record.Model) is { } model
             ? Create(state.Record, model, state.TokenCount, residency, owner)
-            : new SessionInfo(state.Record.Key.SessionId, state.Record.Model, state.Record.Codec, state.TokenCount, residency, owner, 0, 0, 0);
+            : new SessionInfo(state.Record.Key.SessionId, state.Record.Model, state.Record.Codec, state.TokenCount, state.TokenCount == 0 ? SessionResidency.Empty : residency, owner, 0, 0, 0);
     }
 
     /// <summary>A caller's value as an error message may quote it: never long enough to flood response metadata.</summary>

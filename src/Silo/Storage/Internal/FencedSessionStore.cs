@@ -36,6 +36,16 @@ internal sealed class FencedSessionStore(ISessionStore inner, SessionKey key, lo
     public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken = default) =>
         inner.AppendTokensAsync(Own(key), expectedCount, tokens, epoch, cancellationToken);
 
+    public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, TokenLogWriter writer, long epoch, CancellationToken cancellationToken = default) =>
+        inner.AppendTokensAsync(Own(key), expectedCount, tokens, writer, epoch, cancellationToken);
+
+    /// <summary>Appends on behalf of <paramref name="writer"/>, with this view's epoch.</summary>
+    public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, TokenLogWriter writer, CancellationToken cancellationToken = default) =>
+        inner.AppendTokensAsync(Own(key), expectedCount, tokens, writer, Epoch, cancellationToken);
+
+    public ValueTask<ReadOnlyMemory<byte>?> GetAppendRequestAsync(SessionKey key, string requestId, CancellationToken cancellationToken = default) =>
+        inner.GetAppendRequestAsync(key, requestId, cancellationToken);
+
     public ValueTask<int> ReadTokensAsync(SessionKey key, long start, Memory<int> destination, CancellationToken cancellationToken = default) =>
         inner.ReadTokensAsync(key, start, destination, cancellationToken);
 
@@ -57,11 +67,11 @@ internal sealed class FencedSessionStore(ISessionStore inner, SessionKey key, lo
     public ValueTask<int> ReadSnapshotChunkAsync(SessionKey key, long snapshotId, int index, Memory<byte> destination, CancellationToken cancellationToken = default) =>
         inner.ReadSnapshotChunkAsync(key, snapshotId, index, destination, cancellationToken);
 
-    public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, CancellationToken cancellationToken = default) =>
-        inner.GetOrAddDecodeRequestAsync(Own(key), requestId, startPosition, Epoch, cancellationToken);
+    public ValueTask<DecodeRequestRecord> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, string fingerprint, CancellationToken cancellationToken = default) =>
+        inner.GetOrAddDecodeRequestAsync(Own(key), requestId, startPosition, fingerprint, Epoch, cancellationToken);
 
-    public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, long epoch, CancellationToken cancellationToken = default) =>
-        inner.GetOrAddDecodeRequestAsync(Own(key), requestId, startPosition, epoch, cancellationToken);
+    public ValueTask<DecodeRequestRecord> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, string fingerprint, long epoch, CancellationToken cancellationToken = default) =>
+        inner.GetOrAddDecodeRequestAsync(Own(key), requestId, startPosition, fingerprint, epoch, cancellationToken);
 
     public ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default) =>
         inner.SetResidentAsync(Own(key), silo, epoch, cancellationToken);

@@ -9,8 +9,8 @@ internal static class StoreArguments
     public const int MaxRequestIdLength = 256;
 
     /// <summary>
-    /// Tenant and session ids become parts of Redis keys: only [A-Za-z0-9._-] are allowed, so no id can
-    /// forge a separator (':' '/') or a hash tag ('{' '}').
+    /// Session ids (and page tokens, which are session ids) become parts of Redis keys as they are: only [A-Za-z0-9._-]
+    /// are allowed, so no id can forge a separator (':' '/') or a hash tag ('{' '}').
     /// </summary>
     public static void ValidateId(string? id, string paramName)
     {
@@ -29,9 +29,22 @@ internal static class StoreArguments
         }
     }
 
+    /// <summary>
+    /// A tenant is any name of 1-128 characters: the stores encode it where it becomes part of a key (see the Redis
+    /// store's key layout), so operators may name tenants as they like, e.g. by e-mail address.
+    /// </summary>
+    public static void ValidateTenant(string? tenant, string paramName)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(tenant, paramName);
+        if (tenant.Length > MaxIdLength)
+        {
+            throw new ArgumentException($"Tenant is longer than {MaxIdLength} characters.", paramName);
+        }
+    }
+
     public static void ValidateKey(SessionKey key)
     {
-        ValidateId(key.Tenant, "key.Tenant");
+        ValidateTenant(key.Tenant, "key.Tenant");
         ValidateId(key.SessionId, "key.SessionId");
     }
 
@@ -60,6 +73,7 @@ internal static class StoreArguments
     /// <summary>Epochs start at 1 (<see cref="ISessionStore.TakeEpochAsync"/>); stores use 0 to mark an unfenced write.</summary>
     public static void ValidateEpoch(long epoch) => ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epoch);
 
+    /// <summary>Request ids name hash fields beside prefixed ones ("a:", "e:"): the id alphabet keeps them apart.</summary>
     public static void ValidateRequestId(string? requestId)
     {
         ArgumentException.ThrowIfNullOrEmpty(requestId, nameof(requestId));
@@ -67,11 +81,43 @@ internal static class StoreArguments
         {
             throw new ArgumentException($"Request id is longer than {MaxRequestIdLength} characters.", nameof(requestId));
         }
+
+        if (requestId.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
+        {
+            throw new ArgumentException("A request id may only hold letters, digits, '-', '_' and '.'.", nameof(requestId));
+        }
+    }
+
+    /// <summary>A fingerprint is stored after the start position and a ':': hex digits keep it parseable.</summary>
+    public static void ValidateFingerprint(string? fingerprint)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(fingerprint, nameof(fingerprint));
+        if (fingerprint.Length > 64 || !fingerprint.All(char.IsAsciiHexDigit))
+        {
+            throw new ArgumentException("A request fingerprint is 1-64 hex digits.", nameof(fingerprint));
+        }
+    }
+
+    public static void ValidateWriter(TokenLogWriter writer)
+    {
+        if (writer.DecodeRequestId is { } decode)
+        {
+            ValidateRequestId(decode);
+        }
+
+        if (writer.AppendRequestId is { } append)
+        {
+            ValidateRequestId(append);
+            if (writer.AppendResult.IsEmpty)
+            {
+                throw new ArgumentException("An Append's request id is recorded with its result.", nameof(writer));
+            }
+        }
     }
 
     public static void ValidatePage(string tenant, string? pageToken, int pageSize)
     {
-        ValidateId(tenant, nameof(tenant));
+        ValidateTenant(tenant, nameof(tenant));
         if (pageToken is not null)
         {
             ValidateId(pageToken, nameof(pageToken));

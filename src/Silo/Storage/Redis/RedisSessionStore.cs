@@ -147,17 +147,41 @@ public sealed class RedisSessionStore : ISessionStore
     }
 
     public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, CancellationToken cancellationToken = default) =>
-        AppendTokensCore(key, expectedCount, tokens, Unfenced, cancellationToken);
+        AppendTokensCore(key, expectedCount, tokens, TokenLogWriter.None, Unfenced, cancellationToken);
 
-    public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken = default)
+    public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken = default) =>
+        AppendTokensAsync(key, expectedCount, tokens, TokenLogWriter.None, epoch, cancellationToken);
+
+    public ValueTask AppendTokensAsync(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, TokenLogWriter writer, long epoch, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateEpoch(epoch);
-        return AppendTokensCore(key, expectedCount, tokens, epoch, cancellationToken);
+        return AppendTokensCore(key, expectedCount, tokens, writer, epoch, cancellationToken);
     }
 
-    private async ValueTask AppendTokensCore(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, long epoch, CancellationToken cancellationToken)
+    public async ValueTask<ReadOnlyMemory<byte>?> GetAppendRequestAsync(SessionKey key, string requestId, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateKey(key);
+        StoreArguments.ValidateRequestId(requestId);
+        cancellationToken.ThrowIfCancellationRequested();
+        var k = Keys(key);
+        var reply = await Database().ScriptEvaluateAsync(StoreScripts.GetAppendRequest, new
+        {
+            meta = (RedisKey)k.Meta,
+            reqs = (RedisKey)k.Requests,
+            field = "a:" + requestId,
+        }).ConfigureAwait(false);
+        if (reply.Resp2Type == ResultType.Integer)
+        {
+            throw new SessionNotFoundException(key);
+        }
+
+        return reply.IsNull ? (ReadOnlyMemory<byte>?)null : (byte[])reply!;
+    }
+
+    private async ValueTask AppendTokensCore(SessionKey key, long expectedCount, ReadOnlyMemory<int> tokens, TokenLogWriter writer, long epoch, CancellationToken cancellationToken)
+    {
+        StoreArguments.ValidateKey(key);
+        StoreArguments.ValidateWriter(writer);
         ArgumentOutOfRangeException.ThrowIfNegative(expectedCount);
         cancellationToken.ThrowIfCancellationRequested();
         var k = Keys(key);
@@ -170,9 +194,13 @@ public sealed class RedisSessionStore : ISessionStore
             {
                 meta = (RedisKey)k.Meta,
                 tokens = (RedisKey)k.Tokens,
+                reqs = (RedisKey)k.Requests,
                 epochCounter = (RedisKey)k.Epoch,
                 expected = expectedCount * sizeof(int),
                 data = (RedisValue)(ReadOnlyMemory<byte>)data,
+                writer = writer.DecodeRequestId ?? "",
+                append = writer.AppendRequestId ?? "",
+                result = (RedisValue)writer.AppendResult,
                 epoch,
             }).ConfigureAwait(false);
             if (before == StaleEpoch)
@@ -356,34 +384,41 @@ public sealed class RedisSessionStore : ISessionStore
             : throw new SessionNotFoundException(key);
     }
 
-    public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, CancellationToken cancellationToken = default) =>
-        GetOrAddDecodeRequestCore(key, requestId, startPosition, Unfenced, cancellationToken);
+    public ValueTask<DecodeRequestRecord> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, string fingerprint, CancellationToken cancellationToken = default) =>
+        GetOrAddDecodeRequestCore(key, requestId, startPosition, fingerprint, Unfenced, cancellationToken);
 
-    public ValueTask<long> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, long epoch, CancellationToken cancellationToken = default)
+    public ValueTask<DecodeRequestRecord> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, string fingerprint, long epoch, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateEpoch(epoch);
-        return GetOrAddDecodeRequestCore(key, requestId, startPosition, epoch, cancellationToken);
+        return GetOrAddDecodeRequestCore(key, requestId, startPosition, fingerprint, epoch, cancellationToken);
     }
 
-    private async ValueTask<long> GetOrAddDecodeRequestCore(SessionKey key, string requestId, long startPosition, long epoch, CancellationToken cancellationToken)
+    private async ValueTask<DecodeRequestRecord> GetOrAddDecodeRequestCore(SessionKey key, string requestId, long startPosition, string fingerprint, long epoch, CancellationToken cancellationToken)
     {
         StoreArguments.ValidateKey(key);
         StoreArguments.ValidateRequestId(requestId);
+        StoreArguments.ValidateFingerprint(fingerprint);
         ArgumentOutOfRangeException.ThrowIfNegative(startPosition);
         cancellationToken.ThrowIfCancellationRequested();
         var k = Keys(key);
         var reply = await Database().ScriptEvaluateAsync(StoreScripts.GetOrAddRequest, new
         {
             meta = (RedisKey)k.Meta,
+            tokens = (RedisKey)k.Tokens,
             reqs = (RedisKey)k.Requests,
             epochCounter = (RedisKey)k.Epoch,
             request = requestId,
-            start = startPosition,
+            recorded = DecodeRequests.Format(startPosition, fingerprint),
             epoch,
         }).ConfigureAwait(false);
-        return reply.Resp2Type != ResultType.Integer ? (long)reply
-            : (long)reply == StaleEpoch ? throw new StaleEpochException(key, epoch)
-            : throw new SessionNotFoundException(key);
+        if (reply.Resp2Type == ResultType.Integer)
+        {
+            throw (long)reply == StaleEpoch ? new StaleEpochException(key, epoch) : new SessionNotFoundException(key);
+        }
+
+        var fields = (RedisResult[])reply!;
+        long? end = (long)fields[2] == 1 || fields[1].IsNull ? null : (long)fields[1] / sizeof(int);
+        return DecodeRequests.Parse((string)fields[0]!, end);
     }
 
     public async ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default)

@@ -9,7 +9,7 @@ namespace KvCache.Silo.Storage.Redis.Internal;
 /// </summary>
 internal readonly struct SessionKeys(string prefix, SessionKey key)
 {
-    private readonly string _root = $"{prefix}:{{{key.Tenant}/{key.SessionId}}}:";
+    private readonly string _root = $"{prefix}:{{{TenantPart(key.Tenant)}/{key.SessionId}}}:";
 
     /// <summary>Hash: model, codec, created (UTC ticks), and resident (silo name) while a silo holds the cache.</summary>
     public string Meta => _root + "meta";
@@ -37,7 +37,37 @@ internal readonly struct SessionKeys(string prefix, SessionKey key)
 
     public string TenantIndex => TenantIndexKey(prefix, key.Tenant);
 
-    public static string TenantIndexKey(string prefix, string tenant) => $"{prefix}:tenant:{{{tenant}}}:sessions";
+    public static string TenantIndexKey(string prefix, string tenant) => $"{prefix}:tenant:{{{TenantPart(tenant)}}}:sessions";
+
+    /// <summary>
+    /// A tenant as part of a key name: [A-Za-z0-9._-] as they are (so such tenants' keys read as before), every other
+    /// character as the %XX of its UTF-8 bytes. Any tenant name is then a distinct key part that can forge no
+    /// separator (':' '/') or hash tag ('{' '}').
+    /// </summary>
+    public static string TenantPart(string tenant)
+    {
+        if (tenant.All(IsKept))
+        {
+            return tenant;
+        }
+
+        var encoded = new System.Text.StringBuilder(tenant.Length * 3);
+        foreach (var b in System.Text.Encoding.UTF8.GetBytes(tenant))
+        {
+            if (b < 0x80 && IsKept((char)b))
+            {
+                encoded.Append((char)b);
+            }
+            else
+            {
+                encoded.Append('%').Append(b.ToString("X2", CultureInfo.InvariantCulture));
+            }
+        }
+
+        return encoded.ToString();
+    }
+
+    private static bool IsKept(char c) => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.';
 
     public static string ChunkMember(long snapshotId, int index) =>
         string.Create(CultureInfo.InvariantCulture, $"{snapshotId}:{index}");

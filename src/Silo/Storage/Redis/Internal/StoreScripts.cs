@@ -59,15 +59,25 @@ internal static class StoreScripts
         """);
 
     /// <summary>
-    /// Keys: meta, tokens, epochCounter. Args: expected (length in bytes), data (bytes to append), epoch. Appends only
-    /// at the expected length; returns the length before (the append happened iff it equals the expected one), -1
-    /// if no session, -2 if the epoch is stale.
+    /// Keys: meta, tokens, reqs, epochCounter. Args: expected (length in bytes), data (bytes to append), writer (the
+    /// writing Decode's request id, '' for none), append (the writing Append's request id, '' for none), result (its
+    /// result), epoch. Appends only at the expected length, and with it: the Append's result as reqs field
+    /// 'a:'..append; the writer as meta's 'writer' field, and, when the writer changes, where the previous writer's
+    /// tokens end (in bytes) as reqs field 'e:'..previous. Returns the length before (the append happened iff it
+    /// equals the expected one), -1 if no session, -2 if the epoch is stale.
     /// </summary>
     public static readonly LuaScript Append = LuaScript.Prepare("""
         if redis.call('EXISTS', @meta) == 0 then return -1 end
         if @epoch ~= '0' and redis.call('GET', @epochCounter) ~= @epoch then return -2 end
         local n = redis.call('STRLEN', @tokens)
-        if n == tonumber(@expected) then redis.call('APPEND', @tokens, @data) end
+        if n ~= tonumber(@expected) then return n end
+        redis.call('APPEND', @tokens, @data)
+        local previous = redis.call('HGET', @meta, 'writer') or ''
+        if previous ~= @writer then
+          if previous ~= '' then redis.call('HSET', @reqs, 'e:' .. previous, n) end
+          if @writer == '' then redis.call('HDEL', @meta, 'writer') else redis.call('HSET', @meta, 'writer', @writer) end
+        end
+        if @append ~= '' then redis.call('HSET', @reqs, 'a:' .. @append, @result) end
         return n
         """);
 
@@ -109,15 +119,32 @@ internal static class StoreScripts
         return redis.call('HMGET', @snap, 'id', 'header')
         """);
 
+    /// <summary>Keys: meta, reqs. Args: field. Returns the field's value (nil if none), or -1 if no session.</summary>
+    public static readonly LuaScript GetAppendRequest = LuaScript.Prepare("""
+        if redis.call('EXISTS', @meta) == 0 then return -1 end
+        return redis.call('HGET', @reqs, @field)
+        """);
+
     /// <summary>
-    /// Keys: meta, reqs, epochCounter. Args: request (id), start, epoch. Returns the recorded start, or -1 if no
-    /// session, -2 if the epoch is stale.
+    /// Keys: meta, tokens, reqs, epochCounter. Args: request (id), recorded ("start:fingerprint"), epoch. A new request
+    /// is recorded and becomes meta's 'writer' (the previous writer's tokens end here, as in <see cref="Append"/>).
+    /// Returns [recorded ("start" or "start:fingerprint"), where its tokens end in bytes (false while it is the
+    /// writer, or never ended), 1 if it is the writer else 0], or -1 if no session, -2 if the epoch is stale.
     /// </summary>
     public static readonly LuaScript GetOrAddRequest = LuaScript.Prepare("""
         if redis.call('EXISTS', @meta) == 0 then return -1 end
         if @epoch ~= '0' and redis.call('GET', @epochCounter) ~= @epoch then return -2 end
-        redis.call('HSETNX', @reqs, @request, @start)
-        return redis.call('HGET', @reqs, @request)
+        local recorded = redis.call('HGET', @reqs, @request)
+        local writer = redis.call('HGET', @meta, 'writer') or ''
+        if not recorded then
+          recorded = @recorded
+          redis.call('HSET', @reqs, @request, recorded)
+          if writer ~= '' then redis.call('HSET', @reqs, 'e:' .. writer, redis.call('STRLEN', @tokens)) end
+          redis.call('HSET', @meta, 'writer', @request)
+          writer = @request
+        end
+        if writer == @request then return {recorded, false, 1} end
+        return {recorded, redis.call('HGET', @reqs, 'e:' .. @request), 0}
         """);
 
     /// <summary>
