@@ -103,6 +103,14 @@ public sealed class OpenAIClientIntegrationTests : IAsyncLifetime
         Assert.Equal(end, await PositionAsync(session));
         Assert.Equal((long)fork["kvcache"]!["position"]!, await PositionAsync((string)fork["kvcache"]!["session_id"]!));
 
+        // The fork holds the first turn's very tokens (from the token log): it replies as a conversation that took
+        // that turn directly.
+        Assert.Equal((long)first["kvcache"]!["position"]!, (long)fork["usage"]!["input_tokens_details"]!["cached_tokens"]!);
+        var twinFirst = await RunAsync(KeyA, "responses", new { model = Model, input = "Hello.", max_output_tokens = 6 });
+        var twin = await RunAsync(KeyA, "responses", new { model = Model, input = "Something else.", previous_response_id = (string)twinFirst["id"]!, max_output_tokens = 6 });
+        Assert.Equal((string)twin["text"]!, (string)fork["text"]!);
+        Assert.Equal((long)twin["kvcache"]!["position"]!, (long)fork["kvcache"]!["position"]!);
+
         // The original still continues in place from its latest response.
         var third = await RunAsync(KeyA, "responses", new { model = Model, input = "Finish.", previous_response_id = (string)second["id"]!, max_output_tokens = 6 });
         Assert.Equal(session, (string)third["kvcache"]!["session_id"]!);

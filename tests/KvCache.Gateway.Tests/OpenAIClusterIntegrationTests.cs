@@ -10,7 +10,7 @@ namespace KvCache.Gateway.Tests;
 /// <summary>
 /// A Responses API conversation (the official openai npm client, streamed, greedy) in a cluster of real processes on
 /// real Redis: continued through a second gateway process after the first is stopped, then after the silo holding
-/// its session is killed; every reply equals an undisturbed twin conversation's.
+/// its session is killed; every reply equals an undisturbed twin conversation's, and so does a fork's.
 /// </summary>
 [Collection(ClusterProcessesCollection.Name)]
 public sealed class OpenAIClusterIntegrationTests : IAsyncLifetime
@@ -91,6 +91,13 @@ public sealed class OpenAIClusterIntegrationTests : IAsyncLifetime
         var moved = await second.Client.GetSessionAsync(new GetSessionRequest { SessionId = session });
         Assert.NotEqual(owner, moved.OwnerSilo);
         Assert.Equal((long)fourth["kvcache"]!["position"]!, moved.Position);
+
+        // A fork from turn 2, through the routed gateway (which reads the token log from Redis itself), replies as
+        // the twin's turn 3 and leaves the conversation where it was.
+        var fork = await TurnAsync(second, Inputs[2], (string)turnOf["id"]!);
+        Assert.NotEqual(session, (string)fork["kvcache"]!["session_id"]!);
+        Assert.Equal(twin[2], (string)fork["text"]!);
+        Assert.Equal(moved.Position, (await second.Client.GetSessionAsync(new GetSessionRequest { SessionId = session })).Position);
     }
 
     private async Task<JsonNode> TurnAsync(GatewayProcess gateway, string input, string? previous)

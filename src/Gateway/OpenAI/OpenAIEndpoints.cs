@@ -116,34 +116,29 @@ internal sealed partial class OpenAIEndpoints(
         var cancellationToken = http.RequestAborted;
 
         // Where the turn runs: the previous response's session when it still ends where that response left it;
-        // otherwise (a later turn moved it on, or it is gone) a new session that replays the history up to there.
+        // otherwise (a later turn moved it on) a new session holding that session's tokens up to there.
         SessionInfo session;
-        List<StoredMessage> history;
-        ChatTurn[] append;
         var created = true;
         if (request.PreviousResponseId is { } previousId)
         {
             var previous = await store.GetResponseAsync(tenant, previousId, cancellationToken) ?? throw UnknownResponse(previousId, "previous_response_id");
-            history = previous.History;
-            var current = await turns.FindSessionAsync(new SessionKey(tenant, previous.SessionId), cancellationToken);
-            if (current is not null && current.Position == previous.Position)
+            var source = new SessionKey(tenant, previous.SessionId);
+            var current = await turns.FindSessionAsync(source, cancellationToken)
+                ?? throw OpenAIException.NotFound($"The session of response {OpenAIErrors.Quote(previousId)} was deleted.", "previous_response_id");
+            if (current.Position == previous.Position)
             {
                 session = current;
-                append = messages;
                 created = false;
             }
             else
             {
-                session = await turns.CreateSessionAsync(tenant, previous.Response.Model, previous.Codec, null, cancellationToken);
-                append = [.. history.Select(m => new ChatTurn(m.Role, m.Content)), .. messages];
-                Log.Forked(logger, tenant, previousId, previous.SessionId, previous.Position, current?.Position ?? -1, session.Id);
+                session = await turns.ForkAsync(source, previous.Position, current.Model, current.Codec, cancellationToken);
+                Log.Forked(logger, tenant, previousId, previous.SessionId, previous.Position, current.Position, session.Id);
             }
         }
         else
         {
-            history = [];
             session = await turns.CreateSessionAsync(tenant, request.Model, null, null, cancellationToken);
-            append = messages;
         }
 
         var key = new SessionKey(tenant, session.Id);
@@ -172,7 +167,7 @@ internal sealed partial class OpenAIEndpoints(
                 await stream.StartAsync(response, item, part);
             }
 
-            result = await turns.RunAsync(key, append, decode, stream is null ? null : stream.DeltaAsync, cancellationToken);
+            result = await turns.RunAsync(key, messages, decode, stream is null ? null : stream.DeltaAsync, cancellationToken);
         }
         catch when (created)
         {
@@ -193,8 +188,7 @@ internal sealed partial class OpenAIEndpoints(
 
         if (keep)
         {
-            List<StoredMessage> conversation = [.. history, .. messages.Select(m => new StoredMessage(m.Role, m.Content)), new("assistant", result.Text)];
-            await store.SaveResponseAsync(id, new StoredResponse(tenant, session.Id, result.End, session.Codec, response, conversation), CancellationToken.None);
+            await store.SaveResponseAsync(id, new StoredResponse(tenant, session.Id, result.End, response), CancellationToken.None);
         }
         else if (created)
         {

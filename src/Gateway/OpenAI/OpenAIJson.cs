@@ -225,9 +225,8 @@ internal sealed record ErrorBody(
     [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? Param);
 
 /// <summary>What the response store keeps of a response: enough to answer GET and to continue or fork from it.</summary>
-/// <param name="History">Every message of the conversation up to this response's reply (instructions as system
-/// messages, in the order appended), for a fork into a new session.</param>
-internal sealed record StoredResponse(string Tenant, string SessionId, long Position, string Codec, ResponseObject Response, List<StoredMessage> History);
+/// <param name="Position">The session's position after this response's reply.</param>
+internal sealed record StoredResponse(string Tenant, string SessionId, long Position, ResponseObject Response);
 
 /// <summary>A chat conversation key's session: the messages it holds and the position they end at.</summary>
 internal sealed record StoredConversation(string Tenant, string SessionId, long Position, List<StoredMessage> Messages);

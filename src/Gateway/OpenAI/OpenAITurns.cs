@@ -1,6 +1,8 @@
 using KvCache.Gateway.Quotas;
+using KvCache.Silo.Hosting;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
+using Microsoft.Extensions.Options;
 
 namespace KvCache.Gateway.OpenAI;
 
@@ -17,7 +19,7 @@ internal sealed record TurnResult(long HeldBefore, long InputEnd, long End, stri
 /// One conversational turn on a session, charged to its tenant exactly as the gRPC surface charges Append and
 /// Decode (<see cref="TenantQuotas"/>'s public calls in the same order): append the new messages, then generate.
 /// </summary>
-internal sealed class OpenAITurns(ISessionService sessions, TenantQuotas quotas)
+internal sealed class OpenAITurns(ISessionService sessions, TenantQuotas quotas, ISessionStore store, IOptions<SiloOptions> silo)
 {
     public async Task<SessionInfo> CreateSessionAsync(string tenant, string? model, string? codec, string? sessionId, CancellationToken cancellationToken) =>
         await quotas.CreateSessionAsync(tenant, () => sessions.CreateAsync(tenant, model, codec, sessionId, cancellationToken), cancellationToken);
@@ -46,6 +48,42 @@ internal sealed class OpenAITurns(ISessionService sessions, TenantQuotas quotas)
         }
 
         quotas.Deleted(key);
+    }
+
+    /// <summary>
+    /// A new session holding exactly <paramref name="source"/>'s first <paramref name="position"/> tokens, read from
+    /// its token log (append-only, so later turns of the source never change them) and prefilled again in appends of
+    /// at most <c>Silo:MaxAppendTokens</c>, each charged to the tenant's cache quota first.
+    /// </summary>
+    public async Task<SessionInfo> ForkAsync(SessionKey source, long position, string model, string codec, CancellationToken cancellationToken)
+    {
+        var fork = await CreateSessionAsync(source.Tenant, model, codec, null, cancellationToken);
+        var key = new SessionKey(source.Tenant, fork.Id);
+        try
+        {
+            var buffer = new int[silo.Value.MaxAppendTokens];
+            for (var start = 0L; start < position;)
+            {
+                var wanted = (int)Math.Min(buffer.Length, position - start);
+                var read = await store.ReadTokensAsync(source, start, buffer.AsMemory(0, wanted), cancellationToken);
+                if (read != wanted)
+                {
+                    throw new SessionException(SessionErrorCode.NotFound, "The conversation's session no longer holds that response.");
+                }
+
+                await quotas.CheckCacheAsync(key, read, cancellationToken);
+                var appended = await sessions.AppendAsync(key, buffer[..read], 0, cancellationToken);
+                quotas.Advanced(key, appended.Position);
+                start += read;
+            }
+        }
+        catch
+        {
+            await DeleteSessionAsync(key, CancellationToken.None);
+            throw;
+        }
+
+        return fork with { Position = position };
     }
 
     /// <param name="onText">Called with each non-empty piece of the reply's text as it is generated.</param>
