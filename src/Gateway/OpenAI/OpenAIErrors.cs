@@ -49,9 +49,9 @@ internal static class OpenAIErrors
         SessionException e => e.Code switch
         {
             SessionErrorCode.NotFound => FromStatus(StatusCode.NotFound, e.Message),
-            SessionErrorCode.AlreadyExists => (StatusCodes.Status409Conflict, Body(e.Message, "invalid_request_error", "conflict", null)),
+            SessionErrorCode.AlreadyExists => FromStatus(StatusCode.AlreadyExists, e.Message),
             SessionErrorCode.InvalidArgument => FromStatus(StatusCode.InvalidArgument, e.Message),
-            SessionErrorCode.FailedPrecondition => (StatusCodes.Status409Conflict, Body(e.Message, "invalid_request_error", "failed_precondition", null)),
+            SessionErrorCode.FailedPrecondition => FromStatus(StatusCode.FailedPrecondition, e.Message),
             SessionErrorCode.ResourceExhausted => FromStatus(StatusCode.ResourceExhausted, e.Message),
             _ => FromStatus(StatusCode.Unavailable, e.Message),
         },
@@ -68,7 +68,9 @@ internal static class OpenAIErrors
         StatusCode.NotFound => (StatusCodes.Status404NotFound, Body(message, "invalid_request_error", "not_found", null)),
         StatusCode.InvalidArgument or StatusCode.OutOfRange => (StatusCodes.Status400BadRequest, Body(message, "invalid_request_error", "invalid_value", null)),
         StatusCode.ResourceExhausted => (StatusCodes.Status429TooManyRequests, Body(message, "rate_limit_error", "rate_limit_exceeded", null)),
-        StatusCode.FailedPrecondition or StatusCode.AlreadyExists => (StatusCodes.Status409Conflict, Body(message, "invalid_request_error", "conflict", null)),
+        // As Google's HTTP mapping of gRPC codes: the request cannot work on this model or session as it is.
+        StatusCode.FailedPrecondition => (StatusCodes.Status400BadRequest, Body(message, "invalid_request_error", "failed_precondition", null)),
+        StatusCode.AlreadyExists => (StatusCodes.Status409Conflict, Body(message, "invalid_request_error", "conflict", null)),
         StatusCode.Unavailable or StatusCode.DeadlineExceeded => (StatusCodes.Status503ServiceUnavailable, Body(message, "server_error", "unavailable", null)),
         _ => (StatusCodes.Status500InternalServerError, Internal()),
     };
