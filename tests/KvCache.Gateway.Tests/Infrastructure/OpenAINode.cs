@@ -39,19 +39,7 @@ internal static class OpenAINode
     }
 
     /// <summary>The committed Node folder of this test project's sources (where node_modules is installed).</summary>
-    private static string Folder()
-    {
-        for (var directory = new DirectoryInfo(AppContext.BaseDirectory); directory is not null; directory = directory.Parent)
-        {
-            var candidate = Path.Combine(directory.FullName, "Node");
-            if (File.Exists(Path.Combine(candidate, "openai_client.mjs")) && File.Exists(Path.Combine(candidate, "package-lock.json")))
-            {
-                return candidate;
-            }
-        }
-
-        throw new InvalidOperationException($"No Node folder with openai_client.mjs above {AppContext.BaseDirectory}.");
-    }
+    private static string Folder() => Path.Combine(PublishedApps.RepositoryRoot, "tests", "KvCache.Gateway.Tests", "Node");
 
     private static async Task<(int ExitCode, string Stdout, string Stderr)> RunProcessAsync(string program, string directory, IEnumerable<string> arguments)
     {
