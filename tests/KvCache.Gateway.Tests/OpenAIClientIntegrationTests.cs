@@ -18,6 +18,7 @@ public sealed class OpenAIClientIntegrationTests : IAsyncLifetime
     private const string KeyA = "openai-key-a";
     private const string KeyB = "openai-key-b";
     private const string KeyQuota = "openai-key-quota";
+    private const string KeyBytes = "openai-key-bytes";
     private static readonly CallOptions A = new(new Metadata { { "authorization", $"Bearer {KeyA}" } });
 
     private readonly string _model = Directory.CreateTempSubdirectory("kvcache-openai-").FullName;
@@ -46,6 +47,9 @@ public sealed class OpenAIClientIntegrationTests : IAsyncLifetime
             ["Auth:ApiKeys:2:Tenant"] = "tenant-quota",
             ["Auth:ApiKeys:2:Key"] = KeyQuota,
             ["Quotas:Tenants:tenant-quota:MaxSessions"] = "1",
+            ["Auth:ApiKeys:3:Tenant"] = "tenant-bytes",
+            ["Auth:ApiKeys:3:Key"] = KeyBytes,
+            ["Quotas:Tenants:tenant-bytes:MaxCacheBytes"] = "1",
         });
         _channel = _gateway.CreateChannel();
         _grpc = new KvCacheClient(_channel);
@@ -191,6 +195,22 @@ public sealed class OpenAIClientIntegrationTests : IAsyncLifetime
         Assert.Equal(429, (int)refused["status"]!);
         Assert.Equal("rate_limit_error", (string)refused["body"]!["type"]!);
         Assert.Equal("rate_limit_exceeded", (string)refused["body"]!["code"]!);
+
+        // A cache quota refuses the input before a stream opens: a streamed request gets the status too, and the
+        // session made for it is gone.
+        foreach (var (operation, args) in new (string, object)[]
+                 {
+                     ("responses", new { model = Model, input = "Too much.", max_output_tokens = 4, stream = true }),
+                     ("chat", new { model = Model, messages = new[] { new { role = "user", content = "Too much." } }, max_tokens = 4, stream = true }),
+                 })
+        {
+            var error = (await RunAsync(KeyBytes, operation, args))["error"]!;
+            Assert.Equal(429, (int)error["status"]!);
+            Assert.Equal("rate_limit_error", (string)error["body"]!["type"]!);
+        }
+
+        var bytesTenant = new CallOptions(new Metadata { { "authorization", $"Bearer {KeyBytes}" } });
+        Assert.Empty((await _grpc.ListSessionsAsync(new ListSessionsRequest { PageSize = 10 }, bytesTenant)).Sessions);
     }
 
     [Fact]

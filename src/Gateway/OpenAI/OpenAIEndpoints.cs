@@ -158,15 +158,10 @@ internal sealed partial class OpenAIEndpoints(
         };
         var item = new OutputMessage { Id = NewId("msg_"), Status = "in_progress" };
         var part = new OutputText { Text = "" };
-        var stream = request.Stream ? new ResponseEvents(http) : null;
+        var stream = request.Stream ? new ResponseEvents(http, response, item, part) : null;
         TurnResult result;
         try
         {
-            if (stream is not null)
-            {
-                await stream.StartAsync(response, item, part);
-            }
-
             result = await turns.RunAsync(key, messages, decode, stream is null ? null : stream.DeltaAsync, cancellationToken);
         }
         catch when (created)
@@ -198,7 +193,7 @@ internal sealed partial class OpenAIEndpoints(
 
         if (stream is not null)
         {
-            await stream.FinishAsync(response, item, part);
+            await stream.FinishAsync();
         }
         else
         {
@@ -265,11 +260,6 @@ internal sealed partial class OpenAIEndpoints(
         TurnResult result;
         try
         {
-            if (stream is not null)
-            {
-                await stream.StartAsync();
-            }
-
             result = await turns.RunAsync(key, append, decode, stream is null ? null : stream.DeltaAsync, cancellationToken);
         }
         finally
@@ -466,32 +456,60 @@ internal sealed partial class OpenAIEndpoints(
 
     private static string NewId(string prefix) => prefix + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
 
-    /// <summary>The Responses API's stream: created, in progress, the message and its text part, deltas, then done and completed.</summary>
-    private sealed class ResponseEvents(HttpContext http)
+    /// <summary>
+    /// The Responses API's stream: created, in progress, the message and its text part, deltas, then done and
+    /// completed. It opens with the first piece of text (or at the end), so a request refused while its input is
+    /// appended or before its first token (validation, every quota) still gets its HTTP status.
+    /// </summary>
+    private sealed class ResponseEvents(HttpContext http, ResponseObject response, OutputMessage item, OutputText part)
     {
         private long _sequence;
-        private string _itemId = "";
+        private bool _started;
 
-        public async Task StartAsync(ResponseObject response, OutputMessage item, OutputText part)
+        public async Task DeltaAsync(string text)
         {
-            _itemId = item.Id;
-            StartEvents(http);
-            await SendAsync(new ResponseStreamEvent { Type = "response.created", Response = response });
-            await SendAsync(new ResponseStreamEvent { Type = "response.in_progress", Response = response });
-            await SendAsync(new ResponseStreamEvent { Type = "response.output_item.added", OutputIndex = 0, Item = item });
-            await SendAsync(new ResponseStreamEvent { Type = "response.content_part.added", ItemId = item.Id, OutputIndex = 0, ContentIndex = 0, Part = part });
+            await StartAsync();
+            await SendAsync(new ResponseStreamEvent { Type = "response.output_text.delta", ItemId = item.Id, OutputIndex = 0, ContentIndex = 0, Delta = text });
         }
 
-        public Task DeltaAsync(string text) =>
-            SendAsync(new ResponseStreamEvent { Type = "response.output_text.delta", ItemId = _itemId, OutputIndex = 0, ContentIndex = 0, Delta = text });
-
-        public async Task FinishAsync(ResponseObject response, OutputMessage item, OutputText part)
+        public async Task FinishAsync()
         {
+            await StartAsync();
             await SendAsync(new ResponseStreamEvent { Type = "response.output_text.done", ItemId = item.Id, OutputIndex = 0, ContentIndex = 0, Text = part.Text });
             await SendAsync(new ResponseStreamEvent { Type = "response.content_part.done", ItemId = item.Id, OutputIndex = 0, ContentIndex = 0, Part = part });
             await SendAsync(new ResponseStreamEvent { Type = "response.output_item.done", OutputIndex = 0, Item = item });
             await SendAsync(new ResponseStreamEvent { Type = response.Status == "completed" ? "response.completed" : "response.incomplete", Response = response });
         }
+
+        private async Task StartAsync()
+        {
+            if (_started)
+            {
+                return;
+            }
+
+            _started = true;
+            StartEvents(http);
+            await SendAsync(new ResponseStreamEvent { Type = "response.created", Response = Snapshot() });
+            await SendAsync(new ResponseStreamEvent { Type = "response.in_progress", Response = Snapshot() });
+            await SendAsync(new ResponseStreamEvent { Type = "response.output_item.added", OutputIndex = 0, Item = new OutputMessage { Id = item.Id, Status = "in_progress" } });
+            await SendAsync(new ResponseStreamEvent { Type = "response.content_part.added", ItemId = item.Id, OutputIndex = 0, ContentIndex = 0, Part = new OutputText { Text = "" } });
+        }
+
+        /// <summary>The response as it stands before its output (the object itself is completed at the end).</summary>
+        private ResponseObject Snapshot() => new()
+        {
+            Id = response.Id,
+            CreatedAt = response.CreatedAt,
+            Status = "in_progress",
+            Model = response.Model,
+            PreviousResponseId = response.PreviousResponseId,
+            Instructions = response.Instructions,
+            Temperature = response.Temperature,
+            TopP = response.TopP,
+            MaxOutputTokens = response.MaxOutputTokens,
+            Store = response.Store,
+        };
 
         private Task SendAsync(ResponseStreamEvent e)
         {
@@ -500,19 +518,23 @@ internal sealed partial class OpenAIEndpoints(
         }
     }
 
-    /// <summary>Chat completions' stream: chat.completion.chunk objects as unnamed events, then <c>data: [DONE]</c>.</summary>
+    /// <summary>
+    /// Chat completions' stream: chat.completion.chunk objects as unnamed events, then <c>data: [DONE]</c>. It opens
+    /// with the first piece of text (or at the end), as <see cref="ResponseEvents"/>.
+    /// </summary>
     private sealed class ChatEvents(HttpContext http, string id, long created, string model)
     {
-        public Task StartAsync()
-        {
-            StartEvents(http);
-            return SendAsync([new ChatChoice { Index = 0, Delta = new ChatMessageOut("assistant", "") }]);
-        }
+        private bool _started;
 
-        public Task DeltaAsync(string text) => SendAsync([new ChatChoice { Index = 0, Delta = new ChatMessageOut(null, text) }]);
+        public async Task DeltaAsync(string text)
+        {
+            await StartAsync();
+            await SendAsync([new ChatChoice { Index = 0, Delta = new ChatMessageOut(null, text) }]);
+        }
 
         public async Task FinishAsync(string finish, ChatUsage? usage, SessionRef? session)
         {
+            await StartAsync();
             await SendAsync([new ChatChoice { Index = 0, Delta = new ChatMessageOut(null, null), FinishReason = finish }], session: session);
             if (usage is not null)
             {
@@ -521,6 +543,16 @@ internal sealed partial class OpenAIEndpoints(
 
             await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
             await http.Response.Body.FlushAsync(http.RequestAborted);
+        }
+
+        private async Task StartAsync()
+        {
+            if (!_started)
+            {
+                _started = true;
+                StartEvents(http);
+                await SendAsync([new ChatChoice { Index = 0, Delta = new ChatMessageOut("assistant", "") }]);
+            }
         }
 
         private Task SendAsync(List<ChatChoice> choices, ChatUsage? usage = null, SessionRef? session = null) =>
