@@ -4,6 +4,7 @@ using KvCache.Gateway;
 using KvCache.Gateway.Admin;
 using KvCache.Gateway.Auth;
 using KvCache.Gateway.Observability;
+using KvCache.Gateway.OpenAI;
 using KvCache.Gateway.Quotas;
 using KvCache.Gateway.Services;
 using KvCache.Silo.Hosting;
@@ -16,7 +17,8 @@ using Microsoft.Extensions.Options;
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 builder.WebHost.ConfigureKestrel(kestrel =>
 {
-    // gRPC clients speak HTTP/2 with prior knowledge on a cleartext port (the Health endpoint sets Http1 for itself).
+    // gRPC clients speak HTTP/2 with prior knowledge on a cleartext port (the Health endpoint sets Http1 for itself,
+    // the OpenAI endpoint Http1: Kestrel offers HTTP/2 beside HTTP/1.1 only over TLS).
     kestrel.ConfigureEndpointDefaults(listen => listen.Protocols = HttpProtocols.Http2);
 
     // Kestrel:Limits (e.g. Http2:MaxStreamsPerConnection, MaxConcurrentConnections) bounds what one client can hold open.
@@ -38,6 +40,7 @@ builder.Services.AddSingleton<TenantAuthenticator>();
 builder.Services.AddQuotas(builder.Configuration);
 builder.Services.AddSingleton<IReadinessCheck, GatewayReadinessCheck>();
 builder.Services.AddKvCacheSessionService(builder.Configuration);
+builder.Services.AddOpenAI(builder.Configuration);
 if (GatewayMode.IsRouted(builder.Configuration))
 {
     builder.UseOrleansClient(client => client.UseKvCacheCluster(builder.Configuration));
@@ -78,5 +81,6 @@ app.MapGrpcService<AdminService>();
 app.MapGrpcHealthChecksService();
 app.MapGrpcReflectionService();
 app.MapHealthAndMetrics();
+OpenAIEndpoints.Map(app);
 app.Run();
 return 0;

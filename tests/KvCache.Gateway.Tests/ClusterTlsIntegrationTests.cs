@@ -39,6 +39,7 @@ public sealed class ClusterTlsIntegrationTests : IDisposable
         intruder.Start(
         [
             $"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{port}",
+            $"--Kestrel:Endpoints:OpenAI:Url=http://127.0.0.1:{GatewayProcess.FreePort()}",
             $"--Spill:Redis:Endpoint={cluster.RedisEndpoint}",
             "--Cluster:Mode=Routed",
             .. Tls(otherCertificate),

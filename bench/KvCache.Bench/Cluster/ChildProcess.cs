@@ -64,7 +64,8 @@ internal sealed class ChildProcess : IAsyncDisposable
     public static async Task<ChildProcess> StartGatewayAsync(string dll, string name, IEnumerable<string> settings)
     {
         var port = FreePort();
-        var child = Start(dll, name, [$"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{port}", .. settings]);
+        // The OpenAI endpoint too gets a free port: the default one would collide between gateways.
+        var child = Start(dll, name, [$"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{port}", $"--Kestrel:Endpoints:OpenAI:Url=http://127.0.0.1:{FreePort()}", .. settings]);
         child._channel = GrpcChannel.ForAddress(new Uri($"http://127.0.0.1:{port}"));
         child.Client = new KvCacheClient(child._channel);
         var deadline = DateTime.UtcNow.AddMinutes(3);

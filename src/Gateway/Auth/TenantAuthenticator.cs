@@ -25,24 +25,27 @@ public sealed class TenantAuthenticator
 
     /// <summary>The caller's tenant.</summary>
     /// <exception cref="RpcException">UNAUTHENTICATED: no key, or an unknown one.</exception>
-    public string Authenticate(Metadata headers) => Resolve(headers).Tenant;
+    public string Authenticate(Metadata headers) => Resolve(headers.GetValue("authorization")).Tenant;
+
+    /// <summary>The caller's tenant from an HTTP <c>Authorization</c> header's value (the OpenAI-compatible API).</summary>
+    /// <exception cref="RpcException">UNAUTHENTICATED: no key, or an unknown one.</exception>
+    public string Authenticate(string? authorization) => Resolve(authorization).Tenant;
 
     /// <summary>The caller's tenant, which must hold the admin role (in development mode the dev tenant does).</summary>
     /// <exception cref="RpcException">UNAUTHENTICATED: no key, or an unknown one; PERMISSION_DENIED: a valid key without the admin role.</exception>
     public string AuthenticateAdmin(Metadata headers)
     {
-        var (tenant, admin) = Resolve(headers);
+        var (tenant, admin) = Resolve(headers.GetValue("authorization"));
         return admin ? tenant : throw new RpcException(new Status(StatusCode.PermissionDenied, "This API key does not hold the admin role."));
     }
 
-    private (string Tenant, bool Admin) Resolve(Metadata headers)
+    private (string Tenant, bool Admin) Resolve(string? header)
     {
         if (_devTenant is not null)
         {
             return (_devTenant, true);
         }
 
-        var header = headers.GetValue("authorization");
         const string scheme = "Bearer ";
         if (header is null || !header.StartsWith(scheme, StringComparison.OrdinalIgnoreCase) || header.Length == scheme.Length)
         {

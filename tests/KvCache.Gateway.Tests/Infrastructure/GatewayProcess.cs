@@ -22,13 +22,25 @@ public sealed class GatewayProcess : IAsyncDisposable
     public GatewayProcess(int port, params string[] settings)
     {
         Port = port;
+        OpenAIPort = FreePort();
         // The random built-in model unless a test says otherwise: the tests' token ids and expectations are its own.
-        _settings = [$"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{port}", "--Models:BuiltIn=Random", .. settings];
+        _settings =
+        [
+            $"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{port}",
+            $"--Kestrel:Endpoints:OpenAI:Url=http://127.0.0.1:{OpenAIPort}",
+            "--Models:BuiltIn=Random",
+            .. settings,
+        ];
         Channel = GrpcChannel.ForAddress(new Uri($"http://127.0.0.1:{port}"));
         Client = new KvCacheClient(Channel);
     }
 
     public int Port { get; }
+
+    /// <summary>Port of the OpenAI-compatible HTTP/1.1 endpoint.</summary>
+    public int OpenAIPort { get; }
+
+    public Uri OpenAIAddress => new($"http://127.0.0.1:{OpenAIPort}");
 
     /// <summary>The folder the gateway runs from: this test's output, or a published image's /app.</summary>
     public string AppDirectory { get; init; } = AppContext.BaseDirectory;

@@ -21,11 +21,12 @@ internal sealed class InProcessGateway : IAsyncDisposable
     private readonly Dictionary<string, RequestDelegate> _unimplementedMethods = new(StringComparer.Ordinal);
     private readonly RequestDelegate _unimplementedService;
 
-    private InProcessGateway(Factory factory, int port)
+    private InProcessGateway(Factory factory, int port, int openAIPort)
     {
         _factory = factory;
         Port = port;
         Address = new Uri($"http://127.0.0.1:{port}");
+        OpenAIAddress = new Uri($"http://127.0.0.1:{openAIPort}");
         RequestDelegate? unimplementedService = null;
         foreach (var endpoint in factory.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>())
         {
@@ -54,15 +55,20 @@ internal sealed class InProcessGateway : IAsyncDisposable
 
     public Uri Address { get; }
 
+    /// <summary>The OpenAI-compatible HTTP/1.1 endpoint (<c>Kestrel:Endpoints:OpenAI</c>).</summary>
+    public Uri OpenAIAddress { get; }
+
     public IServiceProvider Services => _factory.Services;
 
     public static async Task<InProcessGateway> StartAsync(IReadOnlyDictionary<string, string?> settings)
     {
         var port = GatewayProcess.FreePort();
+        var openAIPort = GatewayProcess.FreePort();
         var values = new Dictionary<string, string?>(settings)
         {
-            // Replaces the endpoint appsettings.json names.
+            // Replace the endpoints appsettings.json names.
             ["Kestrel:Endpoints:Grpc:Url"] = $"http://127.0.0.1:{port}",
+            ["Kestrel:Endpoints:OpenAI:Url"] = $"http://127.0.0.1:{openAIPort}",
         };
         // The random built-in model unless a test says otherwise, as GatewayProcess.
         values.TryAdd("Models:BuiltIn", "Random");
@@ -79,7 +85,7 @@ internal sealed class InProcessGateway : IAsyncDisposable
             throw;
         }
 
-        return new InProcessGateway(factory, port);
+        return new InProcessGateway(factory, port, openAIPort);
     }
 
     public GrpcChannel CreateChannel() => GrpcChannel.ForAddress(Address);
