@@ -72,8 +72,8 @@ internal sealed class OpenAITurns(ISessionService sessions, TenantQuotas quotas,
                 }
 
                 await quotas.CheckCacheAsync(key, read, cancellationToken);
-                var appended = await sessions.AppendAsync(key, buffer[..read], 0, cancellationToken);
-                quotas.Advanced(key, appended.Position);
+                await sessions.AppendAsync(key, buffer[..read], 0, cancellationToken);
+                await quotas.SettleAsync(key, cancellationToken);
                 start += read;
             }
         }
@@ -93,7 +93,7 @@ internal sealed class OpenAITurns(ISessionService sessions, TenantQuotas quotas,
         // Text and messages are tokenized by the session's silo: the quota sees their tokens once they are appended.
         await quotas.CheckCacheAsync(key, 1, cancellationToken);
         var appended = await sessions.AppendAsync(key, new AppendInput([], null, messages, 0, false), cancellationToken);
-        quotas.Advanced(key, appended.Position);
+        await quotas.SettleAsync(key, cancellationToken);
 
         var text = new System.Text.StringBuilder();
         var end = appended.Position;
@@ -134,6 +134,8 @@ internal sealed class OpenAITurns(ISessionService sessions, TenantQuotas quotas,
             await quotas.CheckCacheAsync(key, 1, cancellationToken);
         }
 
+        // As on gRPC: the tokens were charged at an estimate; the session's real bytes settle it.
+        await quotas.SettleAsync(key, cancellationToken);
         return new TurnResult(appended.Position - appended.AppendedTokens, appended.Position, end, text.ToString(), generated, finish);
     }
 }
