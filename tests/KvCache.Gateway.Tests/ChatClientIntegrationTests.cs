@@ -2,7 +2,6 @@ using Grpc.Net.Client;
 using KvCache.Client;
 using KvCache.Contracts.V1;
 using KvCache.Gateway.Tests.Infrastructure;
-using KvCache.GpuWorker;
 using Microsoft.Extensions.AI;
 using Xunit;
 using AiChatMessage = Microsoft.Extensions.AI.ChatMessage;
@@ -23,11 +22,7 @@ public sealed class ChatClientIntegrationTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        ModelGenerator.Write(_model, ModelConfig.Demo with { VocabSize = 2048 }, seed: 23);
-        foreach (var file in Directory.GetFiles(Path.Combine(AppContext.BaseDirectory, "Fixtures", "spm-bpe")))
-        {
-            File.Copy(file, Path.Combine(_model, Path.GetFileName(file)));
-        }
+        ChatTestModels.Write(_model, seed: 23);
 
         _gateway = await InProcessGateway.StartAsync(new Dictionary<string, string?>
         {

@@ -3,7 +3,6 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using KvCache.Contracts.V1;
 using KvCache.Gateway.Tests.Infrastructure;
-using KvCache.GpuWorker;
 using Xunit;
 
 namespace KvCache.Gateway.Tests;
@@ -30,11 +29,7 @@ public sealed class OpenAIClientIntegrationTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        ModelGenerator.Write(_model, ModelConfig.Demo with { VocabSize = 2048 }, seed: 29);
-        foreach (var file in Directory.GetFiles(Path.Combine(AppContext.BaseDirectory, "Fixtures", "spm-bpe")))
-        {
-            File.Copy(file, Path.Combine(_model, Path.GetFileName(file)));
-        }
+        ChatTestModels.Write(_model, seed: 29);
 
         _gateway = await InProcessGateway.StartAsync(new Dictionary<string, string?>
         {

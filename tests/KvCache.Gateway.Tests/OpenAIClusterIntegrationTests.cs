@@ -2,7 +2,6 @@ using System.Text.Json.Nodes;
 using KvCache.Contracts.Admin.V1;
 using KvCache.Contracts.V1;
 using KvCache.Gateway.Tests.Infrastructure;
-using KvCache.GpuWorker;
 using Xunit;
 
 namespace KvCache.Gateway.Tests;
@@ -24,11 +23,7 @@ public sealed class OpenAIClusterIntegrationTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        ModelGenerator.Write(_model, ModelConfig.Demo with { VocabSize = 2048 }, seed: 31);
-        foreach (var file in Directory.GetFiles(Path.Combine(AppContext.BaseDirectory, "Fixtures", "spm-bpe")))
-        {
-            File.Copy(file, Path.Combine(_model, Path.GetFileName(file)));
-        }
+        ChatTestModels.Write(_model, seed: 31);
 
         _cluster = await ProcessCluster.StartAsync(silos: 2, modelDirectory: _model);
         await _cluster.AddGatewayAsync();

@@ -122,11 +122,7 @@ public sealed class TextChatIntegrationTests(TextChatIntegrationTests.Service se
 
         public async Task InitializeAsync()
         {
-            ModelGenerator.Write(ChatModel, ModelConfig.Demo with { VocabSize = 2048 }, seed: 19);
-            foreach (var file in Directory.GetFiles(Path.Combine(Fixtures, "spm-bpe")))
-            {
-                File.Copy(file, Path.Combine(ChatModel, Path.GetFileName(file)));
-            }
+            ChatTestModels.Write(ChatModel, seed: 19);
 
             var plain = Path.Combine(_root, "plain-llama");
             ModelGenerator.Write(plain, ModelConfig.Demo, seed: 20);

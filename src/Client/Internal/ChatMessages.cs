@@ -10,21 +10,10 @@ internal static class ChatMessages
     /// A new conversation sends every message (after <paramref name="instructions"/> as a system message, when given);
     /// an existing one sends those after the last assistant message, because the session holds its own replies.
     /// </summary>
-    public static IEnumerable<V1.ChatMessage> ToSend(IReadOnlyList<ChatMessage> messages, string? instructions)
-    {
-        if (instructions is null)
-        {
-            var lastReply = -1;
-            for (var i = messages.Count - 1; i >= 0 && lastReply < 0; i--)
-            {
-                lastReply = messages[i].Role == ChatRole.Assistant ? i : -1;
-            }
-
-            return messages.Skip(lastReply + 1).Select(ToProto);
-        }
-
-        return messages.Select(ToProto).Prepend(new V1.ChatMessage { Role = ChatRole.System.Value, Content = instructions });
-    }
+    public static IEnumerable<V1.ChatMessage> ToSend(List<ChatMessage> messages, string? instructions) =>
+        instructions is null
+            ? messages.Skip(messages.FindLastIndex(m => m.Role == ChatRole.Assistant) + 1).Select(ToProto)
+            : messages.Select(ToProto).Prepend(new V1.ChatMessage { Role = ChatRole.System.Value, Content = instructions });
 
     private static V1.ChatMessage ToProto(ChatMessage message)
     {
