@@ -47,7 +47,10 @@ internal sealed class SessionTestCluster : IAsyncDisposable
 
     /// <param name="settings">Configuration over the defaults (64 MiB of cache memory, the random built-in model in a shared folder).</param>
     /// <param name="configureSilo">More silo configuration (Orleans options).</param>
-    /// <param name="store">The spill store the silos share (default: a new in-memory one).</param>
+    /// <param name="store">
+    /// The spill store the silos share (default: a new in-memory one, or, with <c>Spill:Redis:Endpoint</c> among the
+    /// settings, the Redis store each silo builds from them, as a silo process does).
+    /// </param>
     public static async Task<SessionTestCluster> StartAsync(
         int silos = 1,
         IEnumerable<KeyValuePair<string, string?>>? settings = null,
@@ -68,14 +71,19 @@ internal sealed class SessionTestCluster : IAsyncDisposable
         }
 
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(values).Build();
-        store ??= new InMemorySessionStore();
+        bool redis = !string.IsNullOrEmpty(values.GetValueOrDefault("Spill:Redis:Endpoint"));
+        store ??= redis ? null : new InMemorySessionStore();
         var loads = new InMemorySiloLoadTable();
         var builder = new InProcessTestClusterBuilder((short)silos);
         // KVCACHE_TEST_LOG=1 writes each silo's and the client's log to a file in the working folder.
         builder.Options.ConfigureFileLogging = Environment.GetEnvironmentVariable("KVCACHE_TEST_LOG") == "1";
         builder.ConfigureSilo((_, silo) =>
         {
-            silo.Services.AddSingleton<ISessionStore>(store);
+            if (store is not null)
+            {
+                silo.Services.AddSingleton<ISessionStore>(store);
+            }
+
             silo.Services.AddSingleton<ISiloLoadTable>(loads);
             silo.AddKvCacheSilo(configuration);
 
@@ -92,7 +100,7 @@ internal sealed class SessionTestCluster : IAsyncDisposable
         builder.ConfigureClient(client => client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(5)));
         var cluster = builder.Build();
         await cluster.DeployAsync();
-        return new SessionTestCluster(cluster, store, values);
+        return new SessionTestCluster(cluster, store ?? cluster.Silos[0].ServiceProvider.GetRequiredService<ISessionStore>(), values);
     }
 
     /// <summary>The service provider of the silo named <paramref name="name"/>.</summary>

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 
 namespace KvCache.Testing.Redis;
@@ -18,6 +20,15 @@ public sealed class RedisServerOptions
 
     /// <summary>requirepass; null for none.</summary>
     public string? Password { get; init; }
+
+    /// <summary>
+    /// Serve TLS only (<c>--port 0 --tls-port</c>), with a CA and certificates generated in the server's directory
+    /// (<see cref="RedisServer.Tls"/>).
+    /// </summary>
+    public bool Tls { get; init; }
+
+    /// <summary>With <see cref="Tls"/>: require a client certificate issued by the CA (<c>tls-auth-clients yes</c>).</summary>
+    public bool TlsAuthClients { get; init; }
 
     /// <summary>More redis-server arguments, e.g. ["--maxmemory", "1gb"].</summary>
     public IReadOnlyList<string> ExtraArguments { get; init; } = [];
@@ -38,16 +49,21 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
     private readonly StringBuilder _output;
     private Process _process;
 
-    private RedisServer(Process process, StringBuilder output, int port, RedisServerOptions options, string directory)
+    private RedisServer(Process process, StringBuilder output, int port, RedisServerOptions options, string directory, RedisTlsFiles? tls)
     {
         _process = process;
         _output = output;
         _options = options;
         Port = port;
         Directory = directory;
+        Tls = tls;
     }
 
+    /// <summary>The port it serves on: its TLS port with <see cref="RedisServerOptions.Tls"/>, else its plaintext one.</summary>
     public int Port { get; }
+
+    /// <summary>Its CA and certificates with <see cref="RedisServerOptions.Tls"/>; null for a plaintext server.</summary>
+    public RedisTlsFiles? Tls { get; }
 
     /// <summary>"127.0.0.1:port".</summary>
     public string Endpoint => $"127.0.0.1:{Port}";
@@ -109,7 +125,7 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
         await _process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
         _process.Dispose();
         Append(_output, "--- restarted ---");
-        _process = Launch(Port, _options, Directory, _output);
+        _process = Launch(Port, _options, Directory, Tls, _output);
         if (await WaitReadyAsync(cancellationToken).ConfigureAwait(false) is { } failure)
         {
             throw new InvalidOperationException($"redis-server did not restart on port {Port}: {failure}");
@@ -135,7 +151,8 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
     {
         string directory = System.IO.Directory.CreateTempSubdirectory("kvcache-redis-").FullName;
         var output = new StringBuilder();
-        var server = new RedisServer(Launch(port, options, directory, output), output, port, options, directory);
+        var tls = options.Tls ? RedisTlsFiles.Create(directory) : null;
+        var server = new RedisServer(Launch(port, options, directory, tls, output), output, port, options, directory, tls);
         string? failure;
         try
         {
@@ -156,7 +173,7 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
         return (null, failure);
     }
 
-    private static Process Launch(int port, RedisServerOptions options, string directory, StringBuilder output)
+    private static Process Launch(int port, RedisServerOptions options, string directory, RedisTlsFiles? tls, StringBuilder output)
     {
         var info = new ProcessStartInfo(ExecutablePath)
         {
@@ -165,10 +182,20 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
             UseShellExecute = false,
             WorkingDirectory = directory,
         };
-        foreach (string argument in (string[])["--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        string portText = port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        foreach (string argument in (string[])[.. tls is null ? ["--port", portText] : (string[])["--port", "0", "--tls-port", portText],
                      "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory, "--daemonize", "no"])
         {
             info.ArgumentList.Add(argument);
+        }
+
+        if (tls is not null)
+        {
+            foreach (string argument in (string[])["--tls-cert-file", tls.ServerCertificate, "--tls-key-file", tls.ServerKey,
+                         "--tls-ca-cert-file", tls.CaCertificate, "--tls-auth-clients", options.TlsAuthClients ? "yes" : "no"])
+            {
+                info.ArgumentList.Add(argument);
+            }
         }
 
         if (options.Password is { Length: > 0 } password)
@@ -201,7 +228,7 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
         {
             while (!_process.HasExited)
             {
-                if (await AnswersPingAsync(Port, timeout.Token).ConfigureAwait(false))
+                if (await AnswersPingAsync(Port, Tls, timeout.Token).ConfigureAwait(false))
                 {
                     return null;
                 }
@@ -219,14 +246,17 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
         return $"exited with code {_process.ExitCode}: {Output}";
     }
 
-    /// <summary>True once the server replies to PING (+PONG, or -NOAUTH when it requires a password).</summary>
-    private static async Task<bool> AnswersPingAsync(int port, CancellationToken cancellationToken)
+    /// <summary>
+    /// True once the server replies to PING (+PONG, or -NOAUTH when it requires a password); over TLS, after a
+    /// handshake that checks the server's certificate against the CA and presents the client certificate.
+    /// </summary>
+    private static async Task<bool> AnswersPingAsync(int port, RedisTlsFiles? tls, CancellationToken cancellationToken)
     {
         try
         {
             using var client = new TcpClient();
             await client.ConnectAsync(IPAddress.Loopback, port, cancellationToken).ConfigureAwait(false);
-            var stream = client.GetStream();
+            await using Stream stream = tls is null ? client.GetStream() : await AuthenticateAsync(client.GetStream(), tls, cancellationToken).ConfigureAwait(false);
             await stream.WriteAsync("PING\r\n"u8.ToArray(), cancellationToken).ConfigureAwait(false);
             var reply = new byte[64];
             int n = await stream.ReadAsync(reply, cancellationToken).ConfigureAwait(false);
@@ -240,6 +270,32 @@ public sealed class RedisServer : IAsyncDisposable, IDisposable
         catch (IOException)
         {
             return false;
+        }
+    }
+
+    private static async Task<SslStream> AuthenticateAsync(NetworkStream network, RedisTlsFiles tls, CancellationToken cancellationToken)
+    {
+        using var ca = X509CertificateLoader.LoadCertificateFromFile(tls.CaCertificate);
+        using var certificate = X509Certificate2.CreateFromPemFile(tls.ClientCertificate, tls.ClientKey);
+        var policy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, RevocationMode = X509RevocationMode.NoCheck };
+        policy.CustomTrustStore.Add(ca);
+        var stream = new SslStream(network);
+        try
+        {
+            await stream.AuthenticateAsClientAsync(
+                new SslClientAuthenticationOptions
+                {
+                    TargetHost = RedisTlsFiles.ServerName,
+                    CertificateChainPolicy = policy,
+                    ClientCertificates = [certificate],
+                },
+                cancellationToken).ConfigureAwait(false);
+            return stream;
+        }
+        catch
+        {
+            await stream.DisposeAsync().ConfigureAwait(false);
+            throw;
         }
     }
 

@@ -34,7 +34,7 @@ public sealed class RedisConnection : IAsyncDisposable, IDisposable
         o.Validate();
         _logger = logger ?? (ILogger)NullLogger.Instance;
         _configuration = CreateConfiguration(o);
-        _description = $"Redis at {o.Endpoint} (database {o.Database}, user {o.User ?? "(default)"}, TLS {o.UseTls}, {o.Connections} connections)";
+        _description = $"Redis at {o.Endpoint} (database {o.Database}, user {o.User ?? "(default)"}, {DescribeTls(o)}, {o.Connections} connections)";
 
         // All at once, so a Redis that is down costs one connect timeout at start, not one per connection.
         _multiplexers = Task.WhenAll(Enumerable.Range(0, o.Connections).Select(_ => ConnectionMultiplexer.ConnectAsync(_configuration.Clone())))
@@ -52,7 +52,7 @@ public sealed class RedisConnection : IAsyncDisposable, IDisposable
         }
         else
         {
-            RedisLog.NotConnected(_logger, this);
+            RedisLog.NotConnected(_logger, this, WhyNotConnected());
         }
     }
 
@@ -91,6 +91,45 @@ public sealed class RedisConnection : IAsyncDisposable, IDisposable
         }
     }
 
+    /// <summary>
+    /// The innermost error a call gets now (a refused connection, a rejected certificate, a failed AUTH), so the log
+    /// says why at start: the multiplexers report failures of their first connect to no handler.
+    /// </summary>
+    private string WhyNotConnected()
+    {
+        RedisException? last = null;
+        for (int attempt = 0; attempt < 10; attempt++)
+        {
+            if (_multiplexers.FirstOrDefault(m => !m.IsConnected) is not { } multiplexer)
+            {
+                return "connected since";
+            }
+
+            try
+            {
+                // Fails at once while disconnected (BacklogPolicy.FailFast).
+                multiplexer.GetDatabase().Ping();
+            }
+            catch (RedisException e) when (e.InnerException is null)
+            {
+                // While a reconnect attempt is under way the error lacks its cause: ask again shortly.
+                last = e;
+                Thread.Sleep(50);
+            }
+            catch (RedisException e)
+            {
+                return e.GetBaseException().Message;
+            }
+        }
+
+        return last!.Message;
+    }
+
+    private static string DescribeTls(RedisStoreOptions o) => !o.UseTls
+        ? "no TLS"
+        : $"TLS to {o.TlsTargetHost ?? "the endpoint's host"} trusting {(string.IsNullOrEmpty(o.TlsCaCertificate) ? "the system's roots" : $"the system's roots and {o.TlsCaCertificate}")}" +
+          (string.IsNullOrEmpty(o.TlsClientCertificate) ? "" : $", presenting {o.TlsClientCertificate}");
+
     internal static ConfigurationOptions CreateConfiguration(RedisStoreOptions o)
     {
         var (host, port) = o.ParseEndpoint();
@@ -116,6 +155,19 @@ public sealed class RedisConnection : IAsyncDisposable, IDisposable
             BacklogPolicy = BacklogPolicy.FailFast,
             ClientName = "kvcache-spill",
         };
+
+        // StackExchange.Redis' own hooks: TrustIssuer accepts a chain to this CA only when the name matches and the
+        // certificate is for server authentication; SetUserPemCertificate presents the client certificate.
+        if (o.UseTls && !string.IsNullOrEmpty(o.TlsCaCertificate))
+        {
+            configuration.TrustIssuer(o.LoadCaCertificate());
+        }
+
+        if (o.UseTls && !string.IsNullOrEmpty(o.TlsClientCertificate))
+        {
+            configuration.SetUserPemCertificate(o.TlsClientCertificate, string.IsNullOrEmpty(o.TlsClientKey) ? null : o.TlsClientKey);
+        }
+
         return configuration;
     }
 }

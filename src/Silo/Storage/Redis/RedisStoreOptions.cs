@@ -1,4 +1,6 @@
 using System.Globalization;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using KvCache.Silo.Storage.Internal;
 using Microsoft.Extensions.Options;
 
@@ -28,6 +30,21 @@ public sealed class RedisStoreOptions
 
     /// <summary>Name the server certificate must carry; the endpoint's host if null.</summary>
     public string? TlsTargetHost { get; set; }
+
+    /// <summary>
+    /// PEM file of a private CA (a root or an intermediate) that the server's certificate may chain to, besides the
+    /// system's trusted roots; the name is still checked. Null for the system's roots only. Needs <see cref="UseTls"/>.
+    /// </summary>
+    public string? TlsCaCertificate { get; set; }
+
+    /// <summary>
+    /// PEM file of the certificate this client presents, for a Redis with <c>tls-auth-clients yes</c> (mutual TLS);
+    /// null for none. Needs <see cref="UseTls"/>.
+    /// </summary>
+    public string? TlsClientCertificate { get; set; }
+
+    /// <summary>PEM file of <see cref="TlsClientCertificate"/>'s unencrypted private key; null if that file holds it.</summary>
+    public string? TlsClientKey { get; set; }
 
     /// <summary>Limit on TCP connect, TLS handshake and AUTH together, for the first connect and every reconnect.</summary>
     public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
@@ -64,6 +81,7 @@ public sealed class RedisStoreOptions
         ArgumentOutOfRangeException.ThrowIfGreaterThan(Connections, 16);
         StoreArguments.ValidateId(KeyPrefix, nameof(KeyPrefix));
         ArgumentOutOfRangeException.ThrowIfLessThan(UncommittedChunkTtl, TimeSpan.FromSeconds(1));
+        ValidateTlsFiles();
     }
 
     /// <summary>
@@ -86,8 +104,83 @@ public sealed class RedisStoreOptions
 
     public override string ToString() =>
         $"Endpoint={Endpoint}, User={User ?? "(default)"}, Password={(string.IsNullOrEmpty(Password) ? "(none)" : "***")}, " +
-        $"Database={Database}, UseTls={UseTls}, ConnectTimeout={ConnectTimeout}, CommandTimeout={CommandTimeout}, " +
+        $"Database={Database}, UseTls={UseTls}, TlsTargetHost={TlsTargetHost ?? "(endpoint host)"}, " +
+        $"TlsCaCertificate={TlsCaCertificate ?? "(system roots)"}, TlsClientCertificate={TlsClientCertificate ?? "(none)"}, " +
+        $"ConnectTimeout={ConnectTimeout}, CommandTimeout={CommandTimeout}, " +
         $"Connections={Connections}, KeyPrefix={KeyPrefix}, UncommittedChunkTtl={UncommittedChunkTtl}";
+
+    /// <summary>
+    /// Loads each TLS file that is set, so a missing or unreadable one stops the process at start with the setting's
+    /// name rather than failing every handshake later.
+    /// </summary>
+    private void ValidateTlsFiles()
+    {
+        if (!UseTls)
+        {
+            foreach (var (value, name) in (ReadOnlySpan<(string?, string)>)[(TlsCaCertificate, nameof(TlsCaCertificate)), (TlsClientCertificate, nameof(TlsClientCertificate)), (TlsClientKey, nameof(TlsClientKey))])
+            {
+                if (!string.IsNullOrEmpty(value))
+                {
+                    throw new ArgumentException($"{name} is set but {nameof(UseTls)} is false: set {nameof(UseTls)}=true.", name);
+                }
+            }
+
+            return;
+        }
+
+        if (!string.IsNullOrEmpty(TlsClientKey) && string.IsNullOrEmpty(TlsClientCertificate))
+        {
+            throw new ArgumentException($"{nameof(TlsClientKey)} is set without {nameof(TlsClientCertificate)}.", nameof(TlsClientKey));
+        }
+
+        if (!string.IsNullOrEmpty(TlsCaCertificate))
+        {
+            LoadCaCertificate().Dispose();
+        }
+
+        if (!string.IsNullOrEmpty(TlsClientCertificate))
+        {
+            RequireFile(TlsClientCertificate, nameof(TlsClientCertificate));
+            if (!string.IsNullOrEmpty(TlsClientKey))
+            {
+                RequireFile(TlsClientKey, nameof(TlsClientKey));
+            }
+
+            try
+            {
+                X509Certificate2.CreateFromPemFile(TlsClientCertificate, TlsClientKey).Dispose();
+            }
+            catch (CryptographicException e)
+            {
+                throw new ArgumentException(
+                    $"{nameof(TlsClientCertificate)} '{TlsClientCertificate}' and {nameof(TlsClientKey)} '{TlsClientKey ?? "(same file)"}' are not a PEM certificate and its unencrypted private key: {e.Message}",
+                    nameof(TlsClientCertificate),
+                    e);
+            }
+        }
+    }
+
+    /// <summary>The certificate in <see cref="TlsCaCertificate"/> (the first, if the file holds several).</summary>
+    internal X509Certificate2 LoadCaCertificate()
+    {
+        RequireFile(TlsCaCertificate!, nameof(TlsCaCertificate));
+        try
+        {
+            return X509CertificateLoader.LoadCertificateFromFile(TlsCaCertificate!);
+        }
+        catch (CryptographicException e)
+        {
+            throw new ArgumentException($"{nameof(TlsCaCertificate)} '{TlsCaCertificate}' is not a PEM certificate: {e.Message}", nameof(TlsCaCertificate), e);
+        }
+    }
+
+    private static void RequireFile(string path, string name)
+    {
+        if (!File.Exists(path))
+        {
+            throw new ArgumentException($"{name}: no file at '{path}'.", name);
+        }
+    }
 
     // StackExchange.Redis takes whole milliseconds as int.
     private static void ValidateMilliseconds(TimeSpan value, string name)

@@ -9,8 +9,8 @@ internal static partial class RedisLog
     [LoggerMessage(1, LogLevel.Information, "Connected to {Connection}")]
     public static partial void Connected(ILogger logger, RedisConnection connection);
 
-    [LoggerMessage(2, LogLevel.Warning, "Not connected to {Connection} yet; it keeps reconnecting, and calls fail until it is")]
-    public static partial void NotConnected(ILogger logger, RedisConnection connection);
+    [LoggerMessage(2, LogLevel.Warning, "Not connected to {Connection} yet ({Reason}); it keeps reconnecting, and calls fail until it is")]
+    public static partial void NotConnected(ILogger logger, RedisConnection connection, string reason);
 
     [LoggerMessage(3, LogLevel.Warning, "Lost a connection to {Connection} ({FailureType}); calls in flight on it failed, it reconnects")]
     public static partial void ConnectionFailed(ILogger logger, RedisConnection connection, ConnectionFailureType failureType, Exception? exception);
