@@ -10,6 +10,7 @@ using KvCache.Gateway.Services;
 using KvCache.Silo.Hosting;
 using KvCache.Silo.Models;
 using KvCache.Silo.Observability;
+using KvCache.Silo.Storage.Redis;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
 
@@ -51,6 +52,13 @@ else
 }
 
 var app = builder.Build();
+
+// Spill:Redis settings that cannot work (a missing TLS file) stop the process in one line naming the setting.
+if (RedisStoreOptions.StartFailure(app.Services) is { } redisFailure)
+{
+    Console.Error.WriteLine($"error: {redisFailure}");
+    return ExitCodes.BadConfiguration;
+}
 
 // A model that cannot be served stops the process before it listens, with the reason in one line.
 if (ModelCatalog.LoadFailure(app.Services) is { } failure)

@@ -45,6 +45,13 @@ builder.UseOrleans(silo =>
 
 var app = builder.Build();
 
+// Spill:Redis settings that cannot work (a missing TLS file) stop the process in one line naming the setting.
+if (RedisStoreOptions.StartFailure(app.Services) is { } redisFailure)
+{
+    Console.Error.WriteLine($"error: {redisFailure}");
+    return ExitCodes.BadConfiguration;
+}
+
 // A model that cannot be served stops the silo before it joins the cluster, with the reason in one line.
 if (ModelCatalog.LoadFailure(app.Services) is { } failure)
 {

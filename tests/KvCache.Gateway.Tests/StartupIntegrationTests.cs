@@ -142,6 +142,24 @@ public sealed class StartupIntegrationTests
         Assert.DoesNotContain("Unhandled exception", gateway.Output, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task A_missing_redis_ca_file_refuses_the_start_naming_the_setting()
+    {
+        string missing = Path.Combine(Path.GetTempPath(), "kvcache-absent-" + Guid.NewGuid().ToString("N"), "ca.pem");
+        var gateway = new ServiceProcess("the gateway", GatewayDll);
+        gateway.Start([
+            $"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{GatewayProcess.FreePort()}",
+            "--Spill:Redis:Endpoint=127.0.0.1:6379",
+            "--Spill:Redis:UseTls=true",
+            $"--Spill:Redis:TlsCaCertificate={missing}",
+        ]);
+        var exitCode = await gateway.WaitForExitAsync(TimeSpan.FromSeconds(90));
+
+        Assert.True(exitCode == 2, $"exit code {exitCode}:\n{gateway.Output}");
+        Assert.Contains($"error: Spill:Redis: TlsCaCertificate: no file at '{missing}'.", gateway.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled exception", gateway.Output, StringComparison.Ordinal);
+    }
+
     private static async Task WaitUntilServingAsync(KvCacheClient client, ServiceProcess process)
     {
         var deadline = DateTime.UtcNow.AddSeconds(90);

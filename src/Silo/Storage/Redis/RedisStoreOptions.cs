@@ -90,6 +90,25 @@ public sealed class RedisStoreOptions
     /// </summary>
     public StackExchange.Redis.ConfigurationOptions ToConfigurationOptions() => RedisConnection.CreateConfiguration(this);
 
+    /// <summary>
+    /// Why the registered settings (<c>AddRedisSessionStore</c>) cannot be used, in one line naming the setting, or
+    /// null (also when none are registered). A process asks before it starts: Orleans' Redis providers read these
+    /// settings before the start's validation and would stop it on them with a stack trace.
+    /// </summary>
+    public static string? StartFailure(IServiceProvider services)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        try
+        {
+            _ = ((IOptions<RedisStoreOptions>?)services.GetService(typeof(IOptions<RedisStoreOptions>)))?.Value;
+            return null;
+        }
+        catch (OptionsValidationException e)
+        {
+            return string.Join(" ", e.Failures);
+        }
+    }
+
     /// <summary>Host and port of <see cref="Endpoint"/> ("[::1]:6379" for IPv6).</summary>
     internal (string Host, int Port) ParseEndpoint()
     {
