@@ -11,7 +11,7 @@ namespace KvCache.Text.Internal;
 /// per run of them when the model has no byte fallback.
 /// </summary>
 /// <remarks>
-/// Microsoft.ML.Tokenizers 2.0.1 (and 3.0.0) breaks equal-score ties elsewhere, so runs such as "====" split into
+/// Microsoft.ML.Tokenizers 2.0.1 (and 3.0.0) merges the rightmost of equal-score pairs, so runs such as "====" split into
 /// other pieces than SentencePiece's (16 of the 1,200 reference strings). Only normal pieces are merge targets:
 /// user-defined pieces are split out before as special tokens, and unused pieces (which SentencePiece re-splits)
 /// are refused at load.
