@@ -11,14 +11,13 @@ namespace KvCache.Text.Internal;
 /// per run of them when the model has no byte fallback.
 /// </summary>
 /// <remarks>
-/// Microsoft.ML.Tokenizers 2.0.1 (and 3.0.0) merges the rightmost of equal-score pairs, so runs such as "====" split into
-/// other pieces than SentencePiece's (16 of the 1,200 reference strings). Only normal pieces are merge targets:
-/// user-defined pieces are split out before as special tokens, and unused pieces (which SentencePiece re-splits)
-/// are refused at load.
+/// Microsoft.ML.Tokenizers 2.0.1 (and 3.0.0) merges the rightmost of equal-score pairs, so runs such as "===="
+/// split into other pieces than SentencePiece's (16 of the 1,200 reference strings). Only normal pieces are merge
+/// targets: user-defined pieces are split out before as special tokens, and unused pieces (which SentencePiece
+/// re-splits) are refused at load.
 /// </remarks>
 internal sealed class SentencePieceBpe
 {
-    private readonly Dictionary<string, int> _ids;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _lookup;
     private readonly float[] _scores;
     private readonly int[]? _byteIds;
@@ -26,7 +25,7 @@ internal sealed class SentencePieceBpe
 
     public SentencePieceBpe(IReadOnlyList<SentencePieceModelProto.Piece> pieces, bool byteFallback)
     {
-        _ids = new Dictionary<string, int>(StringComparer.Ordinal);
+        var normal = new Dictionary<string, int>(StringComparer.Ordinal);
         _scores = new float[pieces.Count];
         _unknownId = -1;
         var byteIds = new int[256];
@@ -38,7 +37,7 @@ internal sealed class SentencePieceBpe
             switch (piece.Type)
             {
                 case SentencePieceModelProto.Normal:
-                    _ids.TryAdd(piece.Text, id);
+                    normal.TryAdd(piece.Text, id);
                     break;
                 case SentencePieceModelProto.Unknown:
                     _unknownId = id;
@@ -62,7 +61,7 @@ internal sealed class SentencePieceBpe
             _byteIds = Array.ConvertAll(byteIds, id => id < 0 ? _unknownId : id);
         }
 
-        _lookup = _ids.GetAlternateLookup<ReadOnlySpan<char>>();
+        _lookup = normal.GetAlternateLookup<ReadOnlySpan<char>>();
     }
 
     /// <summary>Appends the ids of already normalized text (SentencePiece's ▁ for spaces, dummy prefix applied).</summary>
