@@ -1,16 +1,26 @@
+using System.Buffers.Binary;
+
 namespace KvCache.Text.Internal;
 
 /// <summary>
 /// Reads what the library does not expose from a SentencePiece model (protobuf <c>ModelProto</c>): the model type
-/// (field 2 <c>trainer_spec</c> → field 3), to refuse types the library does not tokenize correctly, and the
-/// user-defined pieces (field 1 <c>pieces</c>, type 4), which SentencePiece matches in text as special tokens.
+/// (field 2 <c>trainer_spec</c> → field 3), to refuse types the library does not tokenize correctly, and the pieces
+/// with their scores and types (field 1 <c>pieces</c>), which SentencePieceBpe merges by.
 /// </summary>
 internal static class SentencePieceModelProto
 {
+    /// <summary>One entry of <c>ModelProto.pieces</c>; its id is its index.</summary>
+    public readonly record struct Piece(string Text, float Score, int Type);
+
     public const int Unigram = 1;
     public const int Bpe = 2;
 
-    private const int UserDefined = 4;
+    /// <summary>Piece types (<c>ModelProto.SentencePiece.Type</c>).</summary>
+    public const int Normal = 1;
+    public const int Unknown = 2;
+    public const int UserDefined = 4;
+    public const int Unused = 5;
+    public const int Byte = 6;
 
     /// <summary>The model type; unigram (the proto's default) when the field is absent.</summary>
     /// <exception cref="InvalidDataException">Not a protobuf message.</exception>
@@ -20,12 +30,11 @@ internal static class SentencePieceModelProto
         return trainer.IsEmpty ? Unigram : (int)Varint(Field(trainer, 3, wireType: 0), out _);
     }
 
-    /// <summary>The user-defined pieces (e.g. chat markers given to spm_train's --user_defined_symbols) and their ids.</summary>
+    /// <summary>Every piece (field 1 <c>pieces</c>) in id order: its text (1), score (2, a float) and type (3).</summary>
     /// <exception cref="InvalidDataException">Not a protobuf message.</exception>
-    public static Dictionary<string, int> ReadUserDefinedPieces(ReadOnlySpan<byte> model)
+    public static Piece[] ReadPieces(ReadOnlySpan<byte> model)
     {
-        var pieces = new Dictionary<string, int>(StringComparer.Ordinal);
-        var id = 0;
+        var pieces = new List<Piece>();
         while (!model.IsEmpty)
         {
             var piece = Next(ref model, out var number, out var wireType);
@@ -34,16 +43,15 @@ internal static class SentencePieceModelProto
                 continue;
             }
 
+            var score = Field(piece, 2, wireType: 5);
             var type = Field(piece, 3, wireType: 0);
-            if (!type.IsEmpty && Varint(type, out _) == UserDefined)
-            {
-                pieces[System.Text.Encoding.UTF8.GetString(Field(piece, 1, wireType: 2))] = id;
-            }
-
-            id++;
+            pieces.Add(new Piece(
+                System.Text.Encoding.UTF8.GetString(Field(piece, 1, wireType: 2)),
+                score.IsEmpty ? 0f : BinaryPrimitives.ReadSingleLittleEndian(score),
+                type.IsEmpty ? Normal : (int)Varint(type, out _)));
         }
 
-        return pieces;
+        return [.. pieces];
     }
 
     /// <summary>The payload of the first field <paramref name="number"/> (a varint's bytes, or a length-delimited body).</summary>

@@ -1,25 +1,27 @@
-using System.Globalization;
 using System.Text;
 using Microsoft.ML.Tokenizers;
 
 namespace KvCache.Text.Internal;
 
-/// <summary>A SentencePiece BPE <c>tokenizer.model</c> (Llama 2, Mistral) through Microsoft.ML.Tokenizers.</summary>
+/// <summary>A SentencePiece BPE <c>tokenizer.model</c> (Llama 2, Mistral): Microsoft.ML.Tokenizers loads it and
+/// normalizes text, SentencePieceBpe merges (the library breaks equal-score ties unlike SentencePiece).</summary>
 /// <remarks>
-/// Special tokens are split out before the library sees a text (PromptEncoder). A run of text after a special token
+/// Special tokens are split out before a text is normalized (PromptEncoder). A run of text after a special token
 /// is normalized without the dummy prefix, as SentencePiece does when it meets a user-defined symbol inside one text.
 /// </remarks>
 internal sealed class SentencePieceTextTokenizer : TextTokenizer
 {
     private const char Escape = '\u2581';
 
-    private readonly SentencePieceTokenizer _plain;
+    private readonly SentencePieceBpe _bpe;
+    private readonly Normalizer? _normalizer;
     private readonly SentencePieceNormalizer? _continuation;
 
-    private SentencePieceTextTokenizer(SentencePieceTokenizer plain, byte[][] bytes, IReadOnlyDictionary<string, int> specials)
+    private SentencePieceTextTokenizer(SentencePieceTokenizer plain, SentencePieceBpe bpe, byte[][] bytes, IReadOnlyDictionary<string, int> specials)
         : base(SentencePieceKind, bytes, specials)
     {
-        _plain = plain;
+        _bpe = bpe;
+        _normalizer = plain.Normalizer;
         if (plain.Normalizer is SentencePieceNormalizer n && n.AddDummyPrefix)
         {
             _continuation = new SentencePieceNormalizer(n.RemoveExtraWhiteSpaces, addDummyPrefix: false, n.EscapeWhiteSpaces, n.TreatWhitespaceAsSuffix, specialTokens: null);
@@ -43,7 +45,16 @@ internal sealed class SentencePieceTextTokenizer : TextTokenizer
         }
 
         // SentencePiece matches its user-defined pieces in text; tokenizer_config.json may add more.
-        var specials = SentencePieceModelProto.ReadUserDefinedPieces(model);
+        var modelPieces = SentencePieceModelProto.ReadPieces(model);
+        var specials = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (var id = 0; id < modelPieces.Length; id++)
+        {
+            if (modelPieces[id].Type == SentencePieceModelProto.UserDefined)
+            {
+                specials[modelPieces[id].Text] = id;
+            }
+        }
+
         foreach (var (text, id) in configuredSpecials)
         {
             if ((uint)id < (uint)pieces.Length)
@@ -67,7 +78,7 @@ internal sealed class SentencePieceTextTokenizer : TextTokenizer
             bytes[id] = specialIds.Contains(id) || pieces[id] is not { } piece ? [] : PieceBytes(piece, plain.ByteFallback);
         }
 
-        return new SentencePieceTextTokenizer(plain, bytes, specials);
+        return new SentencePieceTextTokenizer(plain, new SentencePieceBpe(modelPieces, plain.ByteFallback), bytes, specials);
     }
 
     public override void Encode(string text, bool atStart, List<int> ids)
@@ -77,13 +88,8 @@ internal sealed class SentencePieceTextTokenizer : TextTokenizer
             return;
         }
 
-        if (atStart || _continuation is null)
-        {
-            ids.AddRange(_plain.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false));
-            return;
-        }
-
-        ids.AddRange(_plain.EncodeToIds(_continuation.Normalize(text), addBeginningOfSentence: false, addEndOfSentence: false, considerNormalization: false));
+        var normalizer = atStart ? _normalizer : _continuation ?? _normalizer;
+        _bpe.Encode(normalizer is null ? text : normalizer.Normalize(text), ids);
     }
 
     internal override void EncodeDummyPrefix(List<int> ids)
@@ -97,8 +103,7 @@ internal sealed class SentencePieceTextTokenizer : TextTokenizer
     /// <summary>A piece's bytes: <c>&lt;0xNN&gt;</c> byte-fallback pieces are one byte, ▁ is a space.</summary>
     private static byte[] PieceBytes(string piece, bool byteFallback)
     {
-        if (byteFallback && piece.Length == 6 && piece.StartsWith("<0x", StringComparison.Ordinal) && piece[5] == '>'
-            && byte.TryParse(piece.AsSpan(3, 2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var b))
+        if (byteFallback && SentencePieceBpe.TryParseByte(piece, out var b))
         {
             return [b];
         }

@@ -11,6 +11,8 @@ Writes, beside this script:
                   normalization, whitespace kept, dummy prefix, digits split) with the ChatML markers
                   <|im_start|> and <|im_end|> as user-defined symbols, plus the tokenizer_config.json a Hugging Face
                   export would carry (bos/eos, added tokens, a ChatML chat template).
+  spm-bpe-nobytes/ spm-bpe without byte fallback (its byte pieces removed, as spm_train --byte_fallback=false
+                  leaves none): characters outside the vocabulary, newlines among them, become <unk>.
   spm-unigram/    spm_train's defaults (unigram, nmt_nfkc normalization) with byte fallback: what a quick spm_train
                   run gives, as the demo model's may be.
   bpe/            a byte-level BPE tokenizer.json (GPT-2 pre-tokenizer regex, 1,000 merges learnt here by the
@@ -74,6 +76,22 @@ def train_spm(corpus_path, out_dir, extra):
     subprocess.run(args, check=True, cwd=work)
     os.replace(os.path.join(work, "tokenizer.model"), os.path.join(out_dir, "tokenizer.model"))
     os.remove(os.path.join(work, "tokenizer.vocab"))
+
+
+def without_byte_fallback(source_dir, out_dir):
+    """Derives a model from source_dir's, with its byte pieces and byte fallback removed (ids above them shift)."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+    model = pb.ModelProto()
+    with open(os.path.join(source_dir, "tokenizer.model"), "rb") as f:
+        model.ParseFromString(f.read())
+    kept = [p for p in model.pieces if p.type != pb.ModelProto.SentencePiece.BYTE]
+    del model.pieces[:]
+    model.pieces.extend(kept)
+    model.trainer_spec.byte_fallback = False
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "tokenizer.model"), "wb") as f:
+        f.write(model.SerializeToString())
+    spm_config(out_dir, None)
 
 
 def spm_config(out_dir, template):
@@ -203,6 +221,7 @@ def main():
                    "--split_digits=true",
                    "--user_defined_symbols=" + ",".join(SPECIALS)])
         spm_config(os.path.join(HERE, "spm-bpe"), CHATML)
+        without_byte_fallback(os.path.join(HERE, "spm-bpe"), os.path.join(HERE, "spm-bpe-nobytes"))
         train_spm(corpus, os.path.join(HERE, "spm-unigram"), [])
         spm_config(os.path.join(HERE, "spm-unigram"), None)
     write_bpe(os.path.join(HERE, "bpe"), text)
