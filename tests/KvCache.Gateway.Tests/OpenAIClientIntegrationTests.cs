@@ -184,6 +184,11 @@ public sealed class OpenAIClientIntegrationTests : IAsyncLifetime
             Assert.Equal(start, (long)t["usage"]!["input_tokens_details"]!["cached_tokens"]!);
             Assert.Equal(end, (long)t["kvcache"]!["position"]!);
         });
+
+        // Each of the others forked: refused by the compare-and-append when it raced the first, or from the moved-on
+        // session when it came after (both are logged).
+        var previous = $"response {(string)first["id"]!} ";
+        Assert.Equal(3, _gateway.LogLines.Count(l => l.Contains(previous, StringComparison.Ordinal) && l.Contains("forked into session", StringComparison.Ordinal)));
     }
 
     [Fact]
