@@ -33,7 +33,7 @@ internal static class ProtoMapping
         topLogprobs,
         request.PromptLogprobs,
         string.IsNullOrEmpty(request.RequestId) ? null : request.RequestId,
-        request.HasExpectedPosition ? request.ExpectedPosition : null);
+        request.ExpectedPosition);
 
     public static V1.AppendResponse ToProto(AppendResult result)
     {
