@@ -102,9 +102,11 @@ public sealed class OpenAIClientIntegrationTests : IAsyncLifetime
         Assert.Equal(end, await PositionAsync(session));
         Assert.Equal((long)fork["kvcache"]!["position"]!, await PositionAsync((string)fork["kvcache"]!["session_id"]!));
 
-        // The fork holds the first turn's very tokens (from the token log): it replies as a conversation that took
-        // that turn directly.
-        Assert.Equal((long)first["kvcache"]!["position"]!, (long)fork["usage"]!["input_tokens_details"]!["cached_tokens"]!);
+        // The fork holds the first turn's very tokens (copied from the token log; the original has no snapshot, so its
+        // first load replays them all): it replies as a conversation that took that turn directly.
+        var position = (long)first["kvcache"]!["position"]!;
+        Assert.Equal(position, (long)fork["usage"]!["input_tokens_details"]!["cached_tokens"]!);
+        Assert.Contains($"Activated session tenant-a/{(string)fork["kvcache"]!["session_id"]!}: {position} tokens, snapshot at -1, replayed {position}", _gateway.LogLines);
         var twinFirst = await RunAsync(KeyA, "responses", new { model = Model, input = "Hello.", max_output_tokens = 6 });
         var twin = await RunAsync(KeyA, "responses", new { model = Model, input = "Something else.", previous_response_id = (string)twinFirst["id"]!, max_output_tokens = 6 });
         Assert.Equal((string)twin["text"]!, (string)fork["text"]!);
@@ -119,6 +121,108 @@ public sealed class OpenAIClientIntegrationTests : IAsyncLifetime
         Assert.True((bool)(await RunAsync(KeyA, "delete", new { id = (string)second["id"]! }))["deleted"]!);
         Assert.Equal(404, (int)(await RunAsync(KeyA, "get", new { id = (string)second["id"]! }))["error"]!["status"]!);
         Assert.Equal((long)third["kvcache"]!["position"]!, await PositionAsync(session));
+    }
+
+    [Fact]
+    public async Task A_fork_its_sources_snapshot_covers_restores_that_snapshot_and_recomputes_nothing()
+    {
+        var first = await RunAsync(KeyA, "responses", new { model = Model, input = "Hello.", max_output_tokens = 6 });
+        var session = (string)first["kvcache"]!["session_id"]!;
+        var position = (long)first["kvcache"]!["position"]!;
+
+        // The original's snapshot is taken at the first response's end; then the conversation goes on past it.
+        await _grpc.SpillSessionAsync(new SpillSessionRequest { SessionId = session }, A);
+        var second = await RunAsync(KeyA, "responses", new { model = Model, input = "Go on.", previous_response_id = (string)first["id"]!, max_output_tokens = 6 });
+        Assert.Equal(session, (string)second["kvcache"]!["session_id"]!);
+
+        var fork = await RunAsync(KeyA, "responses", new { model = Model, input = "Something else.", previous_response_id = (string)first["id"]!, max_output_tokens = 6 });
+
+        var forkId = (string)fork["kvcache"]!["session_id"]!;
+        Assert.NotEqual(session, forkId);
+        Assert.Contains($"Forked session tenant-a/{forkId} from session {session} at position {position}, with its snapshot: True", _gateway.LogLines);
+        Assert.Contains($"Activated session tenant-a/{forkId}: {position} tokens, snapshot at {position}, replayed 0", _gateway.LogLines);
+        Assert.Equal(position, (long)fork["usage"]!["input_tokens_details"]!["cached_tokens"]!);
+
+        var twinFirst = await RunAsync(KeyA, "responses", new { model = Model, input = "Hello.", max_output_tokens = 6 });
+        var twin = await RunAsync(KeyA, "responses", new { model = Model, input = "Something else.", previous_response_id = (string)twinFirst["id"]!, max_output_tokens = 6 });
+        Assert.Equal((string)twin["text"]!, (string)fork["text"]!);
+        Assert.Equal((long)twin["kvcache"]!["position"]!, (long)fork["kvcache"]!["position"]!);
+        Assert.Equal((long)second["kvcache"]!["position"]!, await PositionAsync(session));
+    }
+
+    [Fact]
+    public async Task Concurrent_turns_continuing_one_response_end_in_different_sessions_and_the_conversation_takes_one()
+    {
+        var first = await RunAsync(KeyA, "responses", new { model = Model, input = "Hello.", max_output_tokens = 6 });
+        var session = (string)first["kvcache"]!["session_id"]!;
+        var start = (long)first["kvcache"]!["position"]!;
+
+        // Sent from this process at once (no Node start-up between them), so they overlap as closely as they can.
+        using var http = new HttpClient { BaseAddress = _gateway.OpenAIAddress };
+        http.DefaultRequestHeaders.Authorization = new("Bearer", KeyA);
+        var body = System.Text.Json.JsonSerializer.Serialize(
+            new { model = Model, input = "Go on.", previous_response_id = (string)first["id"]!, max_output_tokens = 6, temperature = 0 });
+        var turns = await Task.WhenAll(Enumerable.Range(0, 4).Select(async _ =>
+        {
+            using var response = await http.PostAsync("/v1/responses", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.IsSuccessStatusCode, text);
+            return JsonNode.Parse(text)!;
+        }));
+
+        var sessions = turns.Select(t => (string)t["kvcache"]!["session_id"]!).ToList();
+        Assert.Equal(4, sessions.Distinct().Count());
+        var inPlace = Assert.Single(turns, t => (string)t["kvcache"]!["session_id"]! == session);
+        var end = (long)inPlace["kvcache"]!["position"]!;
+        Assert.Equal(end, await PositionAsync(session));
+
+        // Each turn continued the same conversation by itself: greedy, they reply alike from the same cached prefix.
+        var reply = (string)inPlace["output"]![0]!["content"]![0]!["text"]!;
+        Assert.All(turns, t =>
+        {
+            Assert.Equal(reply, (string)t["output"]![0]!["content"]![0]!["text"]!);
+            Assert.Equal(start, (long)t["usage"]!["input_tokens_details"]!["cached_tokens"]!);
+            Assert.Equal(end, (long)t["kvcache"]!["position"]!);
+        });
+
+        // Each of the others forked: refused by the compare-and-append when it raced the first, or from the moved-on
+        // session when it came after (both are logged).
+        var previous = $"response {(string)first["id"]!} ";
+        Assert.Equal(3, _gateway.LogLines.Count(l => l.Contains(previous, StringComparison.Ordinal) && l.Contains("forked into session", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task A_grpc_append_with_expected_position_appends_only_at_that_position()
+    {
+        var id = $"cas-{Guid.NewGuid():N}";
+        await _grpc.CreateSessionAsync(new CreateSessionRequest { SessionId = id, Model = Model }, A);
+        AppendRequest Append(int count, long? expected, string? requestId = null)
+        {
+            var request = new AppendRequest { SessionId = id, RequestId = requestId ?? "" };
+            request.TokenIds.AddRange(Enumerable.Range(1, count));
+            if (expected is { } position)
+            {
+                request.ExpectedPosition = position;
+            }
+
+            return request;
+        }
+
+        Assert.Equal(10, (await _grpc.AppendAsync(Append(10, expected: 0), A)).Position);
+
+        var refused = await Assert.ThrowsAsync<RpcException>(() => _grpc.AppendAsync(Append(2, expected: 5), A).ResponseAsync);
+        Assert.Equal(StatusCode.Aborted, refused.StatusCode);
+        Assert.Contains("at position 10, not the expected 5", refused.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(10, await PositionAsync(id));
+
+        // A request id's retry returns what it did, though the session has moved past the position it expected.
+        var applied = await _grpc.AppendAsync(Append(2, expected: 10, requestId: "cas-1"), A);
+        var retried = await _grpc.AppendAsync(Append(2, expected: 10, requestId: "cas-1"), A);
+        Assert.Equal((12, false, 12, true), (applied.Position, applied.Replayed, retried.Position, retried.Replayed));
+
+        // Without the field, Append appends wherever the session is, as before.
+        Assert.Equal(15, (await _grpc.AppendAsync(Append(3, expected: null), A)).Position);
+        Assert.Equal(15, await PositionAsync(id));
     }
 
     [Fact]

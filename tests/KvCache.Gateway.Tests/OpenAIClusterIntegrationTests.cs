@@ -87,8 +87,8 @@ public sealed class OpenAIClusterIntegrationTests : IAsyncLifetime
         Assert.NotEqual(owner, moved.OwnerSilo);
         Assert.Equal((long)fourth["kvcache"]!["position"]!, moved.Position);
 
-        // A fork from turn 2, through the routed gateway (which reads the token log from Redis itself), replies as
-        // the twin's turn 3 and leaves the conversation where it was.
+        // A fork from turn 2, through the routed gateway (a silo copies the prefix inside Redis), replies as the
+        // twin's turn 3 and leaves the conversation where it was.
         var fork = await TurnAsync(second, Inputs[2], (string)turnOf["id"]!);
         Assert.NotEqual(session, (string)fork["kvcache"]!["session_id"]!);
         Assert.Equal(twin[2], (string)fork["text"]!);

@@ -19,6 +19,7 @@ public sealed class OpenAIErrorsUnitTests
         { new SessionException(SessionErrorCode.InvalidArgument, "bad"), 400, "invalid_request_error", "invalid_value" },
         { new SessionException(SessionErrorCode.FailedPrecondition, "no chat template"), 400, "invalid_request_error", "failed_precondition" },
         { new SessionException(SessionErrorCode.AlreadyExists, "exists"), 409, "invalid_request_error", "conflict" },
+        { new SessionException(SessionErrorCode.Aborted, "at position 9, not the expected 7"), 409, "invalid_request_error", "conflict" },
         { new SessionException(SessionErrorCode.Unavailable, "silo down"), 503, "server_error", "unavailable" },
         { new SessionException(SessionErrorCode.Moved, "moved"), 503, "server_error", "unavailable" },
         { new RedisConnectionException(ConnectionFailureType.UnableToConnect, "down"), 503, "server_error", "unavailable" },

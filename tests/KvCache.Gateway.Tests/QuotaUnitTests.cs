@@ -222,6 +222,8 @@ public sealed class QuotaUnitTests
 
         public Task<SessionInfo> CreateAsync(string tenant, string? model, string? codec, string? sessionId, CancellationToken cancellationToken) => throw new NotSupportedException();
 
+        public Task<SessionInfo> ForkAsync(SessionKey source, long position, CancellationToken cancellationToken) => throw new NotSupportedException();
+
         public Task<AppendResult> AppendAsync(SessionKey key, AppendInput input, CancellationToken cancellationToken) => throw new NotSupportedException();
 
         public IAsyncEnumerable<DecodedToken> DecodeAsync(SessionKey key, DecodeRequestOptions options, CancellationToken cancellationToken) => throw new NotSupportedException();

@@ -119,20 +119,24 @@ internal sealed partial class OpenAIEndpoints(
         // otherwise (a later turn moved it on) a new session holding that session's tokens up to there.
         SessionInfo session;
         var created = true;
+        SessionKey source = default;
+        long? expected = null;
         if (request.PreviousResponseId is { } previousId)
         {
             var previous = await store.GetResponseAsync(tenant, previousId, cancellationToken) ?? throw UnknownResponse(previousId, "previous_response_id");
-            var source = new SessionKey(tenant, previous.SessionId);
+            source = new SessionKey(tenant, previous.SessionId);
             var current = await turns.FindSessionAsync(source, cancellationToken)
                 ?? throw OpenAIException.NotFound($"The session of response {OpenAIErrors.Quote(previousId)} was deleted.", "previous_response_id");
             if (current.Position == previous.Position)
             {
+                // Appended there only: a concurrent turn continuing the same response may land first, and this one forks.
                 session = current;
                 created = false;
+                expected = previous.Position;
             }
             else
             {
-                session = await turns.ForkAsync(source, previous.Position, current.Model, current.Codec, cancellationToken);
+                session = await turns.ForkAsync(source, previous.Position, cancellationToken);
                 Log.Forked(logger, tenant, previousId, previous.SessionId, previous.Position, current.Position, session.Id);
             }
         }
@@ -159,16 +163,33 @@ internal sealed partial class OpenAIEndpoints(
         var item = new OutputMessage { Id = NewId("msg_"), Status = "in_progress" };
         var part = new OutputText { Text = "" };
         var stream = request.Stream ? new ResponseEvents(http, response, item, part) : null;
+        async Task<TurnResult> RunAsync(SessionKey at, bool made, long? expectedPosition)
+        {
+            try
+            {
+                return await turns.RunAsync(at, messages, decode, expectedPosition, stream is null ? null : stream.DeltaAsync, cancellationToken);
+            }
+            catch when (made)
+            {
+                // Nothing will ever continue this session: give its quota share back.
+                await turns.DeleteSessionAsync(at, CancellationToken.None);
+                throw;
+            }
+        }
+
         TurnResult result;
         try
         {
-            result = await turns.RunAsync(key, messages, decode, stream is null ? null : stream.DeltaAsync, cancellationToken);
+            result = await RunAsync(key, created, expected);
         }
-        catch when (created)
+        catch (SessionException e) when (e.Code == SessionErrorCode.Aborted && expected is { } position)
         {
-            // Nothing will ever continue this session: give its quota share back.
-            await turns.DeleteSessionAsync(key, CancellationToken.None);
-            throw;
+            // Another turn continued the same response first; nothing of this one was appended (nor streamed).
+            session = await turns.ForkAsync(source, position, cancellationToken);
+            Log.ForkedAfterRace(logger, tenant, request.PreviousResponseId!, source.SessionId, position, session.Id);
+            key = new SessionKey(tenant, session.Id);
+            created = true;
+            result = await RunAsync(key, made: true, expectedPosition: null);
         }
 
         part.Text = result.Text;
@@ -260,7 +281,7 @@ internal sealed partial class OpenAIEndpoints(
         TurnResult result;
         try
         {
-            result = await turns.RunAsync(key, append, decode, stream is null ? null : stream.DeltaAsync, cancellationToken);
+            result = await turns.RunAsync(key, append, decode, expectedPosition: null, stream is null ? null : stream.DeltaAsync, cancellationToken);
         }
         finally
         {
@@ -573,5 +594,8 @@ internal sealed partial class OpenAIEndpoints(
 
         [LoggerMessage(502, LogLevel.Information, "Tenant {Tenant}: response {ResponseId} ended session {SessionId} at {Position}, which now holds {Current}; forked into session {NewSessionId}")]
         public static partial void Forked(ILogger logger, string tenant, string responseId, string sessionId, long position, long current, string newSessionId);
+
+        [LoggerMessage(503, LogLevel.Information, "Tenant {Tenant}: a concurrent turn continued response {ResponseId} in session {SessionId} at {Position} first; forked into session {NewSessionId}")]
+        public static partial void ForkedAfterRace(ILogger logger, string tenant, string responseId, string sessionId, long position, string newSessionId);
     }
 }

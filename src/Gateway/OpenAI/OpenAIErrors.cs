@@ -53,6 +53,7 @@ internal static class OpenAIErrors
             SessionErrorCode.InvalidArgument => FromStatus(StatusCode.InvalidArgument, e.Message),
             SessionErrorCode.FailedPrecondition => FromStatus(StatusCode.FailedPrecondition, e.Message),
             SessionErrorCode.ResourceExhausted => FromStatus(StatusCode.ResourceExhausted, e.Message),
+            SessionErrorCode.Aborted => FromStatus(StatusCode.Aborted, e.Message),
             _ => FromStatus(StatusCode.Unavailable, e.Message),
         },
         RedisException => FromStatus(StatusCode.Unavailable, "The response store is unavailable; retry."),
@@ -70,7 +71,7 @@ internal static class OpenAIErrors
         StatusCode.ResourceExhausted => (StatusCodes.Status429TooManyRequests, Body(message, "rate_limit_error", "rate_limit_exceeded", null)),
         // As Google's HTTP mapping of gRPC codes: the request cannot work on this model or session as it is.
         StatusCode.FailedPrecondition => (StatusCodes.Status400BadRequest, Body(message, "invalid_request_error", "failed_precondition", null)),
-        StatusCode.AlreadyExists => (StatusCodes.Status409Conflict, Body(message, "invalid_request_error", "conflict", null)),
+        StatusCode.AlreadyExists or StatusCode.Aborted => (StatusCodes.Status409Conflict, Body(message, "invalid_request_error", "conflict", null)),
         StatusCode.Unavailable or StatusCode.DeadlineExceeded => (StatusCodes.Status503ServiceUnavailable, Body(message, "server_error", "unavailable", null)),
         _ => (StatusCodes.Status500InternalServerError, Internal()),
     };

@@ -7,8 +7,7 @@ internal static class OpenAIServiceCollectionExtensions
     /// <summary>
     /// Registers the OpenAI-compatible API: <see cref="OpenAIOptions"/> (checked at start) and its store of response
     /// ids and conversation keys, in the spill store's Redis when <c>Spill:Redis:Endpoint</c> is set (the same
-    /// <see cref="RedisConnection"/> an embedded silo's store uses), in memory otherwise. Forks read token logs
-    /// through <see cref="KvCache.Silo.Storage.ISessionStore"/>: the embedded silo's, or the Redis one added here.
+    /// <see cref="RedisConnection"/> an embedded silo's store uses), in memory otherwise.
     /// </summary>
     public static IServiceCollection AddOpenAI(this IServiceCollection services, IConfiguration configuration)
     {
@@ -19,8 +18,8 @@ internal static class OpenAIServiceCollectionExtensions
         }
         else
         {
-            // A fork reads the token log from the spill store: a routed gateway holds no silo, so it adds the store
-            // itself (an embedded silo registers the same singletons; these registrations only add what is missing).
+            // The spill store's options and connection: a routed gateway holds no silo, so it adds them itself (an
+            // embedded silo registers the same singletons; these registrations only add what is missing).
             services.AddRedisSessionStore(configuration);
             services.AddSingleton<IOpenAIStore, RedisOpenAIStore>();
         }

@@ -1,8 +1,6 @@
 using KvCache.Gateway.Quotas;
-using KvCache.Silo.Hosting;
 using KvCache.Silo.Sessions;
 using KvCache.Silo.Storage;
-using Microsoft.Extensions.Options;
 
 namespace KvCache.Gateway.OpenAI;
 
@@ -19,7 +17,7 @@ internal sealed record TurnResult(long HeldBefore, long InputEnd, long End, stri
 /// One conversational turn on a session, charged to its tenant exactly as the gRPC surface charges Append and
 /// Decode (<see cref="TenantQuotas"/>'s public calls in the same order): append the new messages, then generate.
 /// </summary>
-internal sealed class OpenAITurns(ISessionService sessions, TenantQuotas quotas, ISessionStore store, IOptions<SiloOptions> silo)
+internal sealed class OpenAITurns(ISessionService sessions, TenantQuotas quotas)
 {
     public async Task<SessionInfo> CreateSessionAsync(string tenant, string? model, string? codec, string? sessionId, CancellationToken cancellationToken) =>
         await quotas.CreateSessionAsync(tenant, () => sessions.CreateAsync(tenant, model, codec, sessionId, cancellationToken), cancellationToken);
@@ -51,48 +49,26 @@ internal sealed class OpenAITurns(ISessionService sessions, TenantQuotas quotas,
     }
 
     /// <summary>
-    /// A new session holding exactly <paramref name="source"/>'s first <paramref name="position"/> tokens, read from
-    /// its token log (append-only, so later turns of the source never change them) and prefilled again in appends of
-    /// at most <c>Silo:MaxAppendTokens</c>, each charged to the tenant's cache quota first.
+    /// A new session holding exactly <paramref name="source"/>'s first <paramref name="position"/> tokens (its token log is
+    /// append-only, so later turns never change them), copied in the spill store with the source's snapshot when that
+    /// covers them: nothing is recomputed but the log past the snapshot, when the fork is first loaded. Admitted and
+    /// charged as a new session of that many tokens.
     /// </summary>
-    public async Task<SessionInfo> ForkAsync(SessionKey source, long position, string model, string codec, CancellationToken cancellationToken)
+    public async Task<SessionInfo> ForkAsync(SessionKey source, long position, CancellationToken cancellationToken)
     {
-        var fork = await CreateSessionAsync(source.Tenant, model, codec, null, cancellationToken);
-        var key = new SessionKey(source.Tenant, fork.Id);
-        try
-        {
-            var buffer = new int[silo.Value.MaxAppendTokens];
-            for (var start = 0L; start < position;)
-            {
-                var wanted = (int)Math.Min(buffer.Length, position - start);
-                var read = await store.ReadTokensAsync(source, start, buffer.AsMemory(0, wanted), cancellationToken);
-                if (read != wanted)
-                {
-                    throw new SessionException(SessionErrorCode.NotFound, "The conversation's session no longer holds that response.");
-                }
-
-                await quotas.CheckCacheAsync(key, read, cancellationToken);
-                await sessions.AppendAsync(key, buffer[..read], 0, cancellationToken);
-                await quotas.SettleAsync(key, cancellationToken);
-                start += read;
-            }
-        }
-        catch
-        {
-            await DeleteSessionAsync(key, CancellationToken.None);
-            throw;
-        }
-
-        return fork with { Position = position };
+        // The fork has the source's model and codec: the source's bytes per token price it before it is made.
+        await quotas.CheckCacheAsync(source, position, cancellationToken);
+        return await quotas.CreateSessionAsync(source.Tenant, () => sessions.ForkAsync(source, position, cancellationToken), cancellationToken);
     }
 
+    /// <param name="expectedPosition">Append only at this position (else <see cref="SessionErrorCode.Aborted"/>, nothing done).</param>
     /// <param name="onText">Called with each non-empty piece of the reply's text as it is generated.</param>
     public async Task<TurnResult> RunAsync(
-        SessionKey key, ChatTurn[] messages, DecodeRequestOptions options, Func<string, Task>? onText, CancellationToken cancellationToken)
+        SessionKey key, ChatTurn[] messages, DecodeRequestOptions options, long? expectedPosition, Func<string, Task>? onText, CancellationToken cancellationToken)
     {
         // Text and messages are tokenized by the session's silo: the quota sees their tokens once they are appended.
         await quotas.CheckCacheAsync(key, 1, cancellationToken);
-        var appended = await sessions.AppendAsync(key, new AppendInput([], null, messages, 0, false), cancellationToken);
+        var appended = await sessions.AppendAsync(key, new AppendInput([], null, messages, 0, false, ExpectedPosition: expectedPosition), cancellationToken);
         await quotas.SettleAsync(key, cancellationToken);
 
         var text = new System.Text.StringBuilder();

@@ -17,9 +17,18 @@ public interface ISessionGrain : IGrainWithStringKey
     /// (null: the silo's default model, the full cache).</summary>
     Task<SessionInfo> CreateAsync(string? model, string? codec, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Creates the session as a fork of the same tenant's session <paramref name="sourceSessionId"/> at
+    /// <paramref name="position"/>: its model and codec, the first <paramref name="position"/> tokens of its log and, when
+    /// its committed snapshot was taken at or before <paramref name="position"/>, a copy of that snapshot, all copied in
+    /// the spill store (nothing is computed). Its first load restores the snapshot and replays only the log past it.
+    /// </summary>
+    Task<SessionInfo> ForkAsync(string sourceSessionId, long position, CancellationToken cancellationToken = default);
+
     /// <summary>Prefill: tokenizes or renders <paramref name="input"/> as needed and runs the model over its tokens,
     /// durable in the token log before it returns. An input the session refuses appends nothing. With a request id,
-    /// the result is recorded with the tokens, and a repeated call returns it unchanged.</summary>
+    /// the result is recorded with the tokens, and a repeated call returns it unchanged (even once the session has moved
+    /// past <see cref="AppendInput.ExpectedPosition"/>).</summary>
     [ResponseTimeout("00:10:00")]
     Task<AppendResult> AppendAsync(AppendInput input, CancellationToken cancellationToken = default);
 

@@ -11,6 +11,10 @@ public interface ISessionService
 {
     Task<SessionInfo> CreateAsync(string tenant, string? model, string? codec, string? sessionId, CancellationToken cancellationToken);
 
+    /// <summary>A new session of <paramref name="source"/>'s tenant holding its first <paramref name="position"/> tokens,
+    /// copied in the spill store with the snapshot that covers them, if any (see <see cref="ISessionGrain.ForkAsync"/>).</summary>
+    Task<SessionInfo> ForkAsync(SessionKey source, long position, CancellationToken cancellationToken);
+
     /// <summary>Appends exactly one of <paramref name="input"/>'s token ids, text or messages. A call with a request id
     /// applies once: repeating it returns the first attempt's result, marked replayed. A call without one gets an id of
     /// its own, so that it too can be sent again if its silo fails.</summary>

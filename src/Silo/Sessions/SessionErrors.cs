@@ -15,6 +15,11 @@ public enum SessionErrorCode
     /// was declared dead) before doing anything: the caller may send the call again, and it reaches the new one.
     /// </summary>
     Moved,
+
+    /// <summary>A compare-and-append found the session at another position than expected: nothing was done; the caller
+    /// reads the session again and decides (gRPC's ABORTED, for a failed test-and-set).</summary>
+    /// <remarks>Last: codes cross grain calls by value, so the older ones keep theirs across a rolling upgrade.</remarks>
+    Aborted,
 }
 
 /// <summary>A session call failed for a reason the caller can act on; it crosses grain calls intact.</summary>

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
+using KvCache.Contracts.Snapshots;
 using KvCache.GpuWorker;
 using KvCache.GpuWorker.Sampling;
 using KvCache.Silo.Snapshots;
@@ -56,6 +57,18 @@ internal sealed partial class SessionGrain
                 return recorded;
             }
 
+            if (input.ExpectedPosition is { } expected)
+            {
+                // The position is known without loading the cache: a refused turn costs no restore.
+                var position = _cache is null ? await StoreCallAsync(() => _store.GetTokenCountAsync(Key, cancellationToken)) : _tokenCount;
+                if (position != expected)
+                {
+                    throw new SessionException(
+                        SessionErrorCode.Aborted,
+                        $"Session '{SessionInfos.Quote(Key.SessionId)}' is at position {position}, not the expected {expected}; nothing was appended.");
+                }
+            }
+
             await EnsureResidentAsync(cancellationToken);
             var model = _model!;
             var tokens = await TokensOfAsync(input, model);
@@ -96,6 +109,67 @@ internal sealed partial class SessionGrain
         finally
         {
             Exit();
+        }
+    }
+
+    public async Task<SessionInfo> ForkAsync(string sourceSessionId, long position, CancellationToken cancellationToken)
+    {
+        await EnterAsync(cancellationToken);
+        try
+        {
+            var source = new SessionKey(Key.Tenant, sourceSessionId);
+            var made = _record is null
+                ? await StoreCallAsync(async () =>
+                {
+                    try
+                    {
+                        var snapshot = await CoveringSnapshotAsync(_store, source, position, cancellationToken);
+                        return await _fenced.TryForkAsync(source, position, snapshot, Key, _time.GetUtcNow(), cancellationToken);
+                    }
+                    catch (SessionNotFoundException)
+                    {
+                        throw SessionException.NotFound(sourceSessionId);
+                    }
+                    catch (TokenLogConflictException e)
+                    {
+                        throw new SessionException(
+                            SessionErrorCode.FailedPrecondition,
+                            $"Session '{SessionInfos.Quote(sourceSessionId)}' holds {e.Actual} tokens, fewer than the {position} to fork.");
+                    }
+                })
+                : null;
+            if (made is null)
+            {
+                throw new SessionException(SessionErrorCode.AlreadyExists, $"Session '{SessionInfos.Quote(Key.SessionId)}' already exists.");
+            }
+
+            _record = made.Record;
+            SessionGrainLog.Forked(_logger, Key.Tenant, Key.SessionId, sourceSessionId, position, made.SnapshotCopied);
+            return SessionInfos.Stored(new SessionState(made.Record, position, null), _models, liveSiloName: static _ => null);
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    /// <summary>The id of <paramref name="source"/>'s committed snapshot if it was taken at or before
+    /// <paramref name="position"/>, so that a fork there may start from it; else null.</summary>
+    private static async Task<long?> CoveringSnapshotAsync(ISessionStore store, SessionKey source, long position, CancellationToken cancellationToken)
+    {
+        if (await store.GetSnapshotAsync(source, cancellationToken) is not { } stored)
+        {
+            return null;
+        }
+
+        try
+        {
+            return SnapshotHeader.Decode(stored.Header.Span).Position <= position ? stored.SnapshotId : null;
+        }
+        catch (SnapshotFormatException)
+        {
+            // A restore would refuse it too: the fork replays its whole log instead.
+            return null;
         }
     }
 

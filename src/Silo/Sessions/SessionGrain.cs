@@ -301,4 +301,7 @@ internal static partial class SessionGrainLog
 
     [LoggerMessage(110, LogLevel.Warning, "A spill-store call for session {Tenant}/{SessionId} failed")]
     public static partial void StoreFailed(ILogger logger, Exception exception, string tenant, string sessionId);
+
+    [LoggerMessage(111, LogLevel.Information, "Forked session {Tenant}/{SessionId} from session {SourceId} at position {Position}, with its snapshot: {SnapshotCopied}")]
+    public static partial void Forked(ILogger logger, string tenant, string sessionId, string sourceId, long position, bool snapshotCopied);
 }

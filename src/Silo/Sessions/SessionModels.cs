@@ -31,8 +31,10 @@ public sealed record SessionInfo(
 /// (rendered with the model's chat template).</summary>
 /// <param name="PromptLogprobs">Also return the log-probability of every appended token.</param>
 /// <param name="RequestId">With an id, the result is recorded with the tokens, and a repeated call returns it unchanged.</param>
+/// <param name="ExpectedPosition">Append only if the session is at this position; otherwise append nothing and fail as
+/// <see cref="SessionErrorCode.Aborted"/> (a compare-and-append: two turns continuing one position cannot both land).</param>
 [GenerateSerializer, Immutable]
-public sealed record AppendInput(int[] TokenIds, string? Text, ChatTurn[] Messages, int TopLogprobs, bool PromptLogprobs, string? RequestId = null)
+public sealed record AppendInput(int[] TokenIds, string? Text, ChatTurn[] Messages, int TopLogprobs, bool PromptLogprobs, string? RequestId = null, long? ExpectedPosition = null)
 {
     public static AppendInput Tokens(int[] tokens, int topLogprobs, string? requestId = null) => new(tokens, null, [], topLogprobs, false, requestId);
 }

@@ -55,6 +55,19 @@ internal sealed class SessionService(
         return CallAsync(() => grain.CreateAsync(model, codec, cancellationToken), retryOnFailure: false, cancellationToken);
     }
 
+    public Task<SessionInfo> ForkAsync(SessionKey source, long position, CancellationToken cancellationToken)
+    {
+        ValidateKey(source);
+        if (position < 0)
+        {
+            throw new SessionException(SessionErrorCode.InvalidArgument, $"A fork's position must be at least 0, not {position}.");
+        }
+
+        // The fork is a grain of the source's tenant: it can copy no other tenant's session.
+        var grain = Session(new SessionKey(source.Tenant, NewId("s-")));
+        return CallAsync(() => grain.ForkAsync(source.SessionId, position, cancellationToken), retryOnFailure: false, cancellationToken);
+    }
+
     public async Task<AppendResult> AppendAsync(SessionKey key, AppendInput input, CancellationToken cancellationToken)
     {
         ValidateKey(key);
@@ -62,6 +75,11 @@ internal sealed class SessionService(
         if (input.RequestId is { } requestId)
         {
             ValidateId(requestId, "request_id");
+        }
+
+        if (input.ExpectedPosition is < 0)
+        {
+            throw new SessionException(SessionErrorCode.InvalidArgument, $"expected_position must be at least 0, not {input.ExpectedPosition}.");
         }
 
         // With a request id the grain applies an Append once, so it is safe to send again when its silo fails.

@@ -126,6 +126,24 @@ public interface ISessionStore
     ValueTask<DecodeRequestRecord> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, string fingerprint, long epoch, CancellationToken cancellationToken = default);
 
     /// <summary>
+    /// Creates session <paramref name="fork"/> as a copy of the same tenant's session <paramref name="source"/> up to
+    /// <paramref name="position"/>: the source's model and codec (created at <paramref name="createdAt"/>), the first
+    /// <paramref name="position"/> tokens of its log and, when <paramref name="snapshotId"/> is still the source's
+    /// committed snapshot, that snapshot (the caller checked that it was taken at or before <paramref name="position"/>).
+    /// Nothing else is copied (request records, resident silo). One atomic step: nobody sees the fork half-made.
+    /// Returns null, having written nothing, if session <paramref name="fork"/> exists.
+    /// </summary>
+    /// <exception cref="SessionNotFoundException">Session <paramref name="source"/> does not exist.</exception>
+    /// <exception cref="TokenLogConflictException">The source's log holds fewer than <paramref name="position"/> tokens.</exception>
+    /// <exception cref="ArgumentException">The two keys are of different tenants, or the same key.</exception>
+    ValueTask<SessionFork?> TryForkAsync(SessionKey source, long position, long? snapshotId, SessionKey fork, DateTimeOffset createdAt, CancellationToken cancellationToken = default);
+
+    /// <inheritdoc cref="TryForkAsync(SessionKey, long, long?, SessionKey, DateTimeOffset, CancellationToken)"/>
+    /// <param name="epoch">The fork's epoch (the activation creating it took it): the fork is a write to the new session.</param>
+    /// <exception cref="StaleEpochException"><paramref name="epoch"/> is not the fork's current epoch.</exception>
+    ValueTask<SessionFork?> TryForkAsync(SessionKey source, long position, long? snapshotId, SessionKey fork, DateTimeOffset createdAt, long epoch, CancellationToken cancellationToken = default);
+
+    /// <summary>
     /// Records which silo holds the session's cache in memory (null: none). Fenced only: just the session's current
     /// activation may say where it lives. The silo is its Orleans address (<c>host:port@generation</c>, which a restarted
     /// silo never reuses), at most 128 characters.
@@ -153,6 +171,11 @@ public readonly record struct TokenLogWriter(string? DecodeRequestId, string? Ap
 /// <param name="End">Where its tokens end once another writer has written after it; null while it is the log's current
 /// writer (it may go on).</param>
 public sealed record DecodeRequestRecord(long Start, string? Fingerprint, long? End);
+
+/// <summary>What <see cref="ISessionStore.TryForkAsync(SessionKey, long, long?, SessionKey, DateTimeOffset, CancellationToken)"/> made.</summary>
+/// <param name="Record">The fork's record: the source's model and codec.</param>
+/// <param name="SnapshotCopied">The snapshot asked for was still the source's and the fork holds a copy of it.</param>
+public sealed record SessionFork(SessionRecord Record, bool SnapshotCopied);
 
 /// <summary>A committed snapshot: its id (names its chunks) and its encoded header.</summary>
 public sealed record StoredSnapshot(long SnapshotId, ReadOnlyMemory<byte> Header);

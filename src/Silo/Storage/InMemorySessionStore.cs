@@ -334,6 +334,73 @@ public sealed class InMemorySessionStore : ISessionStore
         }
     }
 
+    public ValueTask<SessionFork?> TryForkAsync(SessionKey source, long position, long? snapshotId, SessionKey fork, DateTimeOffset createdAt, CancellationToken cancellationToken = default) =>
+        TryForkCore(source, position, snapshotId, fork, createdAt, Unfenced);
+
+    public ValueTask<SessionFork?> TryForkAsync(SessionKey source, long position, long? snapshotId, SessionKey fork, DateTimeOffset createdAt, long epoch, CancellationToken cancellationToken = default)
+    {
+        StoreArguments.ValidateEpoch(epoch);
+        return TryForkCore(source, position, snapshotId, fork, createdAt, epoch);
+    }
+
+    private ValueTask<SessionFork?> TryForkCore(SessionKey source, long position, long? snapshotId, SessionKey fork, DateTimeOffset createdAt, long epoch)
+    {
+        StoreArguments.ValidateFork(source, position, fork);
+        var from = Find(source);
+
+        // The source is read under its lock, the fork made under its own: never two sessions' locks at once, so forks
+        // in opposite directions cannot deadlock. Chunks are never changed once stored, so the fork may share them.
+        SessionRecord record;
+        int[] tokens;
+        StoredSnapshot? snapshot = null;
+        KeyValuePair<(long SnapshotId, int Index), byte[]>[] chunks = [];
+        lock (from)
+        {
+            var s = Open(from, source, Unfenced);
+            if (s.TokenCount < position)
+            {
+                throw new TokenLogConflictException(source, position, s.TokenCount);
+            }
+
+            record = new SessionRecord(fork, s.Record.Model, s.Record.Codec, createdAt);
+            tokens = s.Tokens.AsSpan(0, (int)position).ToArray();
+            if (snapshotId is { } id && s.Snapshot?.SnapshotId == id)
+            {
+                snapshot = s.Snapshot;
+                chunks = [.. s.Chunks.Where(c => c.Key.SnapshotId == id)];
+            }
+        }
+
+        var index = _tenants.GetOrAdd(fork.Tenant, _ => new SortedSet<string>(StringComparer.Ordinal));
+        var slot = _slots.GetOrAdd(fork, _ => new Slot());
+        lock (index)
+        {
+            lock (slot)
+            {
+                if (epoch != Unfenced && epoch != slot.Epoch)
+                {
+                    throw new StaleEpochException(fork, epoch);
+                }
+
+                if (slot.Session is not null)
+                {
+                    return ValueTask.FromResult<SessionFork?>(null);
+                }
+
+                var made = new Session(record) { Tokens = tokens, TokenCount = tokens.Length, Snapshot = snapshot };
+                foreach (var (chunkKey, chunk) in chunks)
+                {
+                    made.Chunks[chunkKey] = chunk;
+                }
+
+                slot.Session = made;
+                index.Add(fork.SessionId);
+            }
+        }
+
+        return ValueTask.FromResult<SessionFork?>(new SessionFork(record, snapshot is not null));
+    }
+
     public ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateSilo(silo);

@@ -60,6 +60,9 @@ internal sealed class InProcessGateway : IAsyncDisposable
 
     public IServiceProvider Services => _factory.Services;
 
+    /// <summary>Every line the gateway and its embedded silo logged at Information or above, in order.</summary>
+    public IReadOnlyList<string> LogLines => [.. _factory.Lines];
+
     public static async Task<InProcessGateway> StartAsync(IReadOnlyDictionary<string, string?> settings)
     {
         var port = GatewayProcess.FreePort();
@@ -119,7 +122,36 @@ internal sealed class InProcessGateway : IAsyncDisposable
             }
 
             builder.UseEnvironment("Production");
-            builder.ConfigureLogging(logging => logging.ClearProviders());
+            builder.ConfigureLogging(logging =>
+            {
+                logging.ClearProviders();
+                logging.AddProvider(new LineLoggerProvider(Lines));
+            });
+        }
+
+        public System.Collections.Concurrent.ConcurrentQueue<string> Lines { get; } = new();
+    }
+
+    /// <summary>Keeps each formatted message, so a test can check what the silo did (e.g. how many tokens it replayed).</summary>
+    private sealed class LineLoggerProvider(System.Collections.Concurrent.ConcurrentQueue<string> lines) : ILoggerProvider, ILogger
+    {
+        public ILogger CreateLogger(string categoryName) => this;
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Information;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (IsEnabled(logLevel))
+            {
+                lines.Enqueue(formatter(state, exception));
+            }
+        }
+
+        public void Dispose()
+        {
         }
     }
 }

@@ -202,6 +202,61 @@ public sealed class SessionServiceUnitTests : IAsyncLifetime
         Assert.Equal(keys.Skip(1).Select(k => k.SessionId).Order(), seen.Order());
     }
 
+    [Fact]
+    public async Task A_fork_holds_the_prefix_with_the_snapshot_that_covers_it_and_continues_like_an_undisturbed_twin()
+    {
+        var twin = await CreateWithPromptAsync("twin");
+        var expected = await DecodeAsync(twin, 10);
+
+        var source = await CreateWithPromptAsync("source");
+        await _sessions.SpillAsync(source, default);
+        await DecodeAsync(source, 5); // past the snapshot, which stays at the prompt's end
+
+        var fork = await _sessions.ForkAsync(source, Prompt.Length, default);
+        var forkKey = new SessionKey(Tenant, fork.Id);
+        Assert.Equal((Prompt.Length, SessionResidency.Spilled), (fork.Position, fork.Residency));
+        Assert.Equal((await _store.GetSnapshotAsync(source))!.Header.ToArray(), (await _store.GetSnapshotAsync(forkKey))!.Header.ToArray());
+        Assert.Equal(expected.Select(t => t.TokenId), (await DecodeAsync(forkKey, 10)).Select(t => t.TokenId));
+        Assert.Equal(Prompt.Length + 5, (await _sessions.GetAsync(source, default)).Position);
+
+        // The snapshot covers a later position too (the fork replays the log past it), not an earlier one (the log alone).
+        var later = await _sessions.ForkAsync(source, Prompt.Length + 5, default);
+        var laterKey = new SessionKey(Tenant, later.Id);
+        Assert.NotNull(await _store.GetSnapshotAsync(laterKey));
+        Assert.Equal(expected[5..].Select(t => t.TokenId), (await DecodeAsync(laterKey, 5)).Select(t => t.TokenId));
+        var earlier = await _sessions.ForkAsync(source, Prompt.Length - 10, default);
+        Assert.Null(await _store.GetSnapshotAsync(new SessionKey(Tenant, earlier.Id)));
+        Assert.Equal(Prompt.Length - 10, earlier.Position);
+
+        await AssertCode(SessionErrorCode.FailedPrecondition, () => _sessions.ForkAsync(source, Prompt.Length + 6, default));
+        await AssertCode(SessionErrorCode.NotFound, () => _sessions.ForkAsync(new SessionKey(Tenant, "missing"), 0, default));
+        await AssertCode(SessionErrorCode.NotFound, () => _sessions.ForkAsync(new SessionKey("other", source.SessionId), 1, default));
+        Assert.Empty((await _sessions.ListAsync("other", 0, null, default)).Sessions);
+    }
+
+    [Fact]
+    public async Task Of_concurrent_appends_expecting_one_position_exactly_one_lands()
+    {
+        var key = await CreateWithPromptAsync("expected");
+        var landed = await Task.WhenAll(Enumerable.Range(1, 4).Select(async i =>
+        {
+            try
+            {
+                await _sessions.AppendAsync(key, AppendInput.Tokens([i, i], 0) with { ExpectedPosition = Prompt.Length }, default);
+                return true;
+            }
+            catch (SessionException e) when (e.Code == SessionErrorCode.Aborted)
+            {
+                Assert.Contains($"is at position {Prompt.Length + 2}, not the expected {Prompt.Length}", e.Message, StringComparison.Ordinal);
+                return false;
+            }
+        }));
+
+        Assert.Equal(1, landed.Count(l => l));
+        Assert.Equal(Prompt.Length + 2, (await _sessions.GetAsync(key, default)).Position);
+        await AssertCode(SessionErrorCode.InvalidArgument, () => _sessions.AppendAsync(key, AppendInput.Tokens([1], 0) with { ExpectedPosition = -1 }, default));
+    }
+
     private Task<SessionKey> CreateAsync(string id) => _cluster.CreateAsync(Tenant, id);
 
     private Task<SessionKey> CreateWithPromptAsync(string id) => _cluster.CreateWithPromptAsync(Tenant, id, Prompt);

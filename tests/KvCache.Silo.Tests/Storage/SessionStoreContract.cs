@@ -566,6 +566,107 @@ public abstract class SessionStoreContract
         Assert.Equal(new SessionState(Record(key), 2, "silo-1"), await Store.GetStateAsync(key));
     }
 
+    [Fact]
+    public async Task A_fork_holds_the_log_prefix_and_the_covering_snapshot_and_nothing_else_of_the_source()
+    {
+        var source = await CreateAsync("source");
+        await Store.AppendTokensAsync(source, 0, new[] { 1, 2, 3, 4, 5, 6 }, TokenLogWriter.Append("req", new byte[] { 7 }), await Store.TakeEpochAsync(source));
+        await Store.WriteSnapshotChunkAsync(source, 7, 0, Bytes(100, 1));
+        await Store.WriteSnapshotChunkAsync(source, 7, 1, Bytes(30, 2));
+        await Store.CommitSnapshotAsync(source, 7, new byte[] { 9, 8 });
+        await Store.WriteSnapshotChunkAsync(source, 8, 0, Bytes(10, 3)); // a later snapshot, not committed
+        await Store.GetOrAddDecodeRequestAsync(source, "decode", 6, "f");
+        var created = new DateTimeOffset(2026, 12, 2, 18, 0, 0, TimeSpan.Zero);
+
+        var made = await Store.TryForkAsync(source, 4, 7, Key("fork"), created);
+
+        var fork = Key("fork");
+        var record = new SessionRecord(fork, "llama-tiny", "full", created);
+        Assert.Equal(new SessionFork(record, SnapshotCopied: true), made);
+        Assert.Equal(new SessionState(record, 4, null), await Store.GetStateAsync(fork));
+        var tokens = new int[10];
+        Assert.Equal(4, await Store.ReadTokensAsync(fork, 0, tokens));
+        Assert.Equal([1, 2, 3, 4], tokens[..4]);
+        var snapshot = await Store.GetSnapshotAsync(fork);
+        Assert.Equal(7, snapshot!.SnapshotId);
+        Assert.Equal([9, 8], snapshot.Header.ToArray());
+        var chunk = new byte[100];
+        Assert.Equal(100, await Store.ReadSnapshotChunkAsync(fork, 7, 0, chunk));
+        Assert.Equal(Bytes(100, 1), chunk);
+        Assert.Equal(30, await Store.ReadSnapshotChunkAsync(fork, 7, 1, chunk));
+        Assert.Equal(Bytes(30, 2), chunk[..30]);
+        await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(fork, 8, 0, chunk).AsTask());
+        Assert.Null(await Store.GetAppendRequestAsync(fork, "req"));
+        Assert.Equal(3, (await Store.GetOrAddDecodeRequestAsync(fork, "decode", 3, "e")).Start); // not copied: new here
+        Assert.Equal(["fork", "source"], (await Store.ListAsync(_tenant, null, 10)).Sessions.Select(s => s.Record.Key.SessionId));
+
+        // The two go their own ways: neither's writes or deletion touch the other.
+        await Store.AppendTokensAsync(fork, 4, new[] { 40 });
+        await Store.AppendTokensAsync(source, 6, new[] { 60 });
+        Assert.Equal(5, await Store.GetTokenCountAsync(fork));
+        Assert.Equal(7, await Store.GetTokenCountAsync(source));
+        Assert.True(await Store.DeleteAsync(source));
+        Assert.Equal(100, await Store.ReadSnapshotChunkAsync(fork, 7, 0, chunk));
+        Assert.Equal(Bytes(100, 1), chunk);
+        Assert.True(await Store.DeleteAsync(fork));
+        await AssertNothingStoredAsync(fork);
+    }
+
+    [Fact]
+    public async Task A_fork_copies_only_the_log_when_the_snapshot_named_is_not_the_sources_committed_one()
+    {
+        var source = await CreateAsync("source");
+        await Store.AppendTokensAsync(source, 0, new[] { 1, 2, 3 });
+        await Store.WriteSnapshotChunkAsync(source, 7, 0, Bytes(10, 1));
+        await Store.CommitSnapshotAsync(source, 7, new byte[] { 9 });
+
+        foreach (var (id, snapshot) in new (string, long?)[] { ("other-id", 8), ("none", null) })
+        {
+            var made = await Store.TryForkAsync(source, 2, snapshot, Key(id), DateTimeOffset.UnixEpoch);
+            Assert.False(made!.SnapshotCopied);
+            Assert.Equal(2, await Store.GetTokenCountAsync(Key(id)));
+            Assert.Null(await Store.GetSnapshotAsync(Key(id)));
+            await Assert.ThrowsAsync<SnapshotChunkNotFoundException>(() => Store.ReadSnapshotChunkAsync(Key(id), 7, 0, new byte[10]).AsTask());
+        }
+
+        var empty = await Store.TryForkAsync(source, 0, 7, Key("empty"), DateTimeOffset.UnixEpoch);
+        Assert.True(empty!.SnapshotCopied);
+        Assert.Equal(0, await Store.GetTokenCountAsync(Key("empty")));
+    }
+
+    [Fact]
+    public async Task A_fork_is_refused_whole_onto_an_existing_session_a_missing_source_a_short_log_another_tenant_or_a_stale_epoch()
+    {
+        var source = await CreateAsync("source");
+        await Store.AppendTokensAsync(source, 0, new[] { 1, 2, 3 });
+        var taken = await CreateAsync("taken");
+        await Store.AppendTokensAsync(taken, 0, new[] { 9 });
+
+        Assert.Null(await Store.TryForkAsync(source, 2, null, taken, DateTimeOffset.UnixEpoch));
+        Assert.Equal(new SessionState(Record(taken), 1, null), await Store.GetStateAsync(taken));
+        var missing = await Assert.ThrowsAsync<SessionNotFoundException>(() => Store.TryForkAsync(Key("missing"), 0, null, Key("f1"), DateTimeOffset.UnixEpoch).AsTask());
+        Assert.Equal(Key("missing"), missing.Key);
+        var shortLog = await Assert.ThrowsAsync<TokenLogConflictException>(() => Store.TryForkAsync(source, 4, null, Key("f2"), DateTimeOffset.UnixEpoch).AsTask());
+        Assert.Equal((4, 3), (shortLog.Expected, shortLog.Actual));
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryForkAsync(source, 1, null, Key("f3", _tenant + "other"), DateTimeOffset.UnixEpoch).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryForkAsync(source, 1, null, source, DateTimeOffset.UnixEpoch).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.TryForkAsync(source, -1, null, Key("f4"), DateTimeOffset.UnixEpoch).AsTask());
+
+        // Fenced by the fork's epoch: a stale activation of the new session makes nothing; the current one does.
+        var fenced = Key("fenced");
+        long old = await Store.TakeEpochAsync(fenced);
+        long current = await Store.TakeEpochAsync(fenced);
+        await Assert.ThrowsAsync<StaleEpochException>(() => Store.TryForkAsync(source, 3, null, fenced, DateTimeOffset.UnixEpoch, old).AsTask());
+        foreach (var refused in (string[])["f1", "f2", "f3", "f4", "fenced"])
+        {
+            Assert.Null(await Store.GetAsync(Key(refused)));
+        }
+
+        Assert.Equal(2, (await Store.ListAsync(_tenant, null, 10)).Sessions.Count);
+        Assert.NotNull(await Store.TryForkAsync(source, 3, null, fenced, DateTimeOffset.UnixEpoch, current));
+        Assert.Equal(3, await Store.GetTokenCountAsync(fenced));
+    }
+
     protected static byte[] Bytes(int length, int seed)
     {
         var bytes = new byte[length];

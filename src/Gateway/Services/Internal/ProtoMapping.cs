@@ -32,7 +32,8 @@ internal static class ProtoMapping
         [.. request.Messages.Select(m => new ChatTurn(m.Role, m.Content))],
         topLogprobs,
         request.PromptLogprobs,
-        string.IsNullOrEmpty(request.RequestId) ? null : request.RequestId);
+        string.IsNullOrEmpty(request.RequestId) ? null : request.RequestId,
+        request.ExpectedPosition);
 
     public static V1.AppendResponse ToProto(AppendResult result)
     {
@@ -104,6 +105,7 @@ internal static class ProtoMapping
         SessionErrorCode.InvalidArgument => StatusCode.InvalidArgument,
         SessionErrorCode.FailedPrecondition => StatusCode.FailedPrecondition,
         SessionErrorCode.ResourceExhausted => StatusCode.ResourceExhausted,
+        SessionErrorCode.Aborted => StatusCode.Aborted,
         _ => StatusCode.Unavailable,
     };
 }

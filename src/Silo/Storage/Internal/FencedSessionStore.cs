@@ -73,6 +73,12 @@ internal sealed class FencedSessionStore(ISessionStore inner, SessionKey key, lo
     public ValueTask<DecodeRequestRecord> GetOrAddDecodeRequestAsync(SessionKey key, string requestId, long startPosition, string fingerprint, long epoch, CancellationToken cancellationToken = default) =>
         inner.GetOrAddDecodeRequestAsync(Own(key), requestId, startPosition, fingerprint, epoch, cancellationToken);
 
+    public ValueTask<SessionFork?> TryForkAsync(SessionKey source, long position, long? snapshotId, SessionKey fork, DateTimeOffset createdAt, CancellationToken cancellationToken = default) =>
+        inner.TryForkAsync(source, position, snapshotId, Own(fork), createdAt, Epoch, cancellationToken);
+
+    public ValueTask<SessionFork?> TryForkAsync(SessionKey source, long position, long? snapshotId, SessionKey fork, DateTimeOffset createdAt, long epoch, CancellationToken cancellationToken = default) =>
+        inner.TryForkAsync(source, position, snapshotId, Own(fork), createdAt, epoch, cancellationToken);
+
     public ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default) =>
         inner.SetResidentAsync(Own(key), silo, epoch, cancellationToken);
 

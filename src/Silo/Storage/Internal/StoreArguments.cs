@@ -56,6 +56,22 @@ internal static class StoreArguments
         ArgumentException.ThrowIfNullOrEmpty(record.Codec, "record.Codec");
     }
 
+    public static void ValidateFork(SessionKey source, long position, SessionKey fork)
+    {
+        ValidateKey(source);
+        ValidateKey(fork);
+        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        if (source.Tenant != fork.Tenant)
+        {
+            throw new ArgumentException("A session forks into a session of its own tenant only.", nameof(fork));
+        }
+
+        if (source == fork)
+        {
+            throw new ArgumentException("A session cannot fork into itself.", nameof(fork));
+        }
+    }
+
     /// <summary>A resident silo's name is stored as a hash field: an id's rules; null (no silo) is allowed.</summary>
     public static void ValidateSilo(string? silo)
     {

@@ -421,6 +421,56 @@ public sealed class RedisSessionStore : ISessionStore
         return DecodeRequests.Parse((string)fields[0]!, end);
     }
 
+    public ValueTask<SessionFork?> TryForkAsync(SessionKey source, long position, long? snapshotId, SessionKey fork, DateTimeOffset createdAt, CancellationToken cancellationToken = default) =>
+        TryForkCore(source, position, snapshotId, fork, createdAt, Unfenced, cancellationToken);
+
+    public ValueTask<SessionFork?> TryForkAsync(SessionKey source, long position, long? snapshotId, SessionKey fork, DateTimeOffset createdAt, long epoch, CancellationToken cancellationToken = default)
+    {
+        StoreArguments.ValidateEpoch(epoch);
+        return TryForkCore(source, position, snapshotId, fork, createdAt, epoch, cancellationToken);
+    }
+
+    private async ValueTask<SessionFork?> TryForkCore(SessionKey source, long position, long? snapshotId, SessionKey fork, DateTimeOffset createdAt, long epoch, CancellationToken cancellationToken)
+    {
+        StoreArguments.ValidateFork(source, position, fork);
+        cancellationToken.ThrowIfCancellationRequested();
+        var from = Keys(source);
+        var k = Keys(fork);
+        var reply = (RedisResult[])(await Database().ScriptEvaluateAsync(StoreScripts.Fork, new
+        {
+            srcMeta = (RedisKey)from.Meta,
+            srcTokens = (RedisKey)from.Tokens,
+            srcSnap = (RedisKey)from.Snapshot,
+            srcChunks = (RedisKey)from.Chunks,
+            meta = (RedisKey)k.Meta,
+            tokens = (RedisKey)k.Tokens,
+            snap = (RedisKey)k.Snapshot,
+            chunks = (RedisKey)k.Chunks,
+            index = (RedisKey)k.TenantIndex,
+            epochCounter = (RedisKey)k.Epoch,
+            length = position * sizeof(int),
+            snapshot = snapshotId is { } id ? id.ToString(CultureInfo.InvariantCulture) : "",
+            srcChunkPrefix = from.ChunkPrefix,
+            chunkPrefix = k.ChunkPrefix,
+            created = createdAt.UtcTicks,
+            session = fork.SessionId,
+            epoch,
+        }).ConfigureAwait(false))!;
+        switch ((long)reply[0])
+        {
+            case -1:
+                throw new SessionNotFoundException(source);
+            case StaleEpoch:
+                throw new StaleEpochException(fork, epoch);
+            case -3:
+                throw new TokenLogConflictException(source, position, (long)reply[1] / sizeof(int));
+            case 0:
+                return null;
+        }
+
+        return new SessionFork(new SessionRecord(fork, (string)reply[2]!, (string)reply[3]!, createdAt), (long)reply[1] == 1);
+    }
+
     public async ValueTask SetResidentAsync(SessionKey key, string? silo, long epoch, CancellationToken cancellationToken = default)
     {
         StoreArguments.ValidateKey(key);

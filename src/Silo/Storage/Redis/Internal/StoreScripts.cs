@@ -148,6 +148,41 @@ internal static class StoreScripts
         """);
 
     /// <summary>
+    /// Keys: srcMeta, srcTokens, srcSnap, srcChunks (the source's), meta, tokens, snap, chunks, index, epochCounter (the
+    /// fork's). Args: length (bytes of the log to copy), snapshot (id to copy if still committed, '' for none),
+    /// srcChunkPrefix, chunkPrefix, created (ticks), session (the fork's id), epoch (the fork's). Makes the fork: the
+    /// source's model and codec, its log's first length bytes, and the snapshot's header and chunks (COPY, server-side).
+    /// Returns {1, 1 if the snapshot was copied else 0, model, codec}, {0} if the fork exists, {-1} if the source does not, {-2} if the
+    /// epoch is stale, {-3, the source log's length in bytes} if that is shorter than length.
+    /// </summary>
+    public static readonly LuaScript Fork = LuaScript.Prepare("""
+        if redis.call('EXISTS', @srcMeta) == 0 then return {-1} end
+        if @epoch ~= '0' and redis.call('GET', @epochCounter) ~= @epoch then return {-2} end
+        if redis.call('EXISTS', @meta) == 1 then return {0} end
+        local n = redis.call('STRLEN', @srcTokens)
+        local length = tonumber(@length)
+        if n < length then return {-3, n} end
+        local record = redis.call('HMGET', @srcMeta, 'model', 'codec')
+        redis.call('HSET', @meta, 'model', record[1], 'codec', record[2], 'created', @created)
+        redis.call('ZADD', @index, 0, @session)
+        if length > 0 then
+          redis.call('SET', @tokens, redis.call('GETRANGE', @srcTokens, 0, length - 1))
+        else
+          redis.call('DEL', @tokens)
+        end
+        if @snapshot == '' or redis.call('HGET', @srcSnap, 'id') ~= @snapshot then return {1, 0, record[1], record[2]} end
+        local own = @snapshot .. ':'
+        for _, m in ipairs(redis.call('SMEMBERS', @srcChunks)) do
+          if string.sub(m, 1, #own) == own then
+            redis.call('COPY', @srcChunkPrefix .. m, @chunkPrefix .. m, 'REPLACE')
+            redis.call('SADD', @chunks, m)
+          end
+        end
+        redis.call('HSET', @snap, 'id', @snapshot, 'header', redis.call('HGET', @srcSnap, 'header'))
+        return {1, 1, record[1], record[2]}
+        """);
+
+    /// <summary>
     /// Keys: meta, epochCounter. Args: silo ('' for none), epoch (never '0': fenced only). Sets or clears meta's
     /// resident field; returns 1, -1 if no session, -2 if the epoch is stale.
     /// </summary>
