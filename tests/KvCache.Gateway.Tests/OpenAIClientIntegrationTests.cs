@@ -260,6 +260,49 @@ public sealed class OpenAIClientIntegrationTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Concurrent_chat_completions_of_one_conversation_key_each_answer_once_and_leave_one_session()
+    {
+        var conversation = $"conv-{Guid.NewGuid():N}";
+        var first = await RunAsync(KeyA, "chat", new { model = Model, messages = new[] { new { role = "user", content = "Hi there." } }, max_tokens = 6, conversation });
+        var session = (string)first["kvcache"]!["session_id"]!;
+        var before = await SessionCountAsync();
+
+        using var http = new HttpClient { BaseAddress = _gateway.OpenAIAddress };
+        http.DefaultRequestHeaders.Authorization = new("Bearer", KeyA);
+        http.DefaultRequestHeaders.Add("X-KvCache-Conversation", conversation);
+        var body = System.Text.Json.JsonSerializer.Serialize(new
+        {
+            model = Model,
+            max_tokens = 6,
+            temperature = 0,
+            messages = new[]
+            {
+                new { role = "user", content = "Hi there." },
+                new { role = "assistant", content = (string)first["text"]! },
+                new { role = "user", content = "More." },
+            },
+        });
+        var replies = await Task.WhenAll(Enumerable.Range(0, 4).Select(async _ =>
+        {
+            using var response = await http.PostAsync("/v1/chat/completions", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.IsSuccessStatusCode, text);
+            return JsonNode.Parse(text)!;
+        }));
+
+        // Each request was answered from exactly its own history: greedy, alike. The conversation's session holds
+        // one answered turn (not four appended one after another), and no temporary fork is left behind.
+        var total = (long)replies[0]["usage"]!["total_tokens"]!;
+        Assert.All(replies, r =>
+        {
+            Assert.Equal((string)replies[0]["choices"]![0]!["message"]!["content"]!, (string)r["choices"]![0]!["message"]!["content"]!);
+            Assert.Equal(total, (long)r["usage"]!["total_tokens"]!);
+        });
+        Assert.Equal(total, await PositionAsync(session));
+        Assert.Equal(before, await SessionCountAsync());
+    }
+
+    [Fact]
     public async Task Another_tenants_response_id_is_not_found_a_missing_key_is_unauthorized_and_a_quota_hit_is_429()
     {
         var mine = await RunAsync(KeyA, "responses", new { model = Model, input = "Private.", max_output_tokens = 4 });

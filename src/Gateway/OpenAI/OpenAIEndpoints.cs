@@ -278,17 +278,41 @@ internal sealed partial class OpenAIEndpoints(
         var key = new SessionKey(tenant, session.Id);
         var created = time.GetUtcNow().ToUnixTimeSeconds();
         var stream = request.Stream ? new ChatEvents(http, id, created, session.Model) : null;
+        var onText = stream is null ? null : (Func<string, Task>)stream.DeltaAsync;
         TurnResult result;
-        try
-        {
-            result = await turns.RunAsync(key, append, decode, expectedPosition: null, stream is null ? null : stream.DeltaAsync, cancellationToken);
-        }
-        finally
+        if (conversationKey is null)
         {
             // Stateless: the whole history comes again next time.
-            if (conversationKey is null)
+            result = await RunOnceAsync(key);
+        }
+        else
+        {
+            try
             {
-                await turns.DeleteSessionAsync(key, CancellationToken.None);
+                // A reused session is appended to only where the conversation left it, so two requests of one key
+                // at once cannot both land on it.
+                result = await turns.RunAsync(key, append, decode, conversation?.Position, onText, cancellationToken);
+            }
+            catch (SessionException e) when (e.Code == SessionErrorCode.Aborted && conversation is not null)
+            {
+                // Another request of this key moved the session on first (nothing of this one was appended): this one
+                // is answered from a temporary fork at the held history, and the conversation stays the other's.
+                var fork = await turns.ForkAsync(key, conversation.Position, cancellationToken);
+                Log.ChatForkedAfterRace(logger, tenant, session.Id, conversation.Position, fork.Id);
+                conversationKey = null;
+                result = await RunOnceAsync(new SessionKey(tenant, fork.Id));
+            }
+        }
+
+        async Task<TurnResult> RunOnceAsync(SessionKey at)
+        {
+            try
+            {
+                return await turns.RunAsync(at, append, decode, expectedPosition: null, onText, cancellationToken);
+            }
+            finally
+            {
+                await turns.DeleteSessionAsync(at, CancellationToken.None);
             }
         }
 
@@ -597,5 +621,8 @@ internal sealed partial class OpenAIEndpoints(
 
         [LoggerMessage(503, LogLevel.Information, "Tenant {Tenant}: a concurrent turn continued response {ResponseId} in session {SessionId} at {Position} first; forked into session {NewSessionId}")]
         public static partial void ForkedAfterRace(ILogger logger, string tenant, string responseId, string sessionId, long position, string newSessionId);
+
+        [LoggerMessage(504, LogLevel.Information, "Tenant {Tenant}: a concurrent request of the same conversation key moved session {SessionId} past {Position} first; answered from temporary fork {NewSessionId}")]
+        public static partial void ChatForkedAfterRace(ILogger logger, string tenant, string sessionId, long position, string newSessionId);
     }
 }
